@@ -1,0 +1,42 @@
+"""The aiohttp application: state, lifecycle and routes wired together."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from hub.brokers import create_broker
+from hub.config import Config
+from hub.fanout import Fanout
+from hub.http.errors import json_errors
+from hub.http.routes import add_routes, shutdown_frame
+from hub.http.state import CONFIG, FANOUT
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[json_errors])
+    app[CONFIG] = config
+    app[FANOUT] = Fanout(
+        create_broker(config),
+        heartbeat_interval=config.sse.heartbeat_interval,
+        subscribe_timeout=config.sse.subscribe_timeout,
+    )
+    app.cleanup_ctx.append(_run_fanout)
+    app.on_shutdown.append(_close_streams)
+    add_routes(app)
+    return app
+
+
+async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
+    fanout = app[FANOUT]
+    await fanout.start()
+    yield
+    await fanout.stop()
+
+
+async def _close_streams(app: web.Application) -> None:
+    # Jitter, so that a restarted replica is not hit by every client in the same instant.
+    retry = app[CONFIG].sse.retry
+    app[FANOUT].close_all(shutdown_frame(random.randint(retry // 4, retry)))

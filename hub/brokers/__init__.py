@@ -1,0 +1,19 @@
+"""Brokers: where events are given ids and fanned out between hub processes."""
+
+from __future__ import annotations
+
+from hub.brokers.base import Broker, BrokerSink
+from hub.config import Config
+
+
+def create_broker(config: Config) -> Broker:
+    if config.redis.url:
+        from hub.brokers.redis import RedisBroker
+
+        return RedisBroker(config.redis)
+    from hub.brokers.memory import MemoryBroker
+
+    return MemoryBroker()
+
+
+__all__ = ["Broker", "BrokerSink", "create_broker"]

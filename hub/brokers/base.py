@@ -1,0 +1,55 @@
+"""The broker interface: the one seam between the fan-out engine and what carries events.
+
+A broker assigns ids, accepts events (the publish returns only once they are accepted), and calls its
+sink with every event of every selector some local subscriber holds, each event once, in id order. It
+knows nothing of HTTP, connections or encodings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Protocol
+
+from hub.event import Draft, Event
+from hub.topics import Selector
+
+
+class BrokerSink(Protocol):
+    def on_event(self, event: Event) -> None: ...
+
+    def on_tick(self) -> None: ...
+
+
+class Broker(ABC):
+    name: str
+
+    @abstractmethod
+    async def start(self, sink: BrokerSink) -> None:
+        """Connect and start delivering to `sink`."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def publish(self, drafts: Sequence[Draft]) -> list[str]:
+        """Accept all drafts or none, atomically; return their ids. Raises `BrokerUnavailable`."""
+
+    @abstractmethod
+    def subscribe(self, selector: Selector) -> asyncio.Future[None]:
+        """Start receiving `selector`'s events. The future resolves once no later event can be missed.
+
+        Called once per selector while it has local subscribers (the engine counts them)."""
+
+    @abstractmethod
+    def unsubscribe(self, selector: Selector) -> None: ...
+
+    @abstractmethod
+    async def tick(self) -> None:
+        """Send a heartbeat tick through the broker; it comes back as `sink.on_tick()`."""
+
+    @property
+    @abstractmethod
+    def ready(self) -> bool:
+        """Events can be published and the subscription is live."""

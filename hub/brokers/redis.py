@@ -1,0 +1,299 @@
+"""The Redis broker: ids and publishes through one Lua script, fan-out over one pub/sub connection.
+
+Publishing runs a script that assigns each event the next id of the shared counter and PUBLISHes its
+envelope to each of its topics' channels, atomically: a batch is accepted whole or not at all.
+
+Receiving uses ONE raw RESP connection per process (not redis-py's PubSub, which gives up after its
+retries run out, and costs a task hop per message): a topic is SUBSCRIBEd when its first local subscriber
+arrives and UNSUBSCRIBEd when its last leaves; patterns are PSUBSCRIBEd as a Redis glob that may match
+more than the selector, the engine matching exactly. An event that reaches us through several channels
+or patterns arrives as consecutive messages with one id; all but the first are dropped here. A supervisor
+reconnects with capped, jittered backoff and re-subscribes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from hub.brokers.base import Broker, BrokerSink
+from hub.brokers.redis_keys import RedisKeys
+from hub.brokers.resp import pack
+from hub.config import RedisConfig
+from hub.errors import BrokerUnavailable
+from hub.event import Draft, EnvelopeError, envelope_id, new_epoch, open_envelope
+from hub.topics import Selector
+
+log = logging.getLogger(__name__)
+
+# KEYS[1]: the sequence hash. ARGV: a fresh epoch (used only if the hash is new), the event count, then
+# per event: its channel count, the channels, its body. Returns the ids.
+PUBLISH_SCRIPT = """
+local seq_key = KEYS[1]
+local epoch = redis.call('HGET', seq_key, 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', seq_key, 'epoch', epoch)
+end
+local ids = {}
+local i = 3
+for e = 1, tonumber(ARGV[2]) do
+  local nch = tonumber(ARGV[i])
+  local id = epoch .. '-' .. redis.call('HINCRBY', seq_key, 'seq', 1)
+  local message = id .. ' ' .. ARGV[i + nch + 1]
+  for c = 1, nch do
+    redis.call('PUBLISH', ARGV[i + c], message)
+  end
+  i = i + nch + 2
+  ids[e] = id
+end
+return ids
+"""
+
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 5.0
+
+
+class RedisBroker(Broker):
+    name = "redis"
+
+    def __init__(self, config: RedisConfig) -> None:
+        self._config = config
+        self._keys = RedisKeys(config.prefix)
+        self._client = aioredis.Redis.from_url(
+            config.url,
+            socket_connect_timeout=config.connect_timeout,
+            socket_timeout=config.connect_timeout,
+        )
+        self._script = self._client.register_script(PUBLISH_SCRIPT)
+        self._tick_channel = self._keys.tick(secrets.token_hex(6))
+        self._sink: BrokerSink | None = None
+        # name -> (is_pattern, refcount); several selectors may share one Redis name
+        self._wanted: dict[bytes, list[Any]] = {}
+        # name -> one entry per SUBSCRIBE sent and not yet confirmed, each entry the futures it serves
+        self._waiters: dict[bytes, deque[list[asyncio.Future[None]]]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._live = False
+        self._last_id = b""
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, sink: BrokerSink) -> None:
+        self._sink = sink
+        self._task = asyncio.create_task(self._supervise(), name="hub-redis-subscriber")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for entries in self._waiters.values():
+            for futures in entries:
+                for future in futures:
+                    future.cancel()
+        self._waiters.clear()
+        await self._client.aclose()
+        self._sink = None
+
+    @property
+    def ready(self) -> bool:
+        return self._live
+
+    # publishing
+
+    async def publish(self, drafts: Sequence[Draft]) -> list[str]:
+        args: list[bytes | str | int] = [new_epoch(), len(drafts)]
+        for draft in drafts:
+            args.append(len(draft.topics))
+            args.extend(self._keys.channel(t) for t in draft.topics)
+            args.append(draft.body())
+        try:
+            ids = await self._script(keys=[self._keys.sequence], args=args)
+        except _REDIS_DOWN as exc:
+            raise BrokerUnavailable(f"redis is unavailable ({exc}); the event was not accepted") from None
+        return [i.decode() for i in ids]
+
+    async def tick(self) -> None:
+        try:
+            await self._client.publish(self._tick_channel, b"")
+        except _REDIS_DOWN:
+            raise BrokerUnavailable() from None
+
+    # subscribing
+
+    def subscribe(self, selector: Selector) -> asyncio.Future[None]:
+        is_pattern, name = self._keys.subscription(selector)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        wanted = self._wanted.get(name)
+        if wanted is not None:
+            wanted[1] += 1
+            entries = self._waiters.get(name)
+            if entries:
+                entries[-1].append(future)  # rides on the SUBSCRIBE already under way
+            elif self._live:
+                future.set_result(None)
+            else:
+                self._waiters.setdefault(name, deque()).append([future])
+            return future
+        self._wanted[name] = [is_pattern, 1]
+        self._waiters.setdefault(name, deque()).append([future])
+        if self._writer is not None:
+            self._writer.write(pack(b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE", name))
+        return future
+
+    def unsubscribe(self, selector: Selector) -> None:
+        is_pattern, name = self._keys.subscription(selector)
+        wanted = self._wanted.get(name)
+        if wanted is None:
+            return
+        wanted[1] -= 1
+        if wanted[1] > 0:
+            return
+        del self._wanted[name]
+        if self._writer is not None:
+            self._writer.write(pack(b"PUNSUBSCRIBE" if is_pattern else b"UNSUBSCRIBE", name))
+
+    # the subscriber connection
+
+    async def _supervise(self) -> None:
+        backoff = BACKOFF_MIN
+        while True:
+            writer: asyncio.StreamWriter | None = None
+            was_live = False
+            try:
+                reader, writer = await self._connect()
+                await self._serve(reader, writer)
+            except (OSError, EOFError, hiredis.ProtocolError, TimeoutError, RedisReplyError) as exc:
+                if self._live:
+                    log.warning("redis subscription lost: %s; reconnecting", exc)
+                else:
+                    log.debug("redis subscription: %s; retrying", exc)
+            finally:
+                was_live, self._live = self._live, False
+                self._writer = None
+                if writer is not None:
+                    writer.close()
+            if was_live:
+                backoff = BACKOFF_MIN
+            self._last_id = b""
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        kwargs = self._client.connection_pool.connection_kwargs
+        timeout = self._config.connect_timeout
+        async with asyncio.timeout(timeout):
+            if "path" in kwargs:
+                reader, writer = await asyncio.open_unix_connection(kwargs["path"])
+            else:
+                tls = None
+                if self._config.url.startswith("rediss://"):
+                    tls = ssl.create_default_context()
+                reader, writer = await asyncio.open_connection(
+                    kwargs.get("host", "localhost"), kwargs.get("port", 6379), ssl=tls
+                )
+            password = kwargs.get("password")
+            if password:
+                username = kwargs.get("username")
+                auth = (username, password) if username else (password,)
+                writer.write(pack(b"AUTH", *auth))
+                await _expect_ok(reader)
+        return reader, writer
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        # Re-subscribe everything wanted; whoever waits on a name is served by its first confirmation.
+        commands = [pack(b"SUBSCRIBE", self._tick_channel)]
+        for name, (is_pattern, _) in self._wanted.items():
+            commands.append(pack(b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE", name))
+            entries = self._waiters.get(name)
+            if entries and len(entries) > 1:
+                merged = [f for futures in entries for f in futures]
+                entries.clear()
+                entries.append(merged)
+            elif not entries:
+                self._waiters[name] = deque([[]])
+        for name in list(self._waiters):
+            if name not in self._wanted:
+                for futures in self._waiters.pop(name):
+                    for future in futures:
+                        future.cancel()
+        writer.write(b"".join(commands))
+        parser = hiredis.Reader()
+        while True:
+            data = await reader.read(1 << 16)
+            if not data:
+                raise EOFError("redis closed the connection")
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                self._on_reply(reply)
+
+    def _on_reply(self, reply: Any) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedisReplyError(str(reply))
+        kind = reply[0]
+        if kind == b"message":
+            if reply[1] == self._tick_channel:
+                if self._sink is not None:
+                    self._sink.on_tick()
+                return
+            self._on_message(reply[2])
+        elif kind == b"pmessage":
+            self._on_message(reply[3])
+        elif kind in (b"subscribe", b"psubscribe"):
+            name = reply[1]
+            if name == self._tick_channel:
+                self._live = True
+                log.info("redis subscription live")
+                return
+            entries = self._waiters.get(name)
+            if entries:
+                for future in entries.popleft():
+                    if not future.done():
+                        future.set_result(None)
+                if not entries:
+                    del self._waiters[name]
+
+    def _on_message(self, message: bytes) -> None:
+        id_ = envelope_id(message)
+        if id_ == self._last_id:
+            return  # the same event through another of its channels, or through a pattern
+        self._last_id = id_
+        try:
+            event = open_envelope(message)
+        except EnvelopeError as exc:
+            log.warning("dropped a malformed message from redis: %s", exc)
+            return
+        if self._sink is not None:
+            self._sink.on_event(event)
+
+
+class RedisReplyError(Exception):
+    """Redis refused a command on the subscriber connection."""
+
+
+async def _expect_ok(reader: asyncio.StreamReader) -> None:
+    parser = hiredis.Reader()
+    while True:
+        data = await reader.read(4096)
+        if not data:
+            raise EOFError("redis closed the connection during AUTH")
+        parser.feed(data)
+        reply = parser.gets()
+        if reply is False:
+            continue
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedisReplyError(f"AUTH refused: {reply}")
+        return

@@ -1,0 +1,25 @@
+"""Every Redis key and channel name the hub uses, in one place."""
+
+from __future__ import annotations
+
+from hub.topics import Selector, glob_escape
+
+
+class RedisKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._channel_prefix = f"{prefix}:t:".encode()
+        # The id counter and the epoch that tells ids from before a data loss apart.
+        self.sequence = f"{prefix}:seq"
+
+    def channel(self, topic: str) -> bytes:
+        return self._channel_prefix + topic.encode()
+
+    def subscription(self, selector: Selector) -> tuple[bool, bytes]:
+        """(is_pattern, name) to SUBSCRIBE or PSUBSCRIBE for a selector."""
+        if selector.is_pattern:
+            return True, (glob_escape(f"{self.prefix}:t:") + selector.glob()).encode()
+        return False, self.channel(selector.text)
+
+    def tick(self, node: str) -> bytes:
+        return f"{self.prefix}:tick:{node}".encode()

@@ -1,0 +1,97 @@
+"""The `hub` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from hub.config import Config, load
+from hub.errors import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hub", description="broadcast-hub: an SSE broadcast hub")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the hub")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--redis", metavar="URL", help="Redis URL; unset: in-process memory broker")
+    serve.add_argument("--config", metavar="FILE", help="TOML config file (or HUB_CONFIG)")
+    serve.add_argument("--workers", type=int, help="processes sharing the port (needs Redis)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+
+    _setup_logging(args.log_level)
+    try:
+        config = load(
+            args.config,
+            os.environ,
+            {
+                "server.host": args.host,
+                "server.port": args.port,
+                "redis.url": args.redis,
+                "server.workers": args.workers,
+            },
+        )
+    except ConfigError as exc:
+        print(f"hub: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if config.server.workers > 1:
+        return _run_workers(config, args.log_level)
+    _run(config, reuse_port=False)
+    return 0
+
+
+def _run(config: Config, *, reuse_port: bool) -> None:
+    from hub.server import serve
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(serve(config, reuse_port=reuse_port))
+    else:
+        uvloop.run(serve(config, reuse_port=reuse_port))
+
+
+def _worker(config: Config, log_level: str) -> None:
+    _setup_logging(log_level)
+    _run(config, reuse_port=True)
+
+
+def _run_workers(config: Config, log_level: str) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker, args=(config, log_level), name=f"hub-worker-{i}")
+        for i in range(config.server.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    return max((w.exitcode or 0) for w in workers)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

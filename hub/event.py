@@ -1,0 +1,87 @@
+"""Events, and the envelope that carries one through a broker. Pure, no I/O.
+
+An envelope is `<id> <json>` as bytes: the id is assigned by the broker at publish time (in Redis, by the
+publish script) and prefixed to the JSON body the publishing hub encoded, so no process decodes and
+re-encodes an event just to add its id.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import orjson
+
+EPOCH_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An event as a publisher asked for it, before the broker gives it an id."""
+
+    topics: tuple[str, ...]
+    data: object
+    event: str | None = None
+    retry: int | None = None
+    retain: bool = False
+
+    def body(self) -> bytes:
+        doc: dict[str, object] = {"t": self.topics, "d": self.data}
+        if self.event is not None:
+            doc["e"] = self.event
+        if self.retry is not None:
+            doc["r"] = self.retry
+        if self.retain:
+            doc["k"] = True
+        return orjson.dumps(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A published event: a draft with its id."""
+
+    id: str
+    topics: tuple[str, ...]
+    data: object
+    event: str | None = None
+    retry: int | None = None
+    retain: bool = False
+
+    @classmethod
+    def from_draft(cls, id: str, draft: Draft) -> Event:
+        return cls(id, draft.topics, draft.data, draft.event, draft.retry, draft.retain)
+
+
+class EnvelopeError(ValueError):
+    """A broker message that is not an envelope this hub wrote."""
+
+
+def envelope(id: str, body: bytes) -> bytes:
+    return id.encode() + b" " + body
+
+
+def envelope_id(message: bytes) -> bytes:
+    """The id of an envelope without decoding its body: enough to drop a duplicate cheaply."""
+    return message[: message.find(b" ")]
+
+
+def open_envelope(message: bytes) -> Event:
+    id_, sep, body = message.partition(b" ")
+    if not sep or not id_:
+        raise EnvelopeError("envelope without an id")
+    try:
+        doc = orjson.loads(body)
+        topics = tuple(doc["t"])
+        data = doc["d"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise EnvelopeError(f"malformed envelope body: {exc}") from None
+    return Event(id_.decode(), topics, data, doc.get("e"), doc.get("r"), bool(doc.get("k", False)))
+
+
+def new_epoch() -> str:
+    """A fresh epoch tag: ids from before a broker lost its data carry another one."""
+    return "".join(secrets.choice(EPOCH_ALPHABET) for _ in range(6))
+
+
+def format_id(epoch: str, seq: int) -> str:
+    return f"{epoch}-{seq}"

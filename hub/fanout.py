@@ -1,0 +1,218 @@
+"""The fan-out engine: a registry of this process's subscriptions, fed by the broker, feeding outboxes.
+
+Per event: one match, one encoding, then the same bytes appended to each matching outbox; dirty outboxes
+are flushed together once per loop iteration. No task and no await per subscriber, ever: the broker
+calls `on_event` synchronously and a slow client can only hurt itself (see `Outbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+from hub import chunked, sse
+from hub.brokers.base import Broker
+from hub.errors import BrokerUnavailable
+from hub.event import Draft, Event
+from hub.outbox import CloseReason, Outbox
+from hub.topics import Selector
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_COMMENT = chunked.frame(sse.encode_comment())
+HEARTBEAT_EVENT = chunked.frame(sse.encode_event("", event="heartbeat"))
+
+_Group = dict[Outbox, None]  # insertion-ordered set
+
+
+class Fanout:
+    def __init__(self, broker: Broker, *, heartbeat_interval: float, subscribe_timeout: float) -> None:
+        self.broker = broker
+        self.heartbeat_interval = heartbeat_interval
+        self.subscribe_timeout = subscribe_timeout
+        self._exact: dict[str, _Group] = {}
+        self._patterns: dict[Selector, _Group] = {}
+        self._live: dict[Selector, asyncio.Future[None]] = {}
+        self._outboxes: _Group = {}
+        self._dirty: list[Outbox] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("events", "deliveries", "slow_consumers", "heartbeats"), 0
+        )
+
+    # lifecycle
+
+    async def start(self) -> None:
+        await self.broker.start(self)
+        self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="hub-heartbeats")
+
+    async def stop(self) -> None:
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+            self._heartbeat_task = None
+        await self.broker.close()
+
+    def close_all(self, final_frame: bytes | None = None) -> None:
+        """Close every stream, after one last frame (a short `retry:` on shutdown)."""
+        for outbox in list(self._outboxes):
+            if final_frame is not None:
+                outbox.pending.append(final_frame)
+                outbox.flush()
+            outbox.close(CloseReason.SHUTDOWN)
+
+    async def publish(self, drafts: Sequence[Draft]) -> list[str]:
+        """Hand validated drafts to the broker; returns their ids once accepted."""
+        return await self.broker.publish(drafts)
+
+    # subscriptions
+
+    @property
+    def connections(self) -> int:
+        return len(self._outboxes)
+
+    @property
+    def selectors(self) -> Mapping[Selector, asyncio.Future[None]]:
+        return self._live
+
+    async def subscribe(self, outbox: Outbox) -> None:
+        """Register `outbox`, and return once the broker delivers every later event of its selectors.
+
+        Raises `BrokerUnavailable` (and registers nothing) if the broker does not confirm in time."""
+        self._outboxes[outbox] = None
+        waits = []
+        for selector in outbox.selectors:
+            group = self._group(selector, create=True)
+            assert group is not None
+            group[outbox] = None
+            live = self._live.get(selector)
+            if live is None:
+                live = self._live[selector] = self.broker.subscribe(selector)
+            if not live.done():
+                waits.append(live)
+        if not waits:
+            return
+        try:
+            # shield: one subscriber giving up must not cancel the others' wait on the same future
+            async with asyncio.timeout(self.subscribe_timeout):
+                await asyncio.shield(asyncio.gather(*waits))
+        except TimeoutError:
+            self.unsubscribe(outbox)
+            raise BrokerUnavailable("the broker did not confirm the subscription in time") from None
+        except BaseException:
+            self.unsubscribe(outbox)
+            raise
+
+    def start_writing(self, outbox: Outbox, transport: asyncio.Transport) -> None:
+        outbox.transport = transport
+        self._flush_one(outbox)
+
+    def unsubscribe(self, outbox: Outbox) -> None:
+        if self._outboxes.pop(outbox, False) is False:
+            return
+        outbox.close(CloseReason.CLIENT_GONE)
+        for selector in outbox.selectors:
+            group = self._group(selector, create=False)
+            if group is None:
+                continue
+            group.pop(outbox, None)
+            if not group:
+                if selector.is_pattern:
+                    del self._patterns[selector]
+                else:
+                    del self._exact[selector.text]
+                live = self._live.pop(selector, None)
+                if live is not None and not live.done():
+                    live.cancel()
+                self.broker.unsubscribe(selector)
+
+    def _group(self, selector: Selector, *, create: bool) -> _Group | None:
+        if selector.is_pattern:
+            if create:
+                return self._patterns.setdefault(selector, {})
+            return self._patterns.get(selector)
+        if create:
+            return self._exact.setdefault(selector.text, {})
+        return self._exact.get(selector.text)
+
+    # the broker's sink
+
+    def on_event(self, event: Event) -> None:
+        self.counters["events"] += 1
+        targets = self._match(event.topics)
+        if not targets:
+            return
+        frame = chunked.frame(
+            sse.encode_event(sse.data_text(event.data), id=event.id, event=event.event, retry=event.retry)
+        )
+        dirty = self._dirty
+        count = 0
+        for outbox in targets:
+            pending = outbox.pending
+            if not pending:
+                dirty.append(outbox)
+            pending.append(frame)
+            count += 1
+        self.counters["deliveries"] += count
+        self._schedule_flush()
+
+    def on_tick(self) -> None:
+        self.counters["heartbeats"] += 1
+        dirty = self._dirty
+        for outbox in self._outboxes:
+            if not outbox.pending:
+                dirty.append(outbox)
+            outbox.pending.append(HEARTBEAT_EVENT if outbox.heartbeat_event else HEARTBEAT_COMMENT)
+        self._schedule_flush()
+
+    def _match(self, topics: tuple[str, ...]) -> Iterable[Outbox]:
+        groups: list[_Group] = []
+        exact = self._exact
+        for topic in topics:
+            group = exact.get(topic)
+            if group:
+                groups.append(group)
+        if self._patterns:
+            parts = [topic.split("/") for topic in topics]
+            for selector, group in self._patterns.items():
+                if any(selector.matches_segments(p) for p in parts):
+                    groups.append(group)
+        if len(groups) == 1:
+            return groups[0]
+        if not groups:
+            return ()
+        merged: _Group = {}
+        for group in groups:
+            merged.update(group)
+        return merged
+
+    # writing
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None and self._dirty:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for outbox in dirty:
+            self._flush_one(outbox)
+
+    def _flush_one(self, outbox: Outbox) -> None:
+        reason = outbox.flush()
+        if reason is CloseReason.SLOW_CONSUMER:
+            self.counters["slow_consumers"] += 1
+            log.info("closed a slow consumer of %s", ",".join(s.text for s in outbox.selectors))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self.broker.tick()
+            except BrokerUnavailable:
+                # No tick, no heartbeat: clients notice the silence, which is the point.
+                log.warning("heartbeat tick not sent: broker unavailable")

@@ -1,0 +1,46 @@
+"""The middleware that gives every refusal, ours or aiohttp's, the same JSON shape."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from hub.errors import HttpError
+from hub.http.state import CONFIG
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _describe(request: web.Request, exc: web.HTTPException) -> tuple[str, str]:
+    if exc.status == 404:
+        return "not_found", f"nothing at {request.path}"
+    if exc.status == 405:
+        return "method_not_allowed", f"{request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        limit = request.app[CONFIG].limits.max_body_bytes
+        return "payload_too_large", f"the request body is over the limit of {limit} bytes"
+    return "http_error", exc.text or exc.reason
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return web.Response(body=exc.body(), status=exc.status, content_type="application/json")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(exc.status, *_describe(request, exc))
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the hub failed on this request")

@@ -1,0 +1,91 @@
+"""Routes: parse the request, call the engine, answer. Nothing here talks to a broker directly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from hub import chunked, sse
+from hub.errors import PayloadTooLarge
+from hub.http.state import CONFIG, FANOUT
+from hub.outbox import Outbox
+from hub.publish_request import PublishLimits, parse_publish
+from hub.subscribe_request import parse_subscribe
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    fanout = request.app[FANOUT]
+    sub = parse_subscribe(
+        request.query.getall("topic", []), request.query, max_topics=config.limits.max_topics
+    )
+    outbox = Outbox(sub.selectors, heartbeat_event=sub.heartbeat_event, max_buffer=config.sse.max_buffer)
+    # Subscribed before the headers go out: once a client sees the stream open, nothing it should
+    # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
+    await fanout.subscribe(outbox)
+    try:
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
+        transport = request.transport
+        if transport is None:
+            return response
+        fanout.start_writing(outbox, transport)
+        await outbox.done
+    finally:
+        fanout.unsubscribe(outbox)
+    if not transport.is_closing():
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+    return response
+
+
+async def publish(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    limits = config.limits
+    if request.content_length is not None and request.content_length > limits.max_body_bytes:
+        raise PayloadTooLarge(
+            "payload_too_large",
+            f"the request body is over the limit of {limits.max_body_bytes} bytes",
+        )
+    body = await request.read()
+    parsed = parse_publish(
+        request.headers.get("Content-Type", ""),
+        body,
+        PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics),
+    )
+    # Shielded: once handed to the broker, a client hanging up must not leave it half-done.
+    ids = await asyncio.shield(request.app[FANOUT].publish(parsed.drafts))
+    return web.json_response({"ids": ids} if parsed.batch else {"id": ids[0]})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    fanout = request.app[FANOUT]
+    ready = fanout.broker.ready
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "broker": fanout.broker.name},
+        status=200 if ready else 503,
+    )
+
+
+def shutdown_frame(retry_ms: int) -> bytes:
+    return chunked.frame(sse.encode_retry(retry_ms))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/events", events)
+    app.router.add_post("/publish", publish)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

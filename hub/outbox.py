@@ -1,0 +1,71 @@
+"""One subscriber connection's outbox: frames waiting for its socket, bounded in bytes.
+
+The fan-out appends the same pre-encoded frame to every matching outbox and flushes each dirty outbox
+once per loop iteration with a single `transport.write`. Nothing here awaits: a client that stops reading
+only grows its own transport buffer, and past `max_buffer` it is cut off (it resumes from history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+
+from hub.topics import Selector
+
+
+class CloseReason(Enum):
+    CLIENT_GONE = "client_gone"
+    SLOW_CONSUMER = "slow_consumer"
+    SHUTDOWN = "shutdown"
+
+
+class Outbox:
+    __slots__ = (
+        "close_reason",
+        "done",
+        "heartbeat_event",
+        "max_buffer",
+        "pending",
+        "selectors",
+        "transport",
+    )
+
+    def __init__(self, selectors: tuple[Selector, ...], *, heartbeat_event: bool, max_buffer: int) -> None:
+        self.selectors = selectors
+        self.heartbeat_event = heartbeat_event
+        self.max_buffer = max_buffer
+        self.pending: list[bytes] = []
+        self.transport: asyncio.Transport | None = None  # None until the response headers are out
+        self.close_reason: CloseReason | None = None
+        self.done: asyncio.Future[CloseReason] = asyncio.get_running_loop().create_future()
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    def flush(self) -> CloseReason | None:
+        """Write what is pending. Returns why the outbox closed, if writing closed it."""
+        transport = self.transport
+        if transport is None or self.close_reason is not None:
+            return None
+        pending = self.pending
+        if not pending:
+            return None
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        if transport.is_closing():
+            return self.close(CloseReason.CLIENT_GONE)
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.max_buffer:
+            transport.abort()
+            return self.close(CloseReason.SLOW_CONSUMER)
+        return None
+
+    def close(self, reason: CloseReason) -> CloseReason | None:
+        if self.close_reason is not None:
+            return None
+        self.close_reason = reason
+        self.pending.clear()
+        if not self.done.done():
+            self.done.set_result(reason)
+        return reason

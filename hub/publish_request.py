@@ -1,0 +1,186 @@
+"""Parsing and validating a publish request body into drafts. Pure: bytes in, drafts or an error out.
+
+Accepts a JSON object, a JSON array of objects (a batch, accepted whole or not at all), and
+`application/x-www-form-urlencoded` with the same fields (`topic` repeated, Mercure's `type` for
+`event`). Nothing here touches a broker: a request that fails validation changes nothing.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import orjson
+
+from hub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from hub.event import Draft
+from hub.sse import data_text
+from hub.topics import validate_topic
+
+MAX_EVENT_NAME = 128
+# Clients act on these (resync, liveness); a publisher must not be able to fake them.
+RESERVED_EVENTS = frozenset({"reset", "heartbeat"})
+MAX_RETRY_MS = 24 * 3600 * 1000
+_FIELDS = frozenset({"topic", "topics", "data", "event", "retry", "retain"})
+_FORM_ALIASES = {"type": "event"}
+_TRUE = frozenset({"true", "1", "on", "yes"})
+_FALSE = frozenset({"false", "0", "off", "no", ""})
+
+
+@dataclass(frozen=True, slots=True)
+class PublishLimits:
+    max_data_bytes: int
+    max_batch: int
+    max_topics: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    drafts: tuple[Draft, ...]
+    batch: bool  # answer with {"ids": [...]} rather than {"id": ...}
+
+
+def media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def parse_publish(content_type: str, body: bytes, limits: PublishLimits) -> PublishRequest:
+    kind = media_type(content_type)
+    if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
+        return _parse_json(body, limits)
+    if kind == "application/x-www-form-urlencoded":
+        return PublishRequest((_parse_form(body, limits),), batch=False)
+    raise UnsupportedMediaType(
+        "unsupported_media_type",
+        "publish takes application/json or application/x-www-form-urlencoded"
+        + (f", not {kind}" if kind else "; the request has no Content-Type"),
+    )
+
+
+def _parse_json(body: bytes, limits: PublishLimits) -> PublishRequest:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("invalid_json", f"the body is not valid UTF-8 JSON: {exc}") from None
+    if isinstance(doc, dict):
+        return PublishRequest((_draft(doc, limits, ""),), batch=False)
+    if isinstance(doc, list):
+        if not doc:
+            raise BadRequest("empty_batch", "a batch must hold at least one event")
+        if len(doc) > limits.max_batch:
+            raise PayloadTooLarge(
+                "batch_too_large", f"a batch holds at most {limits.max_batch} events, got {len(doc)}"
+            )
+        drafts = []
+        for i, item in enumerate(doc):
+            if not isinstance(item, dict):
+                raise BadRequest("invalid_event", f"[{i}]: each batch item must be a JSON object")
+            drafts.append(_draft(item, limits, f"[{i}]."))
+        return PublishRequest(tuple(drafts), batch=True)
+    raise BadRequest("invalid_event", "the body must be a JSON object or an array of objects")
+
+
+def _parse_form(body: bytes, limits: PublishLimits) -> Draft:
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=10_000)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("invalid_form", f"the form body is not valid UTF-8 form data: {exc}") from None
+    doc: dict[str, object] = {}
+    topics: list[str] = []
+    for raw_name, value in pairs:
+        name = _FORM_ALIASES.get(raw_name, raw_name)
+        if name == "topic":
+            topics.append(value)
+            continue
+        if name not in _FIELDS or name == "topics":
+            raise BadRequest("unknown_field", f"unknown form field {raw_name!r}")
+        if name in doc:
+            raise BadRequest("invalid_field", f"form field {raw_name!r} is given twice")
+        doc[name] = value
+    if topics:
+        doc["topics"] = topics
+    if "retry" in doc:
+        doc["retry"] = _form_int(doc["retry"], "retry")
+    if "retain" in doc:
+        doc["retain"] = _form_bool(doc["retain"], "retain")
+    return _draft(doc, limits, "")
+
+
+def _form_int(value: object, name: str) -> int:
+    text = str(value)
+    if not text.isascii() or not text.isdigit():
+        raise BadRequest("invalid_field", f"{name} must be a whole number of milliseconds")
+    return int(text)
+
+
+def _form_bool(value: object, name: str) -> bool:
+    text = str(value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise BadRequest("invalid_field", f"{name} must be true or false")
+
+
+def _draft(doc: dict[str, object], limits: PublishLimits, where: str) -> Draft:
+    unknown = doc.keys() - _FIELDS
+    if unknown:
+        raise BadRequest("unknown_field", f"{where}unknown field {sorted(unknown)[0]!r}")
+    topics = _topics(doc, limits, where)
+    data = doc.get("data", "")
+    size = len(data_text(data).encode("utf-8"))
+    if size > limits.max_data_bytes:
+        raise PayloadTooLarge(
+            "data_too_large", f"{where}data is {size} bytes; the limit is {limits.max_data_bytes}"
+        )
+    event = doc.get("event")
+    if event is not None:
+        event = validate_event_name(event, where)
+    retry = doc.get("retry")
+    if retry is not None and (
+        type(retry) is not int or not 0 <= retry <= MAX_RETRY_MS  # bool is an int: refuse it too
+    ):
+        raise BadRequest("invalid_field", f"{where}retry must be an integer from 0 to {MAX_RETRY_MS} ms")
+    retain = doc.get("retain", False)
+    if not isinstance(retain, bool):
+        raise BadRequest("invalid_field", f"{where}retain must be true or false")
+    return Draft(topics, data, event, retry, retain)
+
+
+def _topics(doc: dict[str, object], limits: PublishLimits, where: str) -> tuple[str, ...]:
+    if "topic" in doc and "topics" in doc:
+        raise BadRequest("invalid_field", f"{where}give either topic or topics, not both")
+    if "topic" in doc:
+        raw: object = [doc["topic"]]
+    elif "topics" in doc:
+        raw = doc["topics"]
+        if not isinstance(raw, list) or not raw:
+            raise BadRequest("invalid_field", f"{where}topics must be a non-empty list of topics")
+    else:
+        raise BadRequest("missing_topic", f"{where}a topic is required")
+    assert isinstance(raw, list)
+    if len(raw) > limits.max_topics:
+        raise PayloadTooLarge("too_many_topics", f"{where}an event has at most {limits.max_topics} topics")
+    try:
+        topics = tuple(dict.fromkeys(validate_topic(t) for t in raw))
+    except BadRequest as exc:
+        raise BadRequest(exc.code, where + exc.message) from None
+    return topics
+
+
+def validate_event_name(name: object, where: str = "") -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_EVENT_NAME:
+        raise BadRequest(
+            "invalid_event_name", f"{where}event must be a string of 1-{MAX_EVENT_NAME} characters"
+        )
+    for ch in name:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            raise BadRequest(
+                "invalid_event_name",
+                f"{where}event {name!r} contains a line break or control character",
+            )
+    if name in RESERVED_EVENTS:
+        raise BadRequest("reserved_event_name", f"{where}event {name!r} is reserved for the hub's own use")
+    return name

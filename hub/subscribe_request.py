@@ -1,0 +1,34 @@
+"""Parsing a subscribe request's query into what the engine needs. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from hub.errors import BadRequest
+from hub.topics import Selector
+
+FORMATS = ("sse",)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    selectors: tuple[Selector, ...]
+    heartbeat_event: bool
+
+
+def parse_subscribe(topics: Sequence[str], query: Mapping[str, str], *, max_topics: int) -> SubscribeRequest:
+    if not topics:
+        raise BadRequest("missing_topic", "subscribe with at least one ?topic=")
+    if len(topics) > max_topics:
+        raise BadRequest(
+            "too_many_topics", f"a subscription holds at most {max_topics} topics, got {len(topics)}"
+        )
+    selectors = tuple(dict.fromkeys(Selector.parse(t) for t in topics))
+    heartbeat = query.get("heartbeat", "comment")
+    if heartbeat not in ("comment", "event"):
+        raise BadRequest("invalid_parameter", "heartbeat must be 'comment' or 'event'")
+    fmt = query.get("format", "sse")
+    if fmt not in FORMATS:
+        raise BadRequest("invalid_parameter", f"format must be one of {', '.join(FORMATS)}")
+    return SubscribeRequest(selectors, heartbeat_event=heartbeat == "event")

@@ -1,0 +1,102 @@
+"""Topics and subscription selectors: validation and matching.
+
+Pure functions only. A topic is 1-256 UTF-8 bytes, no whitespace or control characters, `/` separating
+segments. A selector is a topic or a pattern: a segment `*` matches exactly one segment, a final `**`
+matches any number (zero or more, as MQTT's `#`) of trailing segments. `*` is reserved for patterns, so
+a published topic may not contain it at all: that keeps `a/*` from meaning two things.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+
+from hub.errors import BadRequest
+
+MAX_TOPIC_BYTES = 256
+
+
+def _bad_char(text: str) -> str | None:
+    for ch in text:
+        if ch.isspace() or unicodedata.category(ch) == "Cc":
+            return ch
+    return None
+
+
+def _check_text(text: object, what: str) -> str:
+    if not isinstance(text, str):
+        raise BadRequest("invalid_topic", f"{what} must be a string")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadRequest("invalid_topic", f"{what} is not valid UTF-8") from None
+    if not 1 <= size <= MAX_TOPIC_BYTES:
+        raise BadRequest("invalid_topic", f"{what} must be 1-{MAX_TOPIC_BYTES} bytes of UTF-8")
+    bad = _bad_char(text)
+    if bad is not None:
+        raise BadRequest(
+            "invalid_topic", f"{what} {text!r} contains a whitespace or control character {bad!r}"
+        )
+    return text
+
+
+def validate_topic(topic: object) -> str:
+    """Return `topic` if it is a valid topic to publish to, else raise `BadRequest`."""
+    text = _check_text(topic, "topic")
+    if "*" in text:
+        raise BadRequest("invalid_topic", f"topic {text!r}: '*' is only allowed in selectors")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """A parsed subscription selector: an exact topic or a segment pattern."""
+
+    text: str
+    segments: tuple[str, ...] = field(compare=False, hash=False, repr=False)
+    is_pattern: bool = field(compare=False, hash=False, repr=False)
+    tail: bool = field(compare=False, hash=False, repr=False)  # ends with `**`
+
+    @classmethod
+    def parse(cls, text: object) -> Selector:
+        value = _check_text(text, "selector")
+        segments = tuple(value.split("/"))
+        for i, seg in enumerate(segments):
+            if "*" not in seg or seg == "*":
+                continue
+            if seg == "**" and i == len(segments) - 1:
+                continue
+            raise BadRequest(
+                "invalid_selector",
+                f"selector {value!r}: '*' must be a whole segment and '**' only the last one",
+            )
+        tail = segments[-1] == "**"
+        is_pattern = "*" in value
+        return cls(value, segments[:-1] if tail else segments, is_pattern, tail)
+
+    def matches(self, topic: str) -> bool:
+        if not self.is_pattern:
+            return topic == self.text
+        return self.matches_segments(topic.split("/"))
+
+    def matches_segments(self, parts: list[str]) -> bool:
+        segments = self.segments
+        if self.tail:
+            if len(parts) < len(segments):
+                return False
+        elif len(parts) != len(segments):
+            return False
+        return all(want in ("*", got) for want, got in zip(segments, parts, strict=False))
+
+    def glob(self) -> str:
+        """The selector as a Redis glob: a superset of what it matches (Redis `*` crosses `/`)."""
+        out = []
+        for seg in self.segments:
+            out.append("*" if seg == "*" else glob_escape(seg))
+        # `a/**` must match `a` itself too, so its glob is `a*`; the hub filters the rest.
+        return "/".join(out) + ("*" if self.tail else "")
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters."""
+    return "".join("\\" + ch if ch in "\\*?[]" else ch for ch in text)

@@ -59,7 +59,6 @@ class Config:
 
 
 _POSITIVE = {
-    "server.port",
     "server.workers",
     "server.shutdown_timeout",
     "redis.connect_timeout",
@@ -151,8 +150,8 @@ def build(
     for key, value in values.items():
         if key in _POSITIVE and value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value!r}")
-    if values.get("server.port", 1) > 65535:
-        raise ConfigError("server.port: must be at most 65535")
+    if not 0 <= values.get("server.port", 0) <= 65535:
+        raise ConfigError("server.port: must be from 0 (any free port) to 65535")
     kwargs: dict[str, Any] = {}
     for name, cls in sections().items():
         own = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}

@@ -26,6 +26,8 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.redis_keys import RedisKeys
@@ -37,18 +39,24 @@ from hub.topics import Selector
 
 log = logging.getLogger(__name__)
 
-# KEYS[1]: the sequence hash. ARGV: a fresh epoch (used only if the hash is new), the event count, then
-# per event: its channel count, the channels, its body. Returns the ids.
+# KEYS[1]: the sequence hash; KEYS[2]: this publish's token, which makes a retried call a no-op that
+# answers the first call's ids. ARGV: the token's lifetime (s), a fresh epoch (used only if the hash is
+# new), the event count, then per event: its channel count, the channels, its body.
+# Returns the ids joined by spaces.
 PUBLISH_SCRIPT = """
+local done = redis.call('GET', KEYS[2])
+if done then
+  return done
+end
 local seq_key = KEYS[1]
 local epoch = redis.call('HGET', seq_key, 'epoch')
 if not epoch then
-  epoch = ARGV[1]
+  epoch = ARGV[2]
   redis.call('HSET', seq_key, 'epoch', epoch)
 end
 local ids = {}
-local i = 3
-for e = 1, tonumber(ARGV[2]) do
+local i = 4
+for e = 1, tonumber(ARGV[3]) do
   local nch = tonumber(ARGV[i])
   local id = epoch .. '-' .. redis.call('HINCRBY', seq_key, 'seq', 1)
   local message = id .. ' ' .. ARGV[i + nch + 1]
@@ -58,9 +66,14 @@ for e = 1, tonumber(ARGV[2]) do
   i = i + nch + 2
   ids[e] = id
 end
-return ids
+local result = table.concat(ids, ' ')
+redis.call('SET', KEYS[2], result, 'EX', ARGV[1])
+return result
 """
 
+# A call retried after a lost connection is answered from its token, so retrying is exactly-once.
+PUBLISH_TOKEN_TTL = 120
+PUBLISH_RETRIES = 3
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
@@ -76,6 +89,8 @@ class RedisBroker(Broker):
             config.url,
             socket_connect_timeout=config.connect_timeout,
             socket_timeout=config.connect_timeout,
+            retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), PUBLISH_RETRIES),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         self._tick_channel = self._keys.tick(secrets.token_hex(6))
@@ -114,16 +129,17 @@ class RedisBroker(Broker):
     # publishing
 
     async def publish(self, drafts: Sequence[Draft]) -> list[str]:
-        args: list[bytes | str | int] = [new_epoch(), len(drafts)]
+        args: list[bytes | str | int] = [PUBLISH_TOKEN_TTL, new_epoch(), len(drafts)]
         for draft in drafts:
             args.append(len(draft.topics))
             args.extend(self._keys.channel(t) for t in draft.topics)
             args.append(draft.body())
         try:
-            ids = await self._script(keys=[self._keys.sequence], args=args)
+            token = self._keys.publish_token(secrets.token_hex(12))
+            ids = await self._script(keys=[self._keys.sequence, token], args=args)
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis is unavailable ({exc}); the event was not accepted") from None
-        return [i.decode() for i in ids]
+        return list(ids.decode().split(" "))
 
     async def tick(self) -> None:
         try:

@@ -21,5 +21,8 @@ class RedisKeys:
             return True, (glob_escape(f"{self.prefix}:t:") + selector.glob()).encode()
         return False, self.channel(selector.text)
 
+    def publish_token(self, token: str) -> str:
+        return f"{self.prefix}:pub:{token}"
+
     def tick(self, node: str) -> bytes:
         return f"{self.prefix}:tick:{node}".encode()

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hub import config as hub_config
+from hub.server import start
+from tests.support.hub_client import HubUnderTest
+from tests.support.redis_process import RedisProcess
+
+HubFactory = Callable[..., Awaitable[HubUnderTest]]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    server = RedisProcess().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisProcess]]:
+    """Start more redis-servers; each test owns and may kill them."""
+    started: list[RedisProcess] = []
+
+    def make(*args: str, port: int | None = None) -> RedisProcess:
+        server = RedisProcess(*args, port=port).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def hub_factory(broker_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[HubFactory]:
+    prefix = "t" + uuid.uuid4().hex[:10]
+    stops = []
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+
+    async def make(redis_url: str | None = None, **overrides: Any) -> HubUnderTest:
+        values = {k.replace("__", "."): v for k, v in overrides.items()}
+        values.setdefault("server.port", 0)
+        if broker_kind == "redis":
+            if redis_url is None:
+                redis_url = request.getfixturevalue("redis_server").url
+            values.setdefault("redis.url", redis_url)
+            values.setdefault("redis.prefix", prefix)
+        running = await start(hub_config.build(overrides=values))
+        stops.append(running)
+        return HubUnderTest(running, session)
+
+    yield make
+    for running in stops:
+        await running.stop()
+    await session.close()
+
+
+@pytest.fixture
+async def hub(hub_factory: HubFactory) -> HubUnderTest:
+    return await hub_factory()

@@ -1,0 +1,87 @@
+"""Real redis-server processes on free ports, owned by the tests (never 6379)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from hub.server import free_port
+
+
+class RedisProcess:
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed; .ci/run installs it")
+        self.port = port or free_port()
+        assert self.port != 6379
+        self.dir = Path(tempfile.mkdtemp(prefix="hub-redis-"))
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> RedisProcess:
+        cmd = [
+            "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(self.dir / "redis.log"),
+            *self.args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()}")
+            if self.ping():
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def ping(self) -> bool:
+        try:
+            return self.command("PING") == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def command(self, *args: str) -> bytes:
+        payload = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%b\r\n" % (len(a.encode()), a.encode()) for a in args
+        )
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(payload)
+            return sock.recv(65536)
+
+    def numsub(self, channel: str) -> int:
+        reply = self.command("PUBSUB", "NUMSUB", channel).split(b"\r\n")
+        return int(reply[-2][1:])
+
+    def numpat(self) -> int:
+        return int(self.command("PUBSUB", "NUMPAT").strip()[1:])
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            self.kill()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

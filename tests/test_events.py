@@ -1,0 +1,209 @@
+"""Subscribing over real HTTP, against both brokers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+
+async def test_stream_opens_with_headers_retry_and_comment(hub):
+    async with hub.session.get(hub.url + "/events", params={"topic": "news"}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        assert resp.headers["Cache-Control"] == "no-cache"
+        assert resp.headers["X-Accel-Buffering"] == "no"
+        first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
+        assert first == b"retry: 3000\n: broadcast-hub\n\n"
+
+
+async def test_event_carries_id_type_and_data_lines(hub):
+    async with hub.subscribe("news") as stream:
+        doc = await hub.publish({"topic": "news", "event": "breaking", "data": "line 1\nline 2"})
+        event = await stream.next_event()
+        assert event.id == doc["id"]
+        assert event.event == "breaking"
+        assert event.data == "line 1\nline 2"
+        assert b"data: line 1\ndata: line 2\n\n" in stream.raw
+
+
+async def test_json_data_is_written_compact_and_message_type_omitted(hub):
+    async with hub.subscribe("news") as stream:
+        await hub.publish({"topic": "news", "data": {"a": [1, 2], "b": "é"}})
+        event = await stream.next_event()
+        assert event.event == "message"
+        assert event.data == '{"a":[1,2],"b":"é"}'
+        assert b"event:" not in stream.raw
+
+
+async def test_events_of_a_topic_arrive_in_publish_order(hub):
+    async with hub.subscribe("seq") as stream:
+        ids = []
+        for i in range(150):
+            ids.append((await hub.publish({"topic": "seq", "data": str(i)}))["id"])
+        batch = await hub.publish([{"topic": "seq", "data": str(i)} for i in range(150, 300)])
+        ids += batch["ids"]
+        got = await stream.take(300)
+    assert [e.data for e in got] == [str(i) for i in range(300)]
+    assert [e.id for e in got] == ids
+    seqs = [int(i.rsplit("-", 1)[1]) for i in ids]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 300
+
+
+async def test_concurrent_publishers_are_delivered_in_id_order(hub):
+    async with hub.subscribe("race") as stream:
+        docs = await asyncio.gather(*(hub.publish({"topic": "race", "data": str(i)}) for i in range(100)))
+        got = await stream.take(100)
+    by_seq = sorted(docs, key=lambda d: int(d["id"].rsplit("-", 1)[1]))
+    assert [e.id for e in got] == [d["id"] for d in by_seq]
+
+
+async def test_patterns_match_whole_segments(hub):
+    async with hub.subscribe("a/*", "b/**", "c") as stream:
+        for topic in ["a/1", "a/1/2", "a", "b", "b/x/y", "bb/x", "c", "c/d", "ax/1"]:
+            await hub.publish({"topic": topic, "data": topic})
+        await hub.publish({"topic": "c", "data": "end"})
+        got = []
+        while not got or got[-1] != "end":
+            got.append((await stream.next_event()).data)
+    assert got == ["a/1", "b", "b/x/y", "c", "end"]
+
+
+async def test_redis_glob_metacharacters_in_topics_are_literal(hub):
+    async with hub.subscribe("x[1]/*", "q?/**") as stream:
+        for topic in ["x1/a", "x[1]/a", "qq/a", "q?/a"]:
+            await hub.publish({"topic": topic, "data": topic})
+        got = await stream.take(2)
+        assert [e.data for e in got] == ["x[1]/a", "q?/a"]
+
+
+async def test_event_matching_several_selectors_is_delivered_once(hub):
+    async with hub.subscribe("x", "x/**", "*", "y") as stream:
+        await hub.publish({"topic": "x", "data": "one"})
+        await hub.publish({"topics": ["x", "y"], "data": "two"})
+        await hub.publish({"topic": "y", "data": "three"})
+        got = await stream.take(3)
+        assert [e.data for e in got] == ["one", "two", "three"]
+        with pytest.raises(TimeoutError):
+            await stream.next_event(timeout=0.3)
+
+
+async def test_each_subscriber_gets_every_event(hub):
+    async with (
+        hub.subscribe("room") as s1,
+        hub.subscribe("room/**") as s2,
+        hub.subscribe("other") as s3,
+    ):
+        await hub.publish([{"topic": "room", "data": str(i)} for i in range(20)])
+        await hub.publish({"topic": "other", "data": "o"})
+        assert [e.data for e in await s1.take(20)] == [str(i) for i in range(20)]
+        assert [e.data for e in await s2.take(20)] == [str(i) for i in range(20)]
+        assert (await s3.next_event()).data == "o"
+
+
+async def test_heartbeat_comments_arrive_on_the_interval(hub_factory):
+    hub = await hub_factory(sse__heartbeat_interval=0.2)
+    async with hub.subscribe("quiet") as stream:
+        for _ in range(3):
+            await stream.until_comment(timeout=2)
+        assert b"\n:\n\n" in stream.raw
+
+
+async def test_heartbeat_events_on_request(hub_factory):
+    hub = await hub_factory(sse__heartbeat_interval=0.2)
+    async with hub.subscribe("quiet", heartbeat="event") as stream:
+        event = await stream.next_event(timeout=2)
+        assert event.event == "heartbeat"
+        assert event.id == ""  # a heartbeat must not move the client's Last-Event-ID
+
+
+async def _settled(predicate, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_client_leaving_frees_its_subscription_and_task(hub, broker_kind, request):
+    tasks_before = len(asyncio.all_tasks())
+    streams = []
+    for _ in range(5):
+        resp = await hub.session.get(hub.url + "/events", params=[("topic", "gone"), ("topic", "g/*")])
+        await resp.content.readuntil(b"\n\n")
+        streams.append(resp)
+    assert hub.fanout.connections == 5
+    for resp in streams:
+        resp.close()
+    await _settled(lambda: hub.fanout.connections == 0)
+    assert not hub.fanout.selectors
+    await _settled(lambda: len(asyncio.all_tasks()) <= tasks_before)
+    if broker_kind == "redis":
+        redis = request.getfixturevalue("redis_server")
+        channel = hub.fanout.broker._keys.channel("gone").decode()
+        await _settled(lambda: redis.numsub(channel) == 0)
+        await _settled(lambda: redis.numpat() == 0)
+
+
+async def _raw_subscriber(port: int, topic: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /events?topic={topic} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await reader.readuntil(b": broadcast-hub\n\n")
+    return reader, writer
+
+
+async def test_stalled_client_is_cut_off_and_never_delays_others(hub_factory):
+    hub = await hub_factory(sse__max_buffer=256 * 1024)
+    _reader, writer = await _raw_subscriber(hub.running.port, "firehose")  # never reads again
+    try:
+        async with hub.subscribe("firehose") as fast:
+            big = "x" * 100_000
+            loop = asyncio.get_running_loop()
+            for i in range(120):
+                sent = loop.time()
+                await hub.publish({"topic": "firehose", "data": f"{i} {big}"})
+                event = await fast.next_event(timeout=2)
+                assert event.data.startswith(f"{i} ")
+                assert loop.time() - sent < 1.0
+            await _settled(lambda: hub.fanout.counters["slow_consumers"] == 1)
+            assert hub.fanout.connections == 1
+    finally:
+        writer.close()
+
+
+async def test_subscribe_needs_a_valid_selector(hub):
+    for params, code in [
+        ([], "missing_topic"),
+        ([("topic", "")], "invalid_topic"),
+        ([("topic", "a b")], "invalid_topic"),
+        ([("topic", "a/**/b")], "invalid_selector"),
+        ([("topic", "a*")], "invalid_selector"),
+        ([("topic", "x" * 257)], "invalid_topic"),
+        ([("topic", "ok"), ("heartbeat", "loud")], "invalid_parameter"),
+        ([("topic", "ok"), ("format", "xml")], "invalid_parameter"),
+        ([("topic", str(i)) for i in range(101)], "too_many_topics"),
+    ]:
+        async with hub.session.get(hub.url + "/events", params=params) as resp:
+            assert resp.status == 400, params
+            assert (await resp.json())["error"]["code"] == code
+    assert hub.fanout.connections == 0
+
+
+async def test_stream_is_ended_cleanly_on_shutdown(hub):
+    async with hub.subscribe("bye") as stream:
+        await hub.running.stop()
+        assert await stream.ended()
+        assert b"retry: " in stream.raw.split(b"broadcast-hub", 1)[1]
+
+
+async def test_unknown_path_and_method_are_json_errors(hub):
+    async with hub.session.get(hub.url + "/nope") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "not_found"
+    async with hub.session.put(hub.url + "/publish") as resp:
+        assert resp.status == 405
+        assert (await resp.json())["error"]["code"] == "method_not_allowed"
+        assert "POST" in resp.headers["Allow"]

@@ -1,0 +1,117 @@
+"""What only the Redis broker has to get right: one connection, per-topic subscriptions, outages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+
+@pytest.fixture
+def broker_kind() -> str:
+    return "redis"
+
+
+async def settled(predicate, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+def channel(hub, topic: str) -> str:
+    return hub.fanout.broker._keys.channel(topic).decode()
+
+
+async def test_one_redis_subscription_per_topic_per_process(hub, redis_server):
+    ch = channel(hub, "counted")
+    assert redis_server.numsub(ch) == 0
+    async with hub.subscribe("counted"), hub.subscribe("counted"), hub.subscribe("counted"):
+        assert redis_server.numsub(ch) == 1
+        async with hub.subscribe("counted/*"):
+            assert redis_server.numpat() == 1
+        await settled(lambda: redis_server.numpat() == 0)
+        assert redis_server.numsub(ch) == 1
+    await settled(lambda: redis_server.numsub(ch) == 0)
+
+
+async def test_process_holds_one_pubsub_connection(hub, redis_server):
+    async with hub.subscribe("a"), hub.subscribe("b"), hub.subscribe("c/**"):
+        clients = redis_server.command("CLIENT", "LIST").decode()
+        pubsub = [
+            line
+            for line in clients.splitlines()
+            if (" sub=" in line and " sub=0 " not in line) or " psub=1" in line
+        ]
+        # the tick channel, a, b and the pattern all ride on one connection
+        assert len({line.split(" addr=")[1].split(" ")[0] for line in pubsub}) == 1
+
+
+async def test_event_published_on_one_hub_reaches_subscribers_of_another(hub_factory):
+    a = await hub_factory(redis__prefix="shared-two-hubs")
+    b = await hub_factory(redis__prefix="shared-two-hubs")
+    async with b.subscribe("x/**") as on_b, a.subscribe("x/1") as on_a:
+        doc = await a.publish({"topic": "x/1", "data": "hello"})
+        for stream in (on_a, on_b):
+            event = await stream.next_event()
+            assert (event.id, event.data) == (doc["id"], "hello")
+
+
+async def test_publish_and_subscribe_answer_503_while_redis_is_down(hub_factory, redis_factory):
+    redis = redis_factory()
+    hub = await hub_factory(redis.url, redis__connect_timeout=0.5, sse__subscribe_timeout=0.5)
+    await settled(lambda: hub.fanout.broker.ready)
+    redis.kill()
+    status, doc = await hub.post("/publish", json={"topic": "t", "data": "lost?"})
+    assert status == 503
+    assert doc["error"]["code"] == "broker_unavailable"
+    async with hub.session.get(hub.url + "/events", params={"topic": "t"}) as resp:
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "broker_unavailable"
+    async with hub.session.get(hub.url + "/readyz") as resp:
+        assert resp.status == 503
+    assert hub.fanout.connections == 0
+
+
+async def test_subscription_heals_after_redis_restarts(hub_factory, redis_factory):
+    redis = redis_factory()
+    hub = await hub_factory(redis.url, redis__connect_timeout=0.5)
+    async with hub.subscribe("survivor") as stream, hub.subscribe("*") as by_pattern:
+        await hub.publish({"topic": "survivor", "data": "before"})
+        assert (await stream.next_event()).data == "before"
+        assert (await by_pattern.next_event()).data == "before"
+        redis.kill()
+        await settled(lambda: not hub.fanout.broker.ready)
+        redis.start()
+        await settled(lambda: hub.fanout.broker.ready)
+        await settled(lambda: redis.numsub(channel(hub, "survivor")) == 1 and redis.numpat() == 1)
+        await hub.publish({"topic": "survivor", "data": "after"})
+        assert (await stream.next_event()).data == "after"
+        assert (await by_pattern.next_event()).data == "after"
+    async with hub.session.get(hub.url + "/readyz") as resp:
+        assert resp.status == 200
+
+
+async def test_heartbeats_travel_through_redis(hub_factory, redis_factory):
+    redis = redis_factory()
+    hub = await hub_factory(redis.url, sse__heartbeat_interval=0.2, redis__connect_timeout=0.3)
+    async with hub.subscribe("hb") as stream:
+        await stream.until_comment(timeout=2)
+        redis.kill()
+        await settled(lambda: not hub.fanout.broker.ready)
+        seen = stream.comments
+        with pytest.raises(TimeoutError):
+            await stream.until_comment(timeout=1.0)
+        assert stream.comments == seen
+
+
+async def test_hub_starts_before_redis_and_becomes_ready(hub_factory, redis_factory):
+    redis = redis_factory()
+    redis.kill()
+    hub = await hub_factory(redis.url, redis__connect_timeout=0.3)
+    async with hub.session.get(hub.url + "/readyz") as resp:
+        assert resp.status == 503
+    redis.start()
+    await settled(lambda: hub.fanout.broker.ready)
+    async with hub.subscribe("late") as stream:
+        await hub.publish({"topic": "late", "data": "ok"})
+        assert (await stream.next_event()).data == "ok"

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from tests.support.waiting import settled
+
 
 async def test_stream_opens_with_headers_retry_and_comment(hub):
     async with hub.session.get(hub.url + "/events", params={"topic": "news"}) as resp:
@@ -48,7 +50,8 @@ async def test_events_of_a_topic_arrive_in_publish_order(hub):
     assert [e.data for e in got] == [str(i) for i in range(300)]
     assert [e.id for e in got] == ids
     seqs = [int(i.rsplit("-", 1)[1]) for i in ids]
-    assert seqs == sorted(seqs) and len(set(seqs)) == 300
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 300
 
 
 async def test_concurrent_publishers_are_delivered_in_id_order(hub):
@@ -118,12 +121,6 @@ async def test_heartbeat_events_on_request(hub_factory):
         assert event.id == ""  # a heartbeat must not move the client's Last-Event-ID
 
 
-async def _settled(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 async def test_client_leaving_frees_its_subscription_and_task(hub, broker_kind, request):
     tasks_before = len(asyncio.all_tasks())
     streams = []
@@ -134,14 +131,14 @@ async def test_client_leaving_frees_its_subscription_and_task(hub, broker_kind, 
     assert hub.fanout.connections == 5
     for resp in streams:
         resp.close()
-    await _settled(lambda: hub.fanout.connections == 0)
+    await settled(lambda: hub.fanout.connections == 0)
     assert not hub.fanout.selectors
-    await _settled(lambda: len(asyncio.all_tasks()) <= tasks_before)
+    await settled(lambda: len(asyncio.all_tasks()) <= tasks_before)
     if broker_kind == "redis":
         redis = request.getfixturevalue("redis_server")
         channel = hub.fanout.broker._keys.channel("gone").decode()
-        await _settled(lambda: redis.numsub(channel) == 0)
-        await _settled(lambda: redis.numpat() == 0)
+        await settled(lambda: redis.numsub(channel) == 0)
+        await settled(lambda: redis.numpat() == 0)
 
 
 async def _raw_subscriber(port: int, topic: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -168,7 +165,7 @@ async def test_stalled_client_is_cut_off_and_never_delays_others(hub_factory):
                 event = await fast.next_event(timeout=2)
                 assert event.data.startswith(f"{i} ")
                 assert loop.time() - sent < 1.0
-            await _settled(lambda: hub.fanout.counters["slow_consumers"] == 1)
+            await settled(lambda: hub.fanout.counters["slow_consumers"] == 1)
             assert hub.fanout.connections == 1
     finally:
         writer.close()

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+
+from tests.support.waiting import settled
 
 
 @pytest.fixture
 def broker_kind() -> str:
     return "redis"
-
-
-async def settled(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 def channel(hub, topic: str) -> str:

@@ -77,7 +77,7 @@ def sections() -> dict[str, type[Any]]:
     return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
 
 
-def keys() -> dict[str, type[Any]]:
+def all_keys() -> dict[str, type[Any]]:
     """Every setting as `section.key` -> its type."""
     out: dict[str, type[Any]] = {}
     for name, cls in sections().items():
@@ -121,7 +121,7 @@ def build(
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Build and validate a Config from a parsed TOML document, an environment and flag overrides."""
-    known = keys()
+    known = all_keys()
     values: dict[str, Any] = {}
     for section, body in (file_values or {}).items():
         if section not in sections():

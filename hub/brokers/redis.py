@@ -93,7 +93,8 @@ class RedisBroker(Broker):
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
-        self._tick_channel = self._keys.tick(secrets.token_hex(6))
+        self.node = secrets.token_hex(6)
+        self._tick_channel = self._keys.tick(self.node)
         self._sink: BrokerSink | None = None
         # name -> (is_pattern, refcount); several selectors may share one Redis name
         self._wanted: dict[bytes, list[Any]] = {}
@@ -231,7 +232,10 @@ class RedisBroker(Broker):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
         # Re-subscribe everything wanted; whoever waits on a name is served by its first confirmation.
-        commands = [pack(b"SUBSCRIBE", self._tick_channel)]
+        commands = [
+            pack(b"CLIENT", b"SETNAME", f"{self._config.prefix}-sub-{self.node}"),
+            pack(b"SUBSCRIBE", self._tick_channel),
+        ]
         for name, (is_pattern, _) in self._wanted.items():
             commands.append(pack(b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE", name))
             entries = self._waiters.get(name)
@@ -259,6 +263,8 @@ class RedisBroker(Broker):
     def _on_reply(self, reply: Any) -> None:
         if isinstance(reply, hiredis.ReplyError):
             raise RedisReplyError(str(reply))
+        if not isinstance(reply, list):
+            return  # +OK to CLIENT SETNAME
         kind = reply[0]
         if kind == b"message":
             if reply[1] == self._tick_channel:

@@ -1,0 +1,99 @@
+"""The fan-out engine on its own: one encoding per event, no task per subscriber, one write per
+connection per loop iteration."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hub.brokers.memory import MemoryBroker
+from hub.event import Draft
+from hub.fanout import Fanout
+from hub.outbox import CloseReason, Outbox
+from hub.topics import Selector
+
+
+class RecordingTransport(asyncio.Transport):
+    """Stands in for a client socket: records what the engine writes to it."""
+
+    def __init__(self, stalled: bool = False) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.stalled = stalled
+        self.aborted = False
+
+    def write(self, data) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return sum(map(len, self.writes)) if self.stalled else 0
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def started_fanout() -> Fanout:
+    fanout = Fanout(MemoryBroker(), heartbeat_interval=60, subscribe_timeout=1)
+    await fanout.start()
+    return fanout
+
+
+async def attach(fanout: Fanout, *selectors: str, max_buffer: int = 1 << 20, stalled: bool = False):
+    outbox = Outbox(tuple(map(Selector.parse, selectors)), heartbeat_event=False, max_buffer=max_buffer)
+    await fanout.subscribe(outbox)
+    transport = RecordingTransport(stalled)
+    fanout.start_writing(outbox, transport)
+    return outbox, transport
+
+
+async def test_an_event_is_encoded_once_for_all_subscribers_without_tasks():
+    fanout = await started_fanout()
+    transports = [(await attach(fanout, "room"))[1] for _ in range(200)]
+    tasks = len(asyncio.all_tasks())
+    await fanout.publish([Draft(("room",), "hello")])
+    assert len(asyncio.all_tasks()) == tasks
+    await asyncio.sleep(0)
+    first = transports[0].writes[0]
+    assert b"data: hello\n" in first
+    assert all(len(t.writes) == 1 and t.writes[0] is first for t in transports)
+    await fanout.stop()
+
+
+async def test_frames_of_one_loop_iteration_go_out_in_one_write():
+    fanout = await started_fanout()
+    _, transport = await attach(fanout, "burst/*")
+    await fanout.publish([Draft((f"burst/{i}",), str(i)) for i in range(50)])
+    await fanout.publish([Draft(("burst/x",), "last")])
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+    assert transport.writes[0].count(b"data: ") == 51
+    await fanout.stop()
+
+
+async def test_a_stalled_connection_is_cut_off_alone():
+    fanout = await started_fanout()
+    slow, slow_transport = await attach(fanout, "t", max_buffer=1000, stalled=True)
+    fast, fast_transport = await attach(fanout, "t")
+    for i in range(30):
+        await fanout.publish([Draft(("t",), "x" * 100 + str(i))])
+        await asyncio.sleep(0)
+    assert slow.close_reason is CloseReason.SLOW_CONSUMER
+    assert slow_transport.aborted
+    assert fanout.counters["slow_consumers"] == 1
+    assert len(fast_transport.writes) == 30
+    assert not fast.closed
+    await fanout.stop()
+
+
+async def test_last_subscriber_leaving_releases_the_selector():
+    fanout = await started_fanout()
+    a, _ = await attach(fanout, "x", "y/*")
+    b, _ = await attach(fanout, "x")
+    fanout.unsubscribe(a)
+    assert set(s.text for s in fanout.selectors) == {"x"}
+    fanout.unsubscribe(b)
+    assert not fanout.selectors
+    assert fanout.connections == 0
+    await fanout.stop()

@@ -13,6 +13,7 @@ from hub.fanout import Fanout
 from hub.http.errors import json_errors
 from hub.http.routes import add_routes, shutdown_frame
 from hub.http.state import CONFIG, FANOUT
+from hub.outbox import CloseReason
 
 
 def create_app(config: Config) -> web.Application:
@@ -39,4 +40,4 @@ async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
 async def _close_streams(app: web.Application) -> None:
     # Jitter, so that a restarted replica is not hit by every client in the same instant.
     retry = app[CONFIG].sse.retry
-    app[FANOUT].close_all(shutdown_frame(random.randint(retry // 4, retry)))
+    app[FANOUT].close_all(shutdown_frame(random.randint(retry // 4, retry)), CloseReason.SHUTDOWN)

@@ -43,6 +43,17 @@ class SseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    max_events: int = 1000  # per topic
+    max_age: float = 86400.0  # seconds; 0 keeps events until max_events pushes them out
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    idempotency_window: float = 300.0  # seconds an Idempotency-Key answers with its first result
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_body_bytes: int = 1 * MiB
     max_data_bytes: int = 256 * KiB
@@ -55,6 +66,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     sse: SseConfig = field(default_factory=SseConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
@@ -65,6 +78,8 @@ _POSITIVE = {
     "sse.heartbeat_interval",
     "sse.max_buffer",
     "sse.subscribe_timeout",
+    "history.max_events",
+    "publish.idempotency_window",
     "limits.max_body_bytes",
     "limits.max_data_bytes",
     "limits.max_batch",
@@ -150,6 +165,8 @@ def build(
     for key, value in values.items():
         if key in _POSITIVE and value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value!r}")
+    if values.get("history.max_age", 0) < 0:
+        raise ConfigError("history.max_age: must be 0 (no age bound) or more")
     if not 0 <= values.get("server.port", 0) <= 65535:
         raise ConfigError("server.port: must be from 0 (any free port) to 65535")
     kwargs: dict[str, Any] = {}

@@ -12,10 +12,13 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
+import orjson
+
 from hub import chunked, sse
 from hub.brokers.base import Broker
 from hub.errors import BrokerUnavailable
 from hub.event import Draft, Event
+from hub.history import Since, Snapshot, parse_id
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
 
@@ -23,6 +26,17 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_COMMENT = chunked.frame(sse.encode_comment())
 HEARTBEAT_EVENT = chunked.frame(sse.encode_event("", event="heartbeat"))
+RESYNC_FRAME = chunked.frame(sse.encode_retry(500))
+
+
+def event_frame(event: Event) -> bytes:
+    data = sse.data_text(event.data)
+    return chunked.frame(sse.encode_event(data, id=event.id, event=event.event, retry=event.retry))
+
+
+def reset_frame(reason: str) -> bytes:
+    return chunked.frame(sse.encode_event(orjson.dumps({"reason": reason}).decode(), event="reset"))
+
 
 _Group = dict[Outbox, None]  # insertion-ordered set
 
@@ -34,8 +48,10 @@ class Fanout:
         self.subscribe_timeout = subscribe_timeout
         self._exact: dict[str, _Group] = {}
         self._patterns: dict[Selector, _Group] = {}
+        self._refs: dict[Selector, int] = {}  # local subscribers per selector, writing or not
         self._live: dict[Selector, asyncio.Future[None]] = {}
         self._outboxes: _Group = {}
+        self._replaying: _Group = {}
         self._dirty: list[Outbox] = []
         self._flush_handle: asyncio.Handle | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -57,17 +73,17 @@ class Fanout:
             self._heartbeat_task = None
         await self.broker.close()
 
-    def close_all(self, final_frame: bytes | None = None) -> None:
-        """Close every stream, after one last frame (a short `retry:` on shutdown)."""
+    def close_all(self, final_frame: bytes | None, reason: CloseReason) -> None:
+        """Close every stream, after one last frame (a short `retry:`)."""
         for outbox in list(self._outboxes):
-            if final_frame is not None:
+            if final_frame is not None and outbox.transport is not None:
                 outbox.pending.append(final_frame)
                 outbox.flush()
-            outbox.close(CloseReason.SHUTDOWN)
+            outbox.close(reason)
 
-    async def publish(self, drafts: Sequence[Draft]) -> list[str]:
+    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
         """Hand validated drafts to the broker; returns their ids once accepted."""
-        return await self.broker.publish(drafts)
+        return await self.broker.publish(drafts, idempotency_key)
 
     # subscriptions
 
@@ -79,27 +95,29 @@ class Fanout:
     def selectors(self) -> Mapping[Selector, asyncio.Future[None]]:
         return self._live
 
-    async def subscribe(self, outbox: Outbox) -> None:
-        """Register `outbox`, and return once the broker delivers every later event of its selectors.
+    async def subscribe(self, outbox: Outbox, since: Since) -> Snapshot:
+        """Subscribe `outbox` and read what it gets before live events.
 
-        Raises `BrokerUnavailable` (and registers nothing) if the broker does not confirm in time."""
+        Live events are held from the moment the broker confirms the subscription until
+        `start_writing`, which merges them after the snapshot by id: no gap, no duplicate.
+        Raises `BrokerUnavailable` (and registers nothing) if the broker does not answer in time."""
         self._outboxes[outbox] = None
+        self._replaying[outbox] = None
         waits = []
         for selector in outbox.selectors:
-            group = self._group(selector, create=True)
-            assert group is not None
-            group[outbox] = None
-            live = self._live.get(selector)
-            if live is None:
-                live = self._live[selector] = self.broker.subscribe(selector)
+            refs = self._refs.get(selector, 0)
+            self._refs[selector] = refs + 1
+            if refs == 0:
+                self._live[selector] = self.broker.subscribe(selector)
+            live = self._live[selector]
             if not live.done():
                 waits.append(live)
-        if not waits:
-            return
         try:
-            # shield: one subscriber giving up must not cancel the others' wait on the same future
             async with asyncio.timeout(self.subscribe_timeout):
-                await asyncio.shield(asyncio.gather(*waits))
+                if waits:
+                    # shield: one subscriber giving up must not cancel the others' wait on the same future
+                    await asyncio.shield(asyncio.gather(*waits))
+                return await self.broker.snapshot(outbox.selectors, since)
         except TimeoutError:
             self.unsubscribe(outbox)
             raise BrokerUnavailable("the broker did not confirm the subscription in time") from None
@@ -107,28 +125,58 @@ class Fanout:
             self.unsubscribe(outbox)
             raise
 
-    def start_writing(self, outbox: Outbox, transport: asyncio.Transport) -> None:
+    def start_writing(self, outbox: Outbox, transport: asyncio.Transport, snapshot: Snapshot) -> None:
+        """Write the snapshot, then the held live events after it, and go live. Synchronous: no event
+        can slip in between."""
+        held, outbox.held = outbox.held or [], None
+        self._replaying.pop(outbox, None)
+        if outbox.closed:
+            return
+        frames = []
+        if snapshot.reset is not None:
+            frames.append(reset_frame(snapshot.reset))
+        frames.extend(map(event_frame, snapshot.events))
+        position = snapshot.position
+        frames.append(chunked.frame(sse.encode_position(str(position))))
+        for event in held:
+            event_id = parse_id(event.id)
+            if event_id is None or event_id.epoch != position.epoch:
+                # the broker lost its data while we read: only a fresh resume can tell what is missing
+                outbox.close(CloseReason.RESYNC)
+                return
+            if event_id.seq > position.seq:
+                frames.append(event_frame(event))
+        outbox.pending[:0] = frames
+        for selector in outbox.selectors:
+            group = self._group(selector, create=True)
+            assert group is not None
+            group[outbox] = None
         outbox.transport = transport
         self._flush_one(outbox)
 
     def unsubscribe(self, outbox: Outbox) -> None:
         if self._outboxes.pop(outbox, False) is False:
             return
+        self._replaying.pop(outbox, None)
         outbox.close(CloseReason.CLIENT_GONE)
         for selector in outbox.selectors:
             group = self._group(selector, create=False)
-            if group is None:
+            if group is not None:
+                group.pop(outbox, None)
+                if not group:
+                    if selector.is_pattern:
+                        del self._patterns[selector]
+                    else:
+                        del self._exact[selector.text]
+            refs = self._refs[selector] - 1
+            if refs:
+                self._refs[selector] = refs
                 continue
-            group.pop(outbox, None)
-            if not group:
-                if selector.is_pattern:
-                    del self._patterns[selector]
-                else:
-                    del self._exact[selector.text]
-                live = self._live.pop(selector, None)
-                if live is not None and not live.done():
-                    live.cancel()
-                self.broker.unsubscribe(selector)
+            del self._refs[selector]
+            live = self._live.pop(selector, None)
+            if live is not None and not live.done():
+                live.cancel()
+            self.broker.unsubscribe(selector)
 
     def _group(self, selector: Selector, *, create: bool) -> _Group | None:
         if selector.is_pattern:
@@ -168,6 +216,17 @@ class Fanout:
                 dirty.append(outbox)
             outbox.pending.append(HEARTBEAT_EVENT if outbox.heartbeat_event else HEARTBEAT_COMMENT)
         self._schedule_flush()
+
+    def on_lost(self, reason: str) -> None:
+        self.close_all(RESYNC_FRAME, CloseReason.RESYNC)
+
+    def _hold(self, event: Event) -> None:
+        parts = [topic.split("/") for topic in event.topics]
+        for outbox in self._replaying:
+            if outbox.held is not None and any(
+                selector.matches_segments(p) for selector in outbox.selectors for p in parts
+            ):
+                outbox.held.append(event)
 
     def _match(self, topics: tuple[str, ...]) -> Iterable[Outbox]:
         groups: list[_Group] = []

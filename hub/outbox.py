@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from enum import Enum
 
+from hub.event import Event
 from hub.topics import Selector
 
 
@@ -17,6 +18,7 @@ class CloseReason(Enum):
     CLIENT_GONE = "client_gone"
     SLOW_CONSUMER = "slow_consumer"
     SHUTDOWN = "shutdown"
+    RESYNC = "resync"  # the broker lost events: reconnecting gets the client a `reset`
 
 
 class Outbox:
@@ -24,6 +26,7 @@ class Outbox:
         "close_reason",
         "done",
         "heartbeat_event",
+        "held",
         "max_buffer",
         "pending",
         "selectors",
@@ -35,6 +38,8 @@ class Outbox:
         self.heartbeat_event = heartbeat_event
         self.max_buffer = max_buffer
         self.pending: list[bytes] = []
+        # Live events that arrive while the subscriber's snapshot is read; merged in by id after it.
+        self.held: list[Event] | None = []
         self.transport: asyncio.Transport | None = None  # None until the response headers are out
         self.close_reason: CloseReason | None = None
         self.done: asyncio.Future[CloseReason] = asyncio.get_running_loop().create_future()

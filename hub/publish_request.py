@@ -184,3 +184,18 @@ def validate_event_name(name: object, where: str = "") -> str:
     if name in RESERVED_EVENTS:
         raise BadRequest("reserved_event_name", f"{where}event {name!r} is reserved for the hub's own use")
     return name
+
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The `Idempotency-Key` header: 1-200 visible ASCII characters, or absent."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY or not all("!" <= ch <= "~" for ch in value):
+        raise BadRequest(
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters",
+        )
+    return value

@@ -47,6 +47,11 @@ def encode_comment(text: str = "") -> bytes:
     return b"".join(b":" + (b" " + line if line else b"") + b"\n" for line in lines) + b"\n"
 
 
+def encode_position(id: str) -> bytes:
+    """A block that only sets the client's last event id: where it resumes from, without an event."""
+    return b"id: " + _field_value(id) + b"\n\n"
+
+
 def encode_retry(ms: int) -> bytes:
     """A block that only sets the client's reconnection delay."""
     return b"retry: %d\n\n" % ms

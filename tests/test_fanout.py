@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from hub.brokers.memory import MemoryBroker
+from hub.config import HistoryConfig
 from hub.event import Draft
 from hub.fanout import Fanout
+from hub.history import Since
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
 
@@ -35,16 +37,17 @@ class RecordingTransport(asyncio.Transport):
 
 
 async def started_fanout() -> Fanout:
-    fanout = Fanout(MemoryBroker(), heartbeat_interval=60, subscribe_timeout=1)
+    fanout = Fanout(MemoryBroker(HistoryConfig(), 60), heartbeat_interval=60, subscribe_timeout=1)
     await fanout.start()
     return fanout
 
 
 async def attach(fanout: Fanout, *selectors: str, max_buffer: int = 1 << 20, stalled: bool = False):
     outbox = Outbox(tuple(map(Selector.parse, selectors)), heartbeat_event=False, max_buffer=max_buffer)
-    await fanout.subscribe(outbox)
+    snapshot = await fanout.subscribe(outbox, Since.parse(None))
     transport = RecordingTransport(stalled)
-    fanout.start_writing(outbox, transport)
+    fanout.start_writing(outbox, transport, snapshot)
+    transport.writes.clear()  # the position line
     return outbox, transport
 
 

@@ -67,23 +67,73 @@ async def test_publish_and_subscribe_answer_503_while_redis_is_down(hub_factory,
     assert hub.fanout.connections == 0
 
 
-async def test_subscription_heals_after_redis_restarts(hub_factory, redis_factory):
-    redis = redis_factory()
+async def test_redis_losing_its_data_makes_streams_resync_with_a_reset(hub_factory, redis_factory):
+    redis = redis_factory()  # no persistence: a restart loses everything
     hub = await hub_factory(redis.url, redis__connect_timeout=0.5)
     async with hub.subscribe("survivor") as stream, hub.subscribe("*") as by_pattern:
         await hub.publish({"topic": "survivor", "data": "before"})
-        assert (await stream.next_event()).data == "before"
+        last = (await stream.next_event()).id
         assert (await by_pattern.next_event()).data == "before"
         redis.kill()
         await settled(lambda: not hub.fanout.broker.ready)
         redis.start()
         await settled(lambda: hub.fanout.broker.ready)
-        await settled(lambda: redis.numsub(channel(hub, "survivor")) == 1 and redis.numpat() == 1)
+        # told to reconnect, soon, rather than left believing nothing happened
+        assert await stream.ended()
+        assert await by_pattern.ended()
+    async with hub.subscribe("survivor", headers={"Last-Event-ID": last}) as stream:
+        event = await stream.next_event()
+        assert event.event == "reset"
         await hub.publish({"topic": "survivor", "data": "after"})
         assert (await stream.next_event()).data == "after"
-        assert (await by_pattern.next_event()).data == "after"
     async with hub.session.get(hub.url + "/readyz") as resp:
         assert resp.status == 200
+
+
+async def test_redis_restart_with_aof_keeps_streams_and_ids(hub_factory, redis_factory):
+    redis = redis_factory("--appendonly", "yes", "--appendfsync", "always")
+    hub = await hub_factory(redis.url, redis__connect_timeout=0.5)
+    async with hub.subscribe("kept") as stream:
+        first = await hub.publish({"topic": "kept", "data": "before"})
+        assert (await stream.next_event()).data == "before"
+        redis.kill()
+        await settled(lambda: not hub.fanout.broker.ready)
+        redis.start()
+        await settled(lambda: hub.fanout.broker.ready)
+        second = await hub.publish({"topic": "kept", "data": "after"})
+        event = await stream.next_event()
+        assert (event.event, event.data, event.id) == ("message", "after", second["id"])
+    assert first["id"].split("-")[0] == second["id"].split("-")[0]  # same epoch: nothing was lost
+
+
+async def test_events_missed_while_the_subscription_was_down_are_caught_up(
+    hub_factory, redis_server, monkeypatch
+):
+    import hub.brokers.redis as redis_broker
+
+    monkeypatch.setattr(redis_broker, "BACKOFF_MIN", 1.0)  # a wide window to publish into
+    hub = await hub_factory()
+    name = f"{hub.fanout.broker._config.prefix}-sub-{hub.fanout.broker.node}"
+    async with hub.subscribe("gap") as stream, hub.subscribe("gap/**") as by_pattern:
+        await hub.publish({"topic": "gap", "data": "-1"})
+        assert (await stream.next_event()).data == "-1"
+        assert (await by_pattern.next_event()).data == "-1"
+        for line in redis_server.command("CLIENT", "LIST").decode().splitlines():
+            if f"name={name} " in line:
+                redis_server.command("CLIENT", "KILL", "ID", line.split("id=")[1].split(" ")[0])
+        await settled(lambda: not hub.fanout.broker.ready)
+        ids = await publish_many(hub, "gap", 20)
+        assert not hub.fanout.broker.ready  # these were published while nobody listened
+        await settled(lambda: hub.fanout.broker.ready)
+        await hub.publish({"topic": "gap", "data": "live"})
+        for s in (stream, by_pattern):
+            got = await s.take(21)
+            assert [e.id for e in got[:20]] == ids
+            assert got[20].data == "live"
+
+
+async def publish_many(hub, topic: str, n: int) -> list[str]:
+    return (await hub.publish([{"topic": topic, "data": str(i)} for i in range(n)]))["ids"]
 
 
 async def test_heartbeats_travel_through_redis(hub_factory, redis_factory):

@@ -10,10 +10,10 @@ def create_broker(config: Config) -> Broker:
     if config.redis.url:
         from hub.brokers.redis import RedisBroker
 
-        return RedisBroker(config.redis)
+        return RedisBroker(config.redis, config.history, config.publish.idempotency_window)
     from hub.brokers.memory import MemoryBroker
 
-    return MemoryBroker()
+    return MemoryBroker(config.history, config.publish.idempotency_window)
 
 
 __all__ = ["Broker", "BrokerSink", "create_broker"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hub.event import Draft, Event
+from hub.history import Since, Snapshot
 from hub.topics import Selector
 
 
@@ -20,6 +21,9 @@ class BrokerSink(Protocol):
     def on_event(self, event: Event) -> None: ...
 
     def on_tick(self) -> None: ...
+
+    def on_lost(self, reason: str) -> None:
+        """The broker cannot prove that every event reached the sink (it lost its data)."""
 
 
 class Broker(ABC):
@@ -33,8 +37,14 @@ class Broker(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def publish(self, drafts: Sequence[Draft]) -> list[str]:
-        """Accept all drafts or none, atomically; return their ids. Raises `BrokerUnavailable`."""
+    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
+        """Accept all drafts or none, atomically; return their ids. Raises `BrokerUnavailable`.
+
+        A key seen within the idempotency window answers the first call's ids and publishes nothing."""
+
+    @abstractmethod
+    async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
+        """What a subscriber that is already subscribed needs before live events (see `Snapshot`)."""
 
     @abstractmethod
     def subscribe(self, selector: Selector) -> asyncio.Future[None]:

@@ -1,22 +1,49 @@
-"""The in-process broker: one hub process, nothing to install. Same contract as Redis."""
+"""The in-process broker: one hub process, nothing to install. The same contract as Redis: ids, history
+bounded by count and age, retained state, idempotent publish."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from hub.brokers.base import Broker, BrokerSink
+from hub.config import HistoryConfig
 from hub.event import Draft, Event, format_id, new_epoch
+from hub.history import (
+    RESET_EPOCH,
+    RESET_TRIMMED,
+    RESET_UNKNOWN,
+    Position,
+    Since,
+    SinceKind,
+    Snapshot,
+    merge,
+)
 from hub.topics import Selector
+
+
+@dataclass(slots=True)
+class _Topic:
+    entries: deque[tuple[int, float, Event]] = field(default_factory=deque)
+    trimmed_to: int = 0  # seq of the newest entry dropped by a bound
+    last_seq: int = 0
 
 
 class MemoryBroker(Broker):
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, history: HistoryConfig, idempotency_window: float) -> None:
+        self._history = history
+        self._idempotency_window = idempotency_window
         self._sink: BrokerSink | None = None
         self._epoch = new_epoch()
         self._seq = 0
+        self._topics: dict[str, _Topic] = {}
+        self._retained: dict[str, Event] = {}
+        self._done: dict[str, tuple[float, list[str]]] = {}
 
     async def start(self, sink: BrokerSink) -> None:
         self._sink = sink
@@ -24,16 +51,93 @@ class MemoryBroker(Broker):
     async def close(self) -> None:
         self._sink = None
 
-    async def publish(self, drafts: Sequence[Draft]) -> list[str]:
+    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
+        now = time.monotonic()
+        if idempotency_key is not None:
+            self._forget_expired(now)
+            done = self._done.get(idempotency_key)
+            if done is not None:
+                return done[1]
         events = []
         for draft in drafts:
             self._seq += 1
-            events.append(Event.from_draft(format_id(self._epoch, self._seq), draft))
+            event = Event.from_draft(format_id(self._epoch, self._seq), draft)
+            for topic in draft.topics:
+                history = self._topics.get(topic)
+                if history is None:
+                    history = self._topics[topic] = _Topic()
+                history.entries.append((self._seq, now, event))
+                history.last_seq = self._seq
+                self._trim(history, now)
+                if draft.retain:
+                    self._retained[topic] = event
+            events.append(event)
+        ids = [e.id for e in events]
+        if idempotency_key is not None:
+            self._done[idempotency_key] = (now + self._idempotency_window, ids)
         sink = self._sink
         if sink is not None:
             for event in events:
                 sink.on_event(event)
-        return [e.id for e in events]
+        return ids
+
+    def _trim(self, history: _Topic, now: float) -> None:
+        entries = history.entries
+        max_age = self._history.max_age
+        while entries and (
+            len(entries) > self._history.max_events or (max_age and entries[0][1] < now - max_age)
+        ):
+            history.trimmed_to = entries.popleft()[0]
+
+    def _forget_expired(self, now: float) -> None:
+        expired = [key for key, (until, _) in self._done.items() if until < now]
+        for key in expired:
+            del self._done[key]
+
+    async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
+        position = Position(self._epoch, self._seq)
+        topics = self._matching(selectors)
+        now = time.monotonic()
+        for topic in topics:
+            history = self._topics.get(topic)
+            if history is not None:
+                self._trim(history, now)
+        reset = None
+        if since.kind is SinceKind.UNKNOWN:
+            reset = RESET_UNKNOWN
+        elif since.kind is SinceKind.AFTER:
+            assert since.position is not None
+            after = since.position
+            if after.epoch != self._epoch or after.seq > self._seq:
+                reset = RESET_EPOCH
+            elif any(self._topics[t].trimmed_to > after.seq for t in topics if t in self._topics):
+                reset = RESET_TRIMMED
+            else:
+                return Snapshot(position, self._history_after(topics, after.seq))
+        elif since.kind is SinceKind.EARLIEST:
+            retained = [self._retained[t] for t in topics if t in self._retained]
+            return Snapshot(position, merge([retained, self._history_after(topics, 0)]))
+        retained = [self._retained[t] for t in topics if t in self._retained]
+        return Snapshot(position, merge([retained]), reset)
+
+    def _history_after(self, topics: list[str], seq: int) -> list[Event]:
+        batches = []
+        for topic in topics:
+            history = self._topics.get(topic)
+            if history is not None:
+                batches.append([e for s, _, e in history.entries if s > seq])
+        return merge(batches)
+
+    def _matching(self, selectors: Sequence[Selector]) -> list[str]:
+        found: dict[str, None] = {}
+        for selector in selectors:
+            if not selector.is_pattern:
+                found[selector.text] = None
+                continue
+            for topic in (*self._topics, *self._retained):
+                if selector.matches(topic):
+                    found[topic] = None
+        return list(found)
 
     def subscribe(self, selector: Selector) -> asyncio.Future[None]:
         # Every event goes to the sink, which matches it locally: nothing to wait for.

@@ -29,51 +29,33 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.resp import pack
-from hub.config import RedisConfig
+from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
 from hub.event import Draft, EnvelopeError, envelope_id, new_epoch, open_envelope
+from hub.history import (
+    RESET_EPOCH,
+    RESET_TRIMMED,
+    RESET_UNKNOWN,
+    Position,
+    Since,
+    SinceKind,
+    Snapshot,
+    merge,
+    parse_id,
+    seq_of,
+)
 from hub.topics import Selector
 
 log = logging.getLogger(__name__)
 
-# KEYS[1]: the sequence hash; KEYS[2]: this publish's token, which makes a retried call a no-op that
-# answers the first call's ids. ARGV: the token's lifetime (s), a fresh epoch (used only if the hash is
-# new), the event count, then per event: its channel count, the channels, its body.
-# Returns the ids joined by spaces.
-PUBLISH_SCRIPT = """
-local done = redis.call('GET', KEYS[2])
-if done then
-  return done
-end
-local seq_key = KEYS[1]
-local epoch = redis.call('HGET', seq_key, 'epoch')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('HSET', seq_key, 'epoch', epoch)
-end
-local ids = {}
-local i = 4
-for e = 1, tonumber(ARGV[3]) do
-  local nch = tonumber(ARGV[i])
-  local id = epoch .. '-' .. redis.call('HINCRBY', seq_key, 'seq', 1)
-  local message = id .. ' ' .. ARGV[i + nch + 1]
-  for c = 1, nch do
-    redis.call('PUBLISH', ARGV[i + c], message)
-  end
-  i = i + nch + 2
-  ids[e] = id
-end
-local result = table.concat(ids, ' ')
-redis.call('SET', KEYS[2], result, 'EX', ARGV[1])
-return result
-"""
-
 # A call retried after a lost connection is answered from its token, so retrying is exactly-once.
 PUBLISH_TOKEN_TTL = 120
 PUBLISH_RETRIES = 3
+_RESETS = {b"": None, b"epoch": RESET_EPOCH, b"trimmed": RESET_TRIMMED, b"unknown": RESET_UNKNOWN}
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
@@ -82,8 +64,10 @@ BACKOFF_MAX = 5.0
 class RedisBroker(Broker):
     name = "redis"
 
-    def __init__(self, config: RedisConfig) -> None:
+    def __init__(self, config: RedisConfig, history: HistoryConfig, idempotency_window: float) -> None:
         self._config = config
+        self._history = history
+        self._idempotency_window = idempotency_window
         self._keys = RedisKeys(config.prefix)
         self._client = aioredis.Redis.from_url(
             config.url,
@@ -92,17 +76,25 @@ class RedisBroker(Broker):
             retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), PUBLISH_RETRIES),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
-        self._script = self._client.register_script(PUBLISH_SCRIPT)
+        self._publish_script = self._client.register_script(redis_scripts.PUBLISH)
+        self._snapshot_script = self._client.register_script(redis_scripts.SNAPSHOT)
         self.node = secrets.token_hex(6)
         self._tick_channel = self._keys.tick(self.node)
         self._sink: BrokerSink | None = None
-        # name -> (is_pattern, refcount); several selectors may share one Redis name
+        # name -> [is_pattern, refcount, selector]; several selectors may share one Redis name
         self._wanted: dict[bytes, list[Any]] = {}
         # name -> one entry per SUBSCRIBE sent and not yet confirmed, each entry the futures it serves
         self._waiters: dict[bytes, deque[list[asyncio.Future[None]]]] = {}
         self._writer: asyncio.StreamWriter | None = None
-        self._live = False
+        self._subscribed = False  # every wanted name is confirmed on the current connection
+        self._live = False  # ...and caught up from history: ready
+        self._catch_up_task: asyncio.Task[None] | None = None
+        # The last event received: where a reconnect catches up from, and this hub's high-water mark.
         self._last_id = b""
+        # While catching up after a reconnect, live messages wait here so they follow the history.
+        self._held: list[bytes] | None = None
+        # After a catch-up: its position and what it delivered, until the socket passes that position.
+        self._caught_up: tuple[Position, set[bytes]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, sink: BrokerSink) -> None:
@@ -129,18 +121,65 @@ class RedisBroker(Broker):
 
     # publishing
 
-    async def publish(self, drafts: Sequence[Draft]) -> list[str]:
-        args: list[bytes | str | int] = [PUBLISH_TOKEN_TTL, new_epoch(), len(drafts)]
+    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
+        seen = parse_id(self._last_id.decode())
+        keys = self._keys
+        args: list[bytes | str | int] = [
+            keys.prefix,
+            PUBLISH_TOKEN_TTL if idempotency_key is None else int(self._idempotency_window),
+            new_epoch(),
+            seen.epoch if seen else "",
+            seen.seq if seen else 0,
+            self._history.max_events,
+            int(self._history.max_age * 1000),
+            len(drafts),
+        ]
         for draft in drafts:
             args.append(len(draft.topics))
-            args.extend(self._keys.channel(t) for t in draft.topics)
+            args.extend(draft.topics)
             args.append(draft.body())
+            args.append(1 if draft.retain else 0)
+        if idempotency_key is None:
+            token = keys.publish_token(secrets.token_hex(12))
+        else:
+            token = keys.idempotency(idempotency_key)
         try:
-            token = self._keys.publish_token(secrets.token_hex(12))
-            ids = await self._script(keys=[self._keys.sequence, token], args=args)
+            ids = await self._publish_script(
+                keys=[keys.sequence, keys.topics, keys.retained, token], args=args
+            )
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis is unavailable ({exc}); the event was not accepted") from None
         return list(ids.decode().split(" "))
+
+    async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
+        exact = [s.text for s in selectors if not s.is_pattern]
+        patterns = [s for s in selectors if s.is_pattern]
+        after = since.position
+        args: list[bytes | str | int] = [
+            self._keys.prefix,
+            new_epoch(),
+            since.kind.value,
+            after.epoch if after else "",
+            after.seq if after else 0,
+            len(exact),
+            *exact,
+            len(patterns),
+        ]
+        for pattern in patterns:
+            args.extend((len(pattern.segments), "/".join(pattern.segments), 1 if pattern.tail else 0))
+        keys = self._keys
+        try:
+            reply = await self._snapshot_script(keys=[keys.sequence, keys.topics, keys.retained], args=args)
+        except _REDIS_DOWN as exc:
+            raise BrokerUnavailable(f"redis is unavailable ({exc})") from None
+        epoch, seq, reset, *messages = reply
+        events = []
+        for message in messages:
+            try:
+                events.append(open_envelope(message))
+            except EnvelopeError as exc:
+                log.warning("skipped a malformed history entry: %s", exc)
+        return Snapshot(Position(epoch.decode(), int(seq)), merge([events]), _RESETS[reset])
 
     async def tick(self) -> None:
         try:
@@ -159,12 +198,12 @@ class RedisBroker(Broker):
             entries = self._waiters.get(name)
             if entries:
                 entries[-1].append(future)  # rides on the SUBSCRIBE already under way
-            elif self._live:
+            elif self._subscribed:
                 future.set_result(None)
             else:
                 self._waiters.setdefault(name, deque()).append([future])
             return future
-        self._wanted[name] = [is_pattern, 1]
+        self._wanted[name] = [is_pattern, 1, selector]
         self._waiters.setdefault(name, deque()).append([future])
         if self._writer is not None:
             self._writer.write(pack(b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE", name))
@@ -199,12 +238,17 @@ class RedisBroker(Broker):
                     log.debug("redis subscription: %s; retrying", exc)
             finally:
                 was_live, self._live = self._live, False
+                self._subscribed = False
                 self._writer = None
+                self._held = None
+                self._caught_up = None
+                if self._catch_up_task is not None:
+                    self._catch_up_task.cancel()
+                    self._catch_up_task = None
                 if writer is not None:
                     writer.close()
             if was_live:
                 backoff = BACKOFF_MIN
-            self._last_id = b""
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -232,11 +276,9 @@ class RedisBroker(Broker):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
         # Re-subscribe everything wanted; whoever waits on a name is served by its first confirmation.
-        commands = [
-            pack(b"CLIENT", b"SETNAME", f"{self._config.prefix}-sub-{self.node}"),
-            pack(b"SUBSCRIBE", self._tick_channel),
-        ]
-        for name, (is_pattern, _) in self._wanted.items():
+        # The tick channel goes last: its confirmation means every other one is confirmed too.
+        commands = [pack(b"CLIENT", b"SETNAME", f"{self._config.prefix}-sub-{self.node}")]
+        for name, (is_pattern, _, _) in self._wanted.items():
             commands.append(pack(b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE", name))
             entries = self._waiters.get(name)
             if entries and len(entries) > 1:
@@ -250,6 +292,8 @@ class RedisBroker(Broker):
                 for futures in self._waiters.pop(name):
                     for future in futures:
                         future.cancel()
+        commands.append(pack(b"SUBSCRIBE", self._tick_channel))
+        self._held = []  # until caught up
         writer.write(b"".join(commands))
         parser = hiredis.Reader()
         while True:
@@ -277,8 +321,8 @@ class RedisBroker(Broker):
         elif kind in (b"subscribe", b"psubscribe"):
             name = reply[1]
             if name == self._tick_channel:
-                self._live = True
-                log.info("redis subscription live")
+                self._subscribed = True
+                self._catch_up_task = asyncio.create_task(self._catch_up(), name="hub-redis-catch-up")
                 return
             entries = self._waiters.get(name)
             if entries:
@@ -289,9 +333,14 @@ class RedisBroker(Broker):
                     del self._waiters[name]
 
     def _on_message(self, message: bytes) -> None:
+        if self._held is not None:
+            self._held.append(message)
+            return
         id_ = envelope_id(message)
         if id_ == self._last_id:
             return  # the same event through another of its channels, or through a pattern
+        if self._caught_up is not None and self._already_delivered(id_):
+            return
         self._last_id = id_
         try:
             event = open_envelope(message)
@@ -300,6 +349,61 @@ class RedisBroker(Broker):
             return
         if self._sink is not None:
             self._sink.on_event(event)
+
+    def _already_delivered(self, id_: bytes) -> bool:
+        """Right after a catch-up, messages published before its snapshot may still be in the socket."""
+        assert self._caught_up is not None
+        position, delivered = self._caught_up
+        event_id = parse_id(id_.decode())
+        if event_id is None or event_id.epoch != position.epoch or event_id.seq > position.seq:
+            self._caught_up = None  # past the snapshot: from here on the socket is all new
+            return False
+        return id_ in delivered
+
+    async def _catch_up(self) -> None:
+        """Deliver what was published while the subscription was down, then what arrived meanwhile."""
+        last = parse_id(self._last_id.decode())
+        selectors = [selector for _, _, selector in self._wanted.values()]
+        since = Since(SinceKind.AFTER, last) if last else Since(SinceKind.NEW)
+        try:
+            snapshot = await self.snapshot(selectors if last else [], since)
+        except BrokerUnavailable as exc:
+            log.warning("catch-up failed: %s; reconnecting", exc)
+            if self._writer is not None:
+                self._writer.close()
+            return
+        held, self._held = self._held or [], None
+        if snapshot.reset is not None:
+            if last is not None and self._sink is not None:
+                log.warning("redis lost events (%s): closing streams so they resync", snapshot.reset)
+                self._sink.on_lost(snapshot.reset)
+            self._last_id = str(snapshot.position).encode()
+            held = [m for m in held if envelope_id(m).startswith(snapshot.position.epoch.encode() + b"-")]
+            events = []
+        else:
+            events = snapshot.events
+        floor = last.seq if last and snapshot.reset is None else 0
+        live = []
+        for message in held:
+            try:
+                live.append(open_envelope(message))
+            except EnvelopeError as exc:
+                log.warning("dropped a malformed message from redis: %s", exc)
+        delivered: set[bytes] = set()
+        for event in merge([events, live]):
+            if seq_of(event.id) > floor and self._sink is not None:
+                self._sink.on_event(event)
+                self._last_id = event.id.encode()
+                delivered.add(self._last_id)
+        self._caught_up = (snapshot.position, delivered)
+        current = parse_id(self._last_id.decode())
+        if current is None or (
+            current.epoch == snapshot.position.epoch and current.seq < snapshot.position.seq
+        ):
+            self._last_id = str(snapshot.position).encode()
+        if not self._live:
+            log.info("redis subscription live")
+        self._live = True
 
 
 class RedisReplyError(Exception):

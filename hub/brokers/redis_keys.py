@@ -11,6 +11,8 @@ class RedisKeys:
         self._channel_prefix = f"{prefix}:t:".encode()
         # The id counter and the epoch that tells ids from before a data loss apart.
         self.sequence = f"{prefix}:seq"
+        self.topics = f"{prefix}:topics"  # every topic with history, scored by its last seq
+        self.retained = f"{prefix}:retained"  # topic -> envelope of its retained event
 
     def channel(self, topic: str) -> bytes:
         return self._channel_prefix + topic.encode()
@@ -23,6 +25,12 @@ class RedisKeys:
 
     def publish_token(self, token: str) -> str:
         return f"{self.prefix}:pub:{token}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    def history(self, topic: str) -> str:
+        return f"{self.prefix}:h:{topic}"  # also spelled out in the Lua scripts
 
     def tick(self, node: str) -> bytes:
         return f"{self.prefix}:tick:{node}".encode()

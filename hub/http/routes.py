@@ -9,9 +9,10 @@ from aiohttp import web
 
 from hub import chunked, sse
 from hub.errors import PayloadTooLarge
+from hub.history import Since
 from hub.http.state import CONFIG, FANOUT
 from hub.outbox import Outbox
-from hub.publish_request import PublishLimits, parse_publish
+from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
 from hub.subscribe_request import parse_subscribe
 
 SSE_HEADERS = {
@@ -28,9 +29,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         request.query.getall("topic", []), request.query, max_topics=config.limits.max_topics
     )
     outbox = Outbox(sub.selectors, heartbeat_event=sub.heartbeat_event, max_buffer=config.sse.max_buffer)
+    # The header wins: a browser reconnecting sends its newest id there, while its URL still carries
+    # the ?lastEventId= it was first opened with.
+    since = Since.parse(request.headers.get("Last-Event-ID", request.query.get("lastEventId")))
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
-    await fanout.subscribe(outbox)
+    snapshot = await fanout.subscribe(outbox, since)
     try:
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
@@ -38,7 +42,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         transport = request.transport
         if transport is None:
             return response
-        fanout.start_writing(outbox, transport)
+        fanout.start_writing(outbox, transport, snapshot)
         await outbox.done
     finally:
         fanout.unsubscribe(outbox)
@@ -62,8 +66,9 @@ async def publish(request: web.Request) -> web.Response:
         body,
         PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics),
     )
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     # Shielded: once handed to the broker, a client hanging up must not leave it half-done.
-    ids = await asyncio.shield(request.app[FANOUT].publish(parsed.drafts))
+    ids = await asyncio.shield(request.app[FANOUT].publish(parsed.drafts, key))
     return web.json_response({"ids": ids} if parsed.batch else {"id": ids[0]})
 
 

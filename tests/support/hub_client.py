@@ -41,9 +41,11 @@ class HubUnderTest:
             return resp.status, await resp.json()
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, *topics: str, **params: str) -> AsyncIterator[SseStream]:
+    async def subscribe(
+        self, *topics: str, headers: dict[str, str] | None = None, **params: str
+    ) -> AsyncIterator[SseStream]:
         query = [("topic", t) for t in topics] + list(params.items())
-        async with self.session.get(self.url + "/events", params=query) as resp:
+        async with self.session.get(self.url + "/events", params=query, headers=headers) as resp:
             assert resp.status == 200, await resp.text()
             stream = SseStream(resp)
             await stream.until_comment()  # the preamble: from here on, nothing is missed

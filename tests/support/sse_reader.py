@@ -31,6 +31,11 @@ class SseStream:
     async def take(self, n: int, timeout: float = 10.0) -> list[ServerSentEvent]:
         return [await self.next_event(timeout) for _ in range(n)]
 
+    @property
+    def last_event_id(self) -> str:
+        """What a browser would send as Last-Event-ID now, position lines included."""
+        return self._decoder._last_event_id
+
     async def until_comment(self, timeout: float = 5.0) -> None:
         seen = self.comments
         async with asyncio.timeout(timeout):

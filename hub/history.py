@@ -1,0 +1,88 @@
+"""Event ids, resume positions and snapshots: the vocabulary of lossless delivery. Pure.
+
+An id is `<epoch>-<seq>`. `seq` comes from one counter per broker (per Redis), so ids are ordered across
+topics and a single Last-Event-ID resumes a multi-topic subscription; ordering never depends on a clock.
+`epoch` changes when the broker loses its data, so an id from before the loss is recognised and the
+client is sent a `reset` instead of a silent gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hub.event import Event
+
+MAX_LAST_EVENT_ID = 200
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    epoch: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.seq}"
+
+
+def parse_id(text: str) -> Position | None:
+    """The position an id names, or None if it is not an id this hub issued."""
+    epoch, sep, seq = text.rpartition("-")
+    if not sep or not epoch or not seq.isascii() or not seq.isdigit() or len(text) > MAX_LAST_EVENT_ID:
+        return None
+    return Position(epoch, int(seq))
+
+
+def seq_of(event_id: str) -> int:
+    return int(event_id.rpartition("-")[2])
+
+
+class SinceKind(Enum):
+    NEW = "new"  # no Last-Event-ID: retained state, then live
+    EARLIEST = "earliest"  # everything still retained
+    AFTER = "after"  # everything after a position
+    UNKNOWN = "unknown"  # an id this hub did not issue: the client must resync
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    kind: SinceKind
+    position: Position | None = None
+    raw: str = ""
+
+    @classmethod
+    def parse(cls, last_event_id: str | None) -> Since:
+        if last_event_id is None or last_event_id == "":
+            return cls(SinceKind.NEW)
+        if last_event_id == "earliest":
+            return cls(SinceKind.EARLIEST, raw=last_event_id)
+        position = parse_id(last_event_id)
+        if position is None:
+            return cls(SinceKind.UNKNOWN, raw=last_event_id[:MAX_LAST_EVENT_ID])
+        return cls(SinceKind.AFTER, position, last_event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a subscriber gets before live events, read atomically with the broker's position.
+
+    Live events up to `position` are covered by `events` (or predate the subscription); live events
+    after it follow. With `reset` set, `events` is the retained state to resync from."""
+
+    position: Position
+    events: list[Event] = field(default_factory=list)
+    reset: str | None = None
+
+
+def merge(batches: list[list[Event]]) -> list[Event]:
+    """Events of several topics in id order, each once (an event of two topics is in both)."""
+    seen: dict[str, Event] = {}
+    for batch in batches:
+        for event in batch:
+            seen.setdefault(event.id, event)
+    return sorted(seen.values(), key=lambda e: seq_of(e.id))
+
+
+RESET_EPOCH = "the broker lost its history since that id was issued"
+RESET_TRIMMED = "events after that id are no longer retained"
+RESET_UNKNOWN = "that id was not issued by this hub"

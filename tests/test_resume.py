@@ -1,0 +1,153 @@
+"""Lossless delivery, against both brokers: ids, history, Last-Event-ID resume, reset, retained state,
+idempotent publish."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from tests.support.hub_client import HubUnderTest
+
+
+async def publish_many(hub: HubUnderTest, topic: str, n: int, start: int = 0) -> list[str]:
+    doc = await hub.publish([{"topic": topic, "data": str(i)} for i in range(start, start + n)])
+    return doc["ids"]
+
+
+async def test_resume_from_last_event_id_header_gets_exactly_what_was_missed(hub):
+    async with hub.subscribe("r") as stream:
+        ids = await publish_many(hub, "r", 5)
+        assert [e.data for e in await stream.take(2)] == ["0", "1"]
+    ids += await publish_many(hub, "r", 3, start=5)
+    async with hub.subscribe("r", headers={"Last-Event-ID": ids[1]}) as stream:
+        got = await stream.take(6)
+        assert [e.data for e in got] == [str(i) for i in range(2, 8)]
+        assert [e.id for e in got] == ids[2:]
+        await hub.publish({"topic": "r", "data": "live"})
+        assert (await stream.next_event()).data == "live"
+
+
+async def test_query_last_event_id_and_the_header_wins(hub):
+    ids = await publish_many(hub, "q", 6)
+    async with hub.subscribe("q", lastEventId=ids[2]) as stream:
+        assert [e.data for e in await stream.take(3)] == ["3", "4", "5"]
+    async with hub.subscribe("q", lastEventId=ids[0], headers={"Last-Event-ID": ids[4]}) as stream:
+        assert (await stream.next_event()).data == "5"
+
+
+async def test_earliest_replays_everything_retained(hub):
+    await publish_many(hub, "e", 4)
+    async with hub.subscribe("e", lastEventId="earliest") as stream:
+        assert [e.data for e in await stream.take(4)] == ["0", "1", "2", "3"]
+
+
+async def test_one_id_resumes_several_topics_and_patterns_in_order(hub):
+    docs = []
+    for i in range(12):
+        topic = ["m/a", "m/b", "m/c/d"][i % 3]
+        docs.append(await hub.publish({"topic": topic, "data": f"{topic}:{i}"}))
+    async with hub.subscribe("m/a", "m/c/**", headers={"Last-Event-ID": docs[3]["id"]}) as stream:
+        got = await stream.take(5)
+    expected = [f"{['m/a', 'm/b', 'm/c/d'][i % 3]}:{i}" for i in range(4, 12) if i % 3 != 1]
+    assert [e.data for e in got] == expected
+
+
+async def test_events_published_during_the_replay_are_neither_lost_nor_doubled(hub):
+    ids = await publish_many(hub, "busy", 50)
+
+    async def keep_publishing():
+        for i in range(50, 250):
+            await hub.publish({"topic": "busy", "data": str(i)})
+
+    publisher = asyncio.create_task(keep_publishing())
+    await asyncio.sleep(0.01)
+    async with hub.subscribe("busy", headers={"Last-Event-ID": ids[9]}) as stream:
+        got = await stream.take(240, timeout=20)
+        await publisher
+    assert [e.data for e in got] == [str(i) for i in range(10, 250)]
+
+
+async def test_stream_opens_with_a_position_so_a_quiet_client_resumes_too(hub):
+    async with hub.subscribe("quiet") as stream:
+        position = stream.last_event_id
+        assert position
+    await hub.publish({"topic": "quiet", "data": "while away"})
+    async with hub.subscribe("quiet", headers={"Last-Event-ID": position}) as stream:
+        assert (await stream.next_event()).data == "while away"
+
+
+async def reset_reason(stream) -> str:
+    event = await stream.next_event()
+    assert event.event == "reset"
+    return orjson.loads(event.data)["reason"]
+
+
+async def test_reset_for_an_id_from_another_epoch_or_not_ours(hub):
+    await hub.publish({"topic": "x", "data": "state", "retain": True})
+    for bad in ["zzzzzz-1", "not an id", "42"]:
+        async with hub.subscribe("x", headers={"Last-Event-ID": bad}) as stream:
+            assert await reset_reason(stream)
+            assert (await stream.next_event()).data == "state"  # resync from the retained state
+
+
+async def test_reset_when_history_was_trimmed_past_the_id(hub_factory):
+    hub = await hub_factory(history__max_events=5)
+    ids = []
+    for i in range(30):
+        ids += await publish_many(hub, "t", 1, start=i)
+    async with hub.subscribe("t", headers={"Last-Event-ID": ids[2]}) as stream:
+        assert "no longer retained" in await reset_reason(stream)
+        await hub.publish({"topic": "t", "data": "after reset"})
+        assert (await stream.next_event()).data == "after reset"
+    async with hub.subscribe("t", headers={"Last-Event-ID": ids[27]}) as stream:
+        assert [e.data for e in await stream.take(3)] == ["28", "29", "after reset"]
+
+
+async def test_trimming_other_topics_never_resets_this_one(hub_factory):
+    hub = await hub_factory(history__max_events=3)
+    first = (await hub.publish({"topic": "calm", "data": "c"}))["id"]
+    await publish_many(hub, "noisy", 20)
+    async with hub.subscribe("calm", headers={"Last-Event-ID": first}) as stream:
+        await hub.publish({"topic": "calm", "data": "next"})
+        assert (await stream.next_event()).data == "next"
+
+
+async def test_history_is_bounded_by_age(hub_factory):
+    hub = await hub_factory(history__max_age=0.3)
+    old = await publish_many(hub, "aged", 3)
+    await asyncio.sleep(0.5)
+    await hub.publish({"topic": "aged", "data": "fresh"})
+    async with hub.subscribe("aged", lastEventId="earliest") as stream:
+        assert (await stream.next_event()).data == "fresh"
+    async with hub.subscribe("aged", headers={"Last-Event-ID": old[0]}) as stream:
+        assert "no longer retained" in await reset_reason(stream)
+
+
+async def test_retained_state_comes_first_then_live(hub):
+    await hub.publish({"topic": "job/1", "data": {"p": 10}, "retain": True})
+    await hub.publish({"topic": "job/1", "data": {"p": 20}, "retain": True})
+    await hub.publish({"topic": "job/1", "data": "not state"})
+    await hub.publish({"topic": "job/2", "data": {"p": 99}, "retain": True})
+    async with hub.subscribe("job/*") as stream:
+        got = await stream.take(2)
+        assert [e.data for e in got] == ['{"p":20}', '{"p":99}']
+        await hub.publish({"topic": "job/1", "data": "live"})
+        assert (await stream.next_event()).data == "live"
+    async with hub.subscribe("job/1", headers={"Last-Event-ID": got[-1].id}) as stream:
+        await hub.publish({"topic": "job/1", "data": "only this"})
+        # resuming past the retained event does not send it again
+        assert (await stream.next_event()).data == "live"
+        assert (await stream.next_event()).data == "only this"
+
+
+async def test_idempotency_key_answers_the_first_result_and_delivers_once(hub):
+    async with hub.subscribe("pay") as stream:
+        headers = {"Idempotency-Key": "order-7"}
+        first = await hub.publish({"topic": "pay", "data": "charge"}, headers=headers)
+        again = await hub.publish({"topic": "pay", "data": "charge"}, headers=headers)
+        assert first == again
+        await hub.publish({"topic": "pay", "data": "next"})
+        assert [e.data for e in await stream.take(2)] == ["charge", "next"]
+    status, doc = await hub.post("/publish", json={"topic": "pay"}, headers={"Idempotency-Key": "bad key"})
+    assert (status, doc["error"]["code"]) == (400, "invalid_idempotency_key")

@@ -7,10 +7,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.processes import RedisProcess
 from hub import config as hub_config
 from hub.server import start
 from tests.support.hub_client import HubUnderTest
-from tests.support.redis_process import RedisProcess
 
 HubFactory = Callable[..., Awaitable[HubUnderTest]]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,48 +11,8 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from hub.server import free_port
+from bench.processes import HubProcess
 from tests.support.sse_reader import SseStream
-
-
-class HubProcess:
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "serve", "--port", str(self.port), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-        self.output = b""
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def ready(self) -> None:
-        """Wait for the one line the hub logs when it serves."""
-        loop = asyncio.get_running_loop()
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(15):
-            while b"hub ready on" not in self.output:
-                line = await loop.run_in_executor(None, self.proc.stdout.readline)
-                if not line:
-                    raise RuntimeError(f"hub exited: {self.output.decode()}")
-                self.output += line
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.output += self.proc.stdout.read()
-            self.proc.stdout.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

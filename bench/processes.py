@@ -1,15 +1,19 @@
-"""Real redis-server processes on free ports, owned by the tests (never 6379)."""
+"""Real processes for tests and benchmarks: redis-server on free ports (never 6379), `hub serve`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from hub.server import free_port
 
@@ -85,3 +89,70 @@ class RedisProcess:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class HubProcess:
+    """A `hub serve` subprocess; `ready()` waits for the line it logs when it serves."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.args = args
+        self.env = env
+        self.output = b""
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.output = b""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "serve", "--port", str(self.port), *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def ready(self, timeout: float = 15) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.proc is not None
+        stdout = self.proc.stdout
+        assert stdout is not None
+        async with asyncio.timeout(timeout):
+            while b"hub ready on" not in self.output:
+                line = await loop.run_in_executor(None, stdout.readline)
+                if not line:
+                    raise RuntimeError(f"hub exited: {self.output.decode()}")
+                self.output += line
+        # keep draining its output so a chatty hub never blocks on a full pipe
+        loop.run_in_executor(None, self._drain, stdout)
+
+    def _drain(self, stdout: IO[bytes]) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            for line in stdout:
+                self.output += line
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_pipe()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._close_pipe()
+        return self.proc.returncode
+
+    def _close_pipe(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None and not self.proc.stdout.closed:
+            with contextlib.suppress(ValueError, OSError):
+                self.proc.stdout.close()

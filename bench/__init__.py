@@ -1,0 +1,1 @@
+"""Benchmarks and fault runs for broadcast-hub: `python -m bench --help`."""

@@ -1,0 +1,290 @@
+"""The fault run: publishers and subscribers over two real hub processes and one Redis with AOF, while
+Redis is SIGKILLed and restarted and a hub process is SIGKILLed and restarted. A checker then verifies
+that every subscriber got every acknowledged event of its topics exactly once and in order, or was told
+`reset`.
+
+Publishers retry refused publishes (503, a dead hub) with the same Idempotency-Key, on either hub, so an
+event is acknowledged once whatever happens. Subscribers read with an independent SSE parser and, when a
+stream breaks, reconnect to whichever hub is up with the Last-Event-ID they last saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import itertools
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import aiohttp
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from bench.processes import HubProcess, RedisProcess
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    publishers: int = 4
+    events_per_publisher: int = 150
+    publish_interval: float = 0.02  # per publisher, between publishes
+    subscribers: int = 8
+    topics: int = 4
+    redis_kills: int = 1
+    hub_kills: int = 1
+    downtime: float = 1.0
+    seed: int = 1
+
+
+@dataclass
+class Acked:
+    topic: str
+    publisher: int
+    number: int
+
+
+@dataclass
+class Subscriber:
+    index: int
+    selectors: list[str]
+    received: list[tuple[str, str]] = field(default_factory=list)  # (id, data)
+    resets: list[int] = field(default_factory=list)  # index into received where a reset came
+    reconnects: int = 0
+    last_event_id: str = ""
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def matches(self, topic: str) -> bool:
+        return any(
+            s == topic or (s.endswith("/*") and topic.rsplit("/", 1)[0] == s[:-2]) for s in self.selectors
+        )
+
+
+@dataclass
+class Report:
+    acknowledged: int = 0
+    delivered: int = 0
+    expected: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    resets: int = 0
+    subscribers_reset: int = 0
+    refused_publishes: int = 0
+    reconnects: int = 0
+    redis_kills: int = 0
+    hub_kills: int = 0
+    seconds: float = 0.0
+
+    def ok(self) -> bool:
+        return self.lost == self.duplicated == self.reordered == 0
+
+    def lines(self) -> list[str]:
+        return [f"{name:>20}: {value}" for name, value in vars(self).items()]
+
+
+def _seq(event_id: str) -> tuple[str, int]:
+    epoch, _, seq = event_id.rpartition("-")
+    return epoch, int(seq)
+
+
+def check(subscribers: list[Subscriber], acked: dict[str, Acked], report: Report) -> None:
+    for sub in subscribers:
+        ids = [event_id for event_id, _ in sub.received]
+        report.delivered += len(ids)
+        report.duplicated += len(ids) - len(set(ids))
+        report.reordered += sum(1 for a, b in itertools.pairwise(ids) if _seq(a) >= _seq(b))
+        # After a reset, only what follows the reset is owed; before it, the client was told.
+        owed_from = sub.resets[-1] if sub.resets else 0
+        got = set(ids[owed_from:])
+        floor = _seq(ids[owed_from - 1]) if owed_from and ids else None
+        expected = [
+            event_id
+            for event_id, info in acked.items()
+            if sub.matches(info.topic) and (floor is None or _seq(event_id) > floor)
+        ]
+        report.expected += len(expected)
+        report.lost += sum(1 for event_id in expected if event_id not in got)
+        report.resets += len(sub.resets)
+        report.subscribers_reset += bool(sub.resets)
+        report.reconnects += sub.reconnects
+
+
+class FaultRun:
+    def __init__(self, plan: FaultPlan, redis: RedisProcess, hubs: list[HubProcess]) -> None:
+        self.plan = plan
+        self.redis = redis
+        self.hubs = hubs
+        self.up = [True] * len(hubs)
+        self.acked: dict[str, Acked] = {}
+        self.report = Report()
+        self.rng = random.Random(plan.seed)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.publishing = True
+
+    def live_hub(self, preferred: int) -> HubProcess:
+        for i in range(len(self.hubs)):
+            candidate = (preferred + i) % len(self.hubs)
+            if self.up[candidate]:
+                return self.hubs[candidate]
+        return self.hubs[preferred % len(self.hubs)]
+
+    async def publisher(self, session: aiohttp.ClientSession, index: int) -> None:
+        plan = self.plan
+        for number in range(plan.events_per_publisher):
+            topic = f"fault/{self.rng.randrange(plan.topics)}"
+            body = {"topic": topic, "data": {"p": index, "n": number}}
+            headers = {"Idempotency-Key": f"{self.run_id}-{index}-{number}"}
+            attempt = 0
+            while True:
+                hub = self.live_hub(index + attempt)
+                try:
+                    async with session.post(hub.url + "/publish", json=body, headers=headers) as resp:
+                        if resp.status == 200:
+                            event_id = (await resp.json())["id"]
+                            self.acked[event_id] = Acked(topic, index, number)
+                            break
+                        self.report.refused_publishes += 1
+                except (TimeoutError, aiohttp.ClientError):
+                    self.report.refused_publishes += 1
+                attempt += 1
+                await asyncio.sleep(min(0.05 * attempt, 0.5))
+            await asyncio.sleep(plan.publish_interval)
+
+    async def subscriber(self, session: aiohttp.ClientSession, sub: Subscriber) -> None:
+        attempt = 0
+        while True:
+            hub = self.live_hub(sub.index + attempt)
+            headers = {"Last-Event-ID": sub.last_event_id} if sub.last_event_id else {}
+            params = [("topic", s) for s in sub.selectors]
+            try:
+                async with session.get(hub.url + "/events", params=params, headers=headers) as resp:
+                    if resp.status == 200:
+                        await self._read(resp, sub)
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            sub.reconnects += 1
+            attempt += 1
+            await asyncio.sleep(0.05)
+
+    async def _read(self, resp: aiohttp.ClientResponse, sub: Subscriber) -> None:
+        lines, decoder = SSELineDecoder(), SSEDecoder()
+        utf8 = codecs.getincrementaldecoder("utf-8")()
+        has_data = False
+        async for chunk in resp.content.iter_any():
+            for line in lines.decode(utf8.decode(chunk)):
+                if line.partition(":")[0] == "data":
+                    has_data = True
+                event = decoder.decode(line)
+                if line.startswith(":") and not sub.connected.is_set():
+                    sub.connected.set()
+                if event is not None:
+                    if has_data and event.event == "reset":
+                        sub.resets.append(len(sub.received))
+                    elif has_data and event.event == "message":
+                        sub.received.append((event.id, event.data))
+                    sub.last_event_id = event.id
+                if not line:
+                    has_data = False
+
+    async def faults(self) -> None:
+        plan = self.plan
+        kills = ["redis"] * plan.redis_kills + ["hub"] * plan.hub_kills
+        self.rng.shuffle(kills)
+        duration = plan.events_per_publisher * plan.publish_interval
+        gap = duration / (len(kills) + 1)
+        for n, what in enumerate(kills):
+            await asyncio.sleep(gap * 0.6 if n else gap * 0.5)
+            if what == "redis":
+                self.redis.kill()
+                self.report.redis_kills += 1
+                await asyncio.sleep(plan.downtime)
+                await asyncio.get_running_loop().run_in_executor(None, self.redis.start)
+            else:
+                victim = self.rng.randrange(len(self.hubs))
+                self.up[victim] = False
+                self.hubs[victim].kill()
+                self.report.hub_kills += 1
+                await asyncio.sleep(plan.downtime)
+                self.hubs[victim].start()
+                await self.hubs[victim].ready()
+                self.up[victim] = True
+
+    async def run(self, settle: float = 15.0) -> Report:
+        plan = self.plan
+        started = time.monotonic()
+        subscribers = []
+        for i in range(plan.subscribers):
+            if i % 3 == 2:
+                selectors = ["fault/*"]
+            else:
+                selectors = [f"fault/{i % plan.topics}", f"fault/{(i + 1) % plan.topics}"]
+            subscribers.append(Subscriber(i, selectors))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=None)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            readers = [asyncio.create_task(self.subscriber(session, s)) for s in subscribers]
+            async with asyncio.timeout(15):
+                await asyncio.gather(*(s.connected.wait() for s in subscribers))
+            faults = asyncio.create_task(self.faults())
+            await asyncio.gather(*(self.publisher(session, i) for i in range(plan.publishers)))
+            await faults
+            await self._settle(subscribers, settle)
+            for task in readers:
+                task.cancel()
+            for task in readers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.report.acknowledged = len(self.acked)
+        check(subscribers, self.acked, self.report)
+        self.report.seconds = round(time.monotonic() - started, 1)
+        return self.report
+
+    async def _settle(self, subscribers: list[Subscriber], timeout: float) -> None:
+        """Wait until every subscriber has everything it is owed, or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = Report()
+            check(subscribers, self.acked, probe)
+            if probe.lost == 0:
+                return
+            await asyncio.sleep(0.2)
+
+
+async def run_fault_test(plan: FaultPlan) -> Report:
+    redis = RedisProcess("--appendonly", "yes", "--appendfsync", "always").start()
+    hubs = [
+        HubProcess(
+            "--redis", redis.url, env={"HUB_SSE_HEARTBEAT_INTERVAL": "1", "HUB_REDIS_CONNECT_TIMEOUT": "1"}
+        )
+        for _ in range(2)
+    ]
+    try:
+        await asyncio.gather(*(hub.ready() for hub in hubs))
+        return await FaultRun(plan, redis, hubs).run()
+    finally:
+        for hub in hubs:
+            hub.kill()
+        redis.close()
+
+
+def main(size: str) -> int:
+    plans = {
+        "small": FaultPlan(),
+        "large": FaultPlan(
+            publishers=8,
+            events_per_publisher=1500,
+            publish_interval=0.005,
+            subscribers=40,
+            topics=10,
+            redis_kills=3,
+            hub_kills=3,
+            downtime=1.5,
+        ),
+    }
+    report = asyncio.run(run_fault_test(plans[size]))
+    print(f"fault run ({size}):")
+    print("\n".join(report.lines()))
+    print("PASS" if report.ok() else "FAIL")
+    return 0 if report.ok() else 1

@@ -1,0 +1,22 @@
+"""The fault run at CI size: Redis SIGKILLed and restarted (AOF on), a hub process SIGKILLed and
+restarted, while publishers and subscribers keep going. `python -m bench faults` runs it larger."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.faults import FaultPlan, run_fault_test
+
+
+@pytest.mark.timeout(120)
+async def test_no_acknowledged_event_is_lost_doubled_or_reordered_through_faults():
+    plan = FaultPlan()
+    report = await run_fault_test(plan)
+    print("\n".join(report.lines()))
+    assert (report.redis_kills, report.hub_kills) == (1, 1)
+    assert report.acknowledged == plan.publishers * plan.events_per_publisher
+    assert report.refused_publishes > 0  # the faults were felt
+    assert report.reconnects > 0
+    assert report.expected > plan.events_per_publisher
+    assert (report.lost, report.duplicated, report.reordered) == (0, 0, 0)
+    assert report.resets == 0  # with AOF nothing acknowledged is lost, so nobody needs a reset

@@ -52,6 +52,7 @@ class Subscriber:
     received: list[tuple[str, str]] = field(default_factory=list)  # (id, data)
     resets: list[int] = field(default_factory=list)  # index into received where a reset came
     reconnects: int = 0
+    reconnect_marks: list[tuple[int, str, str]] = field(default_factory=list)  # (index, hub, last id)
     last_event_id: str = ""
     connected: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -89,12 +90,24 @@ def _seq(event_id: str) -> tuple[str, int]:
     return epoch, int(seq)
 
 
-def check(subscribers: list[Subscriber], acked: dict[str, Acked], report: Report) -> None:
+def check(
+    subscribers: list[Subscriber], acked: dict[str, Acked], report: Report, verbose: bool = False
+) -> None:
     for sub in subscribers:
         ids = [event_id for event_id, _ in sub.received]
         report.delivered += len(ids)
         report.duplicated += len(ids) - len(set(ids))
         report.reordered += sum(1 for a, b in itertools.pairwise(ids) if _seq(a) >= _seq(b))
+        if verbose:
+            data = dict(sub.received)
+            for n, ((a, da), (b, db)) in enumerate(itertools.pairwise(sub.received)):
+                if a == b:
+                    print(f"subscriber {sub.index}: {a} twice: {da!r} / {db!r}")
+            for n, (a, b) in enumerate(itertools.pairwise(ids)):
+                if _seq(a) >= _seq(b):
+                    marks = [m for m in sub.reconnect_marks if abs(m[0] - n) < 20]
+                    print(f"subscriber {sub.index}: {a} then {b} at {n}; reconnects near: {marks};"
+                          f" around: {ids[max(0, n - 5):n + 6]}")
         # After a reset, only what follows the reset is owed; before it, the client was told.
         owed_from = sub.resets[-1] if sub.resets else 0
         got = set(ids[owed_from:])
@@ -105,7 +118,11 @@ def check(subscribers: list[Subscriber], acked: dict[str, Acked], report: Report
             if sub.matches(info.topic) and (floor is None or _seq(event_id) > floor)
         ]
         report.expected += len(expected)
-        report.lost += sum(1 for event_id in expected if event_id not in got)
+        missing = [event_id for event_id in expected if event_id not in got]
+        report.lost += len(missing)
+        if verbose and missing:
+            print(f"subscriber {sub.index} ({sub.selectors}) lost {missing[:5]}:",
+                  [vars(acked[m]) for m in missing[:5]], "data seen:", data.get(missing[0]))
         report.resets += len(sub.resets)
         report.subscribers_reset += bool(sub.resets)
         report.reconnects += sub.reconnects
@@ -156,6 +173,7 @@ class FaultRun:
         attempt = 0
         while True:
             hub = self.live_hub(sub.index + attempt)
+            sub.reconnect_marks.append((len(sub.received), hub.url, sub.last_event_id))
             headers = {"Last-Event-ID": sub.last_event_id} if sub.last_event_id else {}
             params = [("topic", s) for s in sub.selectors]
             try:
@@ -237,7 +255,7 @@ class FaultRun:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self.report.acknowledged = len(self.acked)
-        check(subscribers, self.acked, self.report)
+        check(subscribers, self.acked, self.report, verbose=True)
         self.report.seconds = round(time.monotonic() - started, 1)
         return self.report
 
@@ -262,7 +280,13 @@ async def run_fault_test(plan: FaultPlan) -> Report:
     ]
     try:
         await asyncio.gather(*(hub.ready() for hub in hubs))
-        return await FaultRun(plan, redis, hubs).run()
+        report = await FaultRun(plan, redis, hubs).run()
+        if not report.ok():
+            for i, hub in enumerate(hubs):
+                for line in hub.output.decode().splitlines():
+                    if "caught up" in line or "lost" in line:
+                        print(f"hub {i} ({hub.url}): {line}")
+        return report
     finally:
         for hub in hubs:
             hub.kill()

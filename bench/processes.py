@@ -103,7 +103,7 @@ class HubProcess:
         self.start()
 
     def start(self) -> None:
-        self.output = b""
+        self.output += b"--- start ---\n"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hub", "serve", "--port", str(self.port), *self.args],
             stdout=subprocess.PIPE,
@@ -121,7 +121,7 @@ class HubProcess:
         stdout = self.proc.stdout
         assert stdout is not None
         async with asyncio.timeout(timeout):
-            while b"hub ready on" not in self.output:
+            while b"hub ready on" not in self.output.rpartition(b"--- start ---")[2]:
                 line = await loop.run_in_executor(None, stdout.readline)
                 if not line:
                     raise RuntimeError(f"hub exited: {self.output.decode()}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -18,7 +18,7 @@ from hub import chunked, sse
 from hub.brokers.base import Broker
 from hub.errors import BrokerUnavailable
 from hub.event import Draft, Event
-from hub.history import Since, Snapshot, parse_id
+from hub.history import Position, Since, Snapshot, parse_id
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
 
@@ -29,13 +29,34 @@ HEARTBEAT_EVENT = chunked.frame(sse.encode_event("", event="heartbeat"))
 RESYNC_FRAME = chunked.frame(sse.encode_retry(500))
 
 
-def event_frame(event: Event) -> bytes:
+MAX_HELD = 10_000  # live events held for one subscriber while it reads its replay
+
+
+def event_body(event: Event) -> bytes:
     data = sse.data_text(event.data)
-    return chunked.frame(sse.encode_event(data, id=event.id, event=event.event, retry=event.retry))
+    return sse.encode_event(data, id=event.id, event=event.event, retry=event.retry)
 
 
-def reset_frame(reason: str) -> bytes:
-    return chunked.frame(sse.encode_event(orjson.dumps({"reason": reason}).decode(), event="reset"))
+def event_frame(event: Event) -> bytes:
+    return chunked.frame(event_body(event))
+
+
+def snapshot_bodies(snapshot: Snapshot, batch: int = 64 * 1024) -> Iterator[bytes]:
+    """The SSE bytes a subscriber gets before live events, in batches: a reset if any, the replayed
+    or retained events, then a position line so even a quiet client resumes from here."""
+    parts: list[bytes] = []
+    size = 0
+    if snapshot.reset is not None:
+        parts.append(sse.encode_event(orjson.dumps({"reason": snapshot.reset}).decode(), event="reset"))
+    for event in snapshot.events:
+        body = event_body(event)
+        parts.append(body)
+        size += len(body)
+        if size >= batch:
+            yield b"".join(parts)
+            parts, size = [], 0
+    parts.append(sse.encode_position(str(snapshot.position)))
+    yield b"".join(parts)
 
 
 _Group = dict[Outbox, None]  # insertion-ordered set
@@ -125,19 +146,14 @@ class Fanout:
             self.unsubscribe(outbox)
             raise
 
-    def start_writing(self, outbox: Outbox, transport: asyncio.Transport, snapshot: Snapshot) -> None:
-        """Write the snapshot, then the held live events after it, and go live. Synchronous: no event
-        can slip in between."""
+    def start_writing(self, outbox: Outbox, transport: asyncio.Transport, position: Position) -> None:
+        """Go live after the snapshot up to `position` was written: the held live events after it
+        first. Synchronous, so no event can slip in between."""
         held, outbox.held = outbox.held or [], None
         self._replaying.pop(outbox, None)
         if outbox.closed:
             return
         frames = []
-        if snapshot.reset is not None:
-            frames.append(reset_frame(snapshot.reset))
-        frames.extend(map(event_frame, snapshot.events))
-        position = snapshot.position
-        frames.append(chunked.frame(sse.encode_position(str(position))))
         for event in held:
             event_id = parse_id(event.id)
             if event_id is None or event_id.epoch != position.epoch:
@@ -222,11 +238,18 @@ class Fanout:
 
     def _hold(self, event: Event) -> None:
         parts = [topic.split("/") for topic in event.topics]
-        for outbox in self._replaying:
-            if outbox.held is not None and any(
+        for outbox in list(self._replaying):
+            held = outbox.held
+            if held is not None and any(
                 selector.matches_segments(p) for selector in outbox.selectors for p in parts
             ):
-                outbox.held.append(event)
+                held.append(event)
+                if len(held) > MAX_HELD:
+                    # reading its replay slower than events arrive: it resumes later, from history
+                    del self._replaying[outbox]
+                    outbox.held = None
+                    outbox.close(CloseReason.SLOW_CONSUMER)
+                    self.counters["slow_consumers"] += 1
 
     def _match(self, topics: tuple[str, ...]) -> Iterable[Outbox]:
         groups: list[_Group] = []

@@ -153,9 +153,11 @@ async def _raw_subscriber(port: int, topic: str) -> tuple[asyncio.StreamReader, 
     return reader, writer
 
 
-async def test_stalled_client_is_cut_off_and_never_delays_others(hub_factory):
+async def test_stalled_client_is_cut_off_never_delays_others_and_resumes_without_loss(hub_factory):
     hub = await hub_factory(sse__max_buffer=256 * 1024)
-    _reader, writer = await _raw_subscriber(hub.running.port, "firehose")  # never reads again
+    reader, writer = await _raw_subscriber(hub.running.port, "firehose")
+    position = (await reader.readuntil(b"\n\n")).split(b"id: ")[1].split(b"\n")[0].decode()
+    # ...and it never reads again
     try:
         async with hub.subscribe("firehose") as fast:
             big = "x" * 100_000
@@ -170,6 +172,9 @@ async def test_stalled_client_is_cut_off_and_never_delays_others(hub_factory):
             assert hub.fanout.connections == 1
     finally:
         writer.close()
+    async with hub.subscribe("firehose", headers={"Last-Event-ID": position}) as resumed:
+        got = await resumed.take(120)
+        assert [e.data.split(" ")[0] for e in got] == [str(i) for i in range(120)]
 
 
 async def test_subscribe_needs_a_valid_selector(hub):

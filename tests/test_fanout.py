@@ -46,8 +46,7 @@ async def attach(fanout: Fanout, *selectors: str, max_buffer: int = 1 << 20, sta
     outbox = Outbox(tuple(map(Selector.parse, selectors)), heartbeat_event=False, max_buffer=max_buffer)
     snapshot = await fanout.subscribe(outbox, Since.parse(None))
     transport = RecordingTransport(stalled)
-    fanout.start_writing(outbox, transport, snapshot)
-    transport.writes.clear()  # the position line
+    fanout.start_writing(outbox, transport, snapshot.position)
     return outbox, transport
 
 

@@ -93,8 +93,10 @@ class RedisBroker(Broker):
         self._last_id = b""
         # While catching up after a reconnect, live messages wait here so they follow the history.
         self._held: list[bytes] | None = None
-        # After a catch-up: its position and what it delivered, until the socket passes that position.
-        self._caught_up: tuple[Position, set[bytes]] | None = None
+        # Snapshot tokens awaited on the subscriber connection (see `_snapshot`); a subscriber's token
+        # that arrives while catching up is answered only once the held messages are delivered.
+        self._syncs: dict[bytes, tuple[asyncio.Future[None], bool]] = {}
+        self._deferred: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, sink: BrokerSink) -> None:
@@ -152,6 +154,25 @@ class RedisBroker(Broker):
         return list(ids.decode().split(" "))
 
     async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
+        return await self._snapshot(selectors, since, catch_up=False)
+
+    async def _snapshot(self, selectors: Sequence[Selector], since: Since, *, catch_up: bool) -> Snapshot:
+        token = secrets.token_hex(8).encode()
+        synced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._syncs[token] = (synced, catch_up)
+        try:
+            snapshot = await self._read_snapshot(selectors, since, token)
+            # Wait until the subscriber connection has read every message older than the snapshot,
+            # so none of them can arrive after the subscriber has gone live.
+            async with asyncio.timeout(self._config.connect_timeout):
+                await synced
+        except TimeoutError:
+            raise BrokerUnavailable("the redis subscription did not keep up") from None
+        finally:
+            self._syncs.pop(token, None)
+        return snapshot
+
+    async def _read_snapshot(self, selectors: Sequence[Selector], since: Since, token: bytes) -> Snapshot:
         exact = [s.text for s in selectors if not s.is_pattern]
         patterns = [s for s in selectors if s.is_pattern]
         after = since.position
@@ -161,6 +182,8 @@ class RedisBroker(Broker):
             since.kind.value,
             after.epoch if after else "",
             after.seq if after else 0,
+            self._tick_channel,
+            token,
             len(exact),
             *exact,
             len(patterns),
@@ -241,7 +264,7 @@ class RedisBroker(Broker):
                 self._subscribed = False
                 self._writer = None
                 self._held = None
-                self._caught_up = None
+                self._fail_syncs()
                 if self._catch_up_task is not None:
                     self._catch_up_task.cancel()
                     self._catch_up_task = None
@@ -312,7 +335,9 @@ class RedisBroker(Broker):
         kind = reply[0]
         if kind == b"message":
             if reply[1] == self._tick_channel:
-                if self._sink is not None:
+                if reply[2]:
+                    self._on_sync(reply[2])
+                elif self._sink is not None:
                     self._sink.on_tick()
                 return
             self._on_message(reply[2])
@@ -339,8 +364,6 @@ class RedisBroker(Broker):
         id_ = envelope_id(message)
         if id_ == self._last_id:
             return  # the same event through another of its channels, or through a pattern
-        if self._caught_up is not None and self._already_delivered(id_):
-            return
         self._last_id = id_
         try:
             event = open_envelope(message)
@@ -350,15 +373,21 @@ class RedisBroker(Broker):
         if self._sink is not None:
             self._sink.on_event(event)
 
-    def _already_delivered(self, id_: bytes) -> bool:
-        """Right after a catch-up, messages published before its snapshot may still be in the socket."""
-        assert self._caught_up is not None
-        position, delivered = self._caught_up
-        event_id = parse_id(id_.decode())
-        if event_id is None or event_id.epoch != position.epoch or event_id.seq > position.seq:
-            self._caught_up = None  # past the snapshot: from here on the socket is all new
-            return False
-        return id_ in delivered
+    def _on_sync(self, token: bytes) -> None:
+        entry = self._syncs.get(token)
+        if entry is None:
+            return
+        future, catch_up = entry
+        if self._held is not None and not catch_up:
+            self._deferred.append(future)
+        elif not future.done():
+            future.set_result(None)
+
+    def _fail_syncs(self) -> None:
+        for future in [f for f, _ in self._syncs.values()] + self._deferred:
+            if not future.done():
+                future.set_exception(BrokerUnavailable("the redis subscription was lost"))
+        self._deferred.clear()
 
     async def _catch_up(self) -> None:
         """Deliver what was published while the subscription was down, then what arrived meanwhile."""
@@ -366,7 +395,7 @@ class RedisBroker(Broker):
         selectors = [selector for _, _, selector in self._wanted.values()]
         since = Since(SinceKind.AFTER, last) if last else Since(SinceKind.NEW)
         try:
-            snapshot = await self.snapshot(selectors if last else [], since)
+            snapshot = await self._snapshot(selectors if last else [], since, catch_up=True)
         except BrokerUnavailable as exc:
             log.warning("catch-up failed: %s; reconnecting", exc)
             if self._writer is not None:
@@ -389,21 +418,27 @@ class RedisBroker(Broker):
                 live.append(open_envelope(message))
             except EnvelopeError as exc:
                 log.warning("dropped a malformed message from redis: %s", exc)
-        delivered: set[bytes] = set()
         for event in merge([events, live]):
             if seq_of(event.id) > floor and self._sink is not None:
                 self._sink.on_event(event)
                 self._last_id = event.id.encode()
-                delivered.add(self._last_id)
-        self._caught_up = (snapshot.position, delivered)
         current = parse_id(self._last_id.decode())
         if current is None or (
             current.epoch == snapshot.position.epoch and current.seq < snapshot.position.seq
         ):
             self._last_id = str(snapshot.position).encode()
-        if not self._live:
-            log.info("redis subscription live")
+        log.info(
+            "redis subscription live: caught up %d events after %s to %s, then %d live",
+            len(events),
+            last,
+            snapshot.position,
+            len(live),
+        )
         self._live = True
+        for future in self._deferred:
+            if not future.done():
+                future.set_result(None)
+        self._deferred.clear()
 
 
 class RedisReplyError(Exception):

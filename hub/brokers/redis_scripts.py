@@ -77,9 +77,11 @@ return result
 """
 
 # KEYS: sequence hash, topic registry, retained hash. ARGV: prefix, a fresh epoch, mode ('new',
-# 'earliest', 'after', 'unknown'), the after-id's epoch and seq, the exact topic count, the topics, the
-# pattern count, then per pattern: its segment count, its segments joined by '/', '1' if it ends in `**`.
-# Returns {epoch, seq, reset reason or '', envelopes...}.
+# 'earliest', 'after', 'unknown'), the after-id's epoch and seq, a channel and token to publish when done,
+# the exact topic count, the topics, the pattern count, then per pattern: its segment count, its segments
+# joined by '/', '1' if it ends in `**`. Returns {epoch, seq, reset reason or '', envelopes...}.
+# The token reaches the hub's subscriber connection after every message published before this read, so
+# once it arrives, no live message older than the snapshot can still be in flight.
 SNAPSHOT = """
 local seq_key, topics_key, retained_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
@@ -105,7 +107,7 @@ local function add(topic)
     topics[#topics + 1] = topic
   end
 end
-local i = 6
+local i = 8
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
   add(ARGV[i])
@@ -157,6 +159,11 @@ local function retained()
   end
 end
 
+local function done()
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  return out
+end
+
 local mode = ARGV[3]
 if mode == 'after' then
   local after = tonumber(ARGV[5])
@@ -179,15 +186,15 @@ if mode == 'after' then
   end
   if out[3] == '' then
     history_after(after)
-    return out
+    return done()
   end
 elseif mode == 'earliest' then
   retained()
   history_after(0)
-  return out
+  return done()
 elseif mode == 'unknown' then
   out[3] = 'unknown'
 end
 retained()
-return out
+return done()
 """

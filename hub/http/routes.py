@@ -9,6 +9,7 @@ from aiohttp import web
 
 from hub import chunked, sse
 from hub.errors import PayloadTooLarge
+from hub.fanout import snapshot_bodies
 from hub.history import Since
 from hub.http.state import CONFIG, FANOUT
 from hub.outbox import Outbox
@@ -39,10 +40,14 @@ async def events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
         await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
+        # The replay goes through aiohttp's writer, which waits for a slow reader, so a long replay
+        # is never mistaken for a slow consumer; live events are held meanwhile.
+        for body in snapshot_bodies(snapshot):
+            await response.write(body)
         transport = request.transport
-        if transport is None:
+        if transport is None or outbox.closed:
             return response
-        fanout.start_writing(outbox, transport, snapshot)
+        fanout.start_writing(outbox, transport, snapshot.position)
         await outbox.done
     finally:
         fanout.unsubscribe(outbox)

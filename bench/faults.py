@@ -91,7 +91,10 @@ def _seq(event_id: str) -> tuple[str, int]:
 
 
 def check(
-    subscribers: list[Subscriber], acked: dict[str, Acked], report: Report, verbose: bool = False
+    subscribers: list[Subscriber],
+    acked: dict[str, Acked],
+    report: Report,
+    verbose: bool = False,
 ) -> None:
     for sub in subscribers:
         ids = [event_id for event_id, _ in sub.received]
@@ -99,15 +102,10 @@ def check(
         report.duplicated += len(ids) - len(set(ids))
         report.reordered += sum(1 for a, b in itertools.pairwise(ids) if _seq(a) >= _seq(b))
         if verbose:
-            data = dict(sub.received)
-            for n, ((a, da), (b, db)) in enumerate(itertools.pairwise(sub.received)):
-                if a == b:
-                    print(f"subscriber {sub.index}: {a} twice: {da!r} / {db!r}")
-            for n, (a, b) in enumerate(itertools.pairwise(ids)):
+            for a, b in itertools.pairwise(ids):
                 if _seq(a) >= _seq(b):
-                    marks = [m for m in sub.reconnect_marks if abs(m[0] - n) < 20]
-                    print(f"subscriber {sub.index}: {a} then {b} at {n}; reconnects near: {marks};"
-                          f" around: {ids[max(0, n - 5):n + 6]}")
+                    print(f"subscriber {sub.index}: {b} after {a}; connections: {sub.reconnect_marks}")
+                    break
         # After a reset, only what follows the reset is owed; before it, the client was told.
         owed_from = sub.resets[-1] if sub.resets else 0
         got = set(ids[owed_from:])
@@ -121,8 +119,10 @@ def check(
         missing = [event_id for event_id in expected if event_id not in got]
         report.lost += len(missing)
         if verbose and missing:
-            print(f"subscriber {sub.index} ({sub.selectors}) lost {missing[:5]}:",
-                  [vars(acked[m]) for m in missing[:5]], "data seen:", data.get(missing[0]))
+            print(
+                f"subscriber {sub.index} {sub.selectors} lost {missing[:5]}; connections"
+                f" (index, hub, Last-Event-ID): {sub.reconnect_marks}"
+            )
         report.resets += len(sub.resets)
         report.subscribers_reset += bool(sub.resets)
         report.reconnects += sub.reconnects

@@ -207,12 +207,12 @@ class Fanout:
 
     def on_event(self, event: Event) -> None:
         self.counters["events"] += 1
+        if self._replaying:
+            self._hold(event)
         targets = self._match(event.topics)
         if not targets:
             return
-        frame = chunked.frame(
-            sse.encode_event(sse.data_text(event.data), id=event.id, event=event.event, retry=event.retry)
-        )
+        frame = event_frame(event)
         dirty = self._dirty
         count = 0
         for outbox in targets:

@@ -151,3 +151,22 @@ async def test_idempotency_key_answers_the_first_result_and_delivers_once(hub):
         assert [e.data for e in await stream.take(2)] == ["charge", "next"]
     status, doc = await hub.post("/publish", json={"topic": "pay"}, headers={"Idempotency-Key": "bad key"})
     assert (status, doc["error"]["code"]) == (400, "invalid_idempotency_key")
+
+
+async def test_live_events_during_a_long_replay_follow_it_without_gap_or_duplicate(hub_factory):
+    hub = await hub_factory(history__max_events=5000)
+    blob = "x" * 4000
+    ids = []
+    for start in range(0, 1500, 200):
+        batch = [{"topic": "long", "data": f"{i} {blob}"} for i in range(start, min(start + 200, 1500))]
+        ids += (await hub.publish(batch))["ids"]
+
+    async def keep_publishing():
+        for i in range(1500, 1800, 10):
+            await hub.publish([{"topic": "long", "data": f"{j} {blob}"} for j in range(i, i + 10)])
+
+    publisher = asyncio.create_task(keep_publishing())
+    async with hub.subscribe("long", headers={"Last-Event-ID": ids[0]}) as stream:
+        got = await stream.take(1799, timeout=30)
+        await publisher
+    assert [int(e.data.split(" ")[0]) for e in got] == list(range(1, 1800))

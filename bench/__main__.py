@@ -13,9 +13,10 @@ def main() -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("faults", help="kill Redis and a hub under load; check nothing is lost")
     run.add_argument("--size", choices=["small", "large"], default="large")
+    run.add_argument("--no-aof", action="store_true", help="Redis without persistence: expect resets")
     args = parser.parse_args()
     if args.command == "faults":
-        return faults.main(args.size)
+        return faults.main(args.size, aof=not args.no_aof)
     return 2
 
 

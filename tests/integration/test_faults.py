@@ -20,3 +20,14 @@ async def test_no_acknowledged_event_is_lost_doubled_or_reordered_through_faults
     assert report.expected > plan.events_per_publisher
     assert (report.lost, report.duplicated, report.reordered) == (0, 0, 0)
     assert report.resets == 0  # with AOF nothing acknowledged is lost, so nobody needs a reset
+
+
+@pytest.mark.timeout(120)
+async def test_redis_losing_its_data_gets_every_subscriber_a_reset_and_nothing_after_it_is_lost():
+    plan = FaultPlan(aof=False, hub_kills=0)
+    report = await run_fault_test(plan)
+    print("\n".join(report.lines()))
+    assert report.redis_kills == 1
+    assert report.subscribers_reset == plan.subscribers
+    assert report.expected > 0
+    assert (report.lost, report.duplicated, report.reordered) == (0, 0, 0)

@@ -11,7 +11,7 @@ from hub.brokers import create_broker
 from hub.config import Config
 from hub.fanout import Fanout
 from hub.http.errors import json_errors
-from hub.http.routes import add_routes, shutdown_frame
+from hub.http.routes import add_routes, shutdown_block
 from hub.http.state import CONFIG, FANOUT
 from hub.outbox import CloseReason
 
@@ -40,4 +40,4 @@ async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
 async def _close_streams(app: web.Application) -> None:
     # Jitter, so that a restarted replica is not hit by every client in the same instant.
     retry = app[CONFIG].sse.retry
-    app[FANOUT].close_all(shutdown_frame(random.randint(retry // 4, retry)), CloseReason.SHUTDOWN)
+    app[FANOUT].close_all(shutdown_block(random.randint(retry // 4, retry)), CloseReason.SHUTDOWN)

@@ -46,6 +46,7 @@ class SseConfig:
 class HistoryConfig:
     max_events: int = 1000  # per topic
     max_age: float = 86400.0  # seconds; 0 keeps events until max_events pushes them out
+    max_replay: int = 10000  # events one resume replays; a client that missed more gets a reset
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ _POSITIVE = {
     "sse.max_buffer",
     "sse.subscribe_timeout",
     "history.max_events",
+    "history.max_replay",
     "publish.idempotency_window",
     "limits.max_body_bytes",
     "limits.max_data_bytes",
@@ -165,6 +167,8 @@ def build(
     for key, value in values.items():
         if key in _POSITIVE and value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value!r}")
+    if values.get("publish.idempotency_window", 1) < 1:
+        raise ConfigError("publish.idempotency_window: must be at least 1 second")
     if values.get("history.max_age", 0) < 0:
         raise ConfigError("history.max_age: must be 0 (no age bound) or more")
     if not 0 <= values.get("server.port", 0) <= 65535:

@@ -73,9 +73,20 @@ def open_envelope(message: bytes) -> Event:
         doc = orjson.loads(body)
         topics = tuple(doc["t"])
         data = doc["d"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        event, retry = doc.get("e"), doc.get("r")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise EnvelopeError(f"malformed envelope body: {exc}") from None
-    return Event(id_.decode(), topics, data, doc.get("e"), doc.get("r"), bool(doc.get("k", False)))
+    if (
+        not all(isinstance(t, str) for t in topics)
+        or not (event is None or isinstance(event, str))
+        or not (retry is None or type(retry) is int)
+    ):
+        raise EnvelopeError("malformed envelope fields")
+    try:
+        event_id = id_.decode()
+    except UnicodeDecodeError:
+        raise EnvelopeError("envelope id is not UTF-8") from None
+    return Event(event_id, topics, data, event, retry, bool(doc.get("k", False)))
 
 
 def new_epoch() -> str:

@@ -24,9 +24,16 @@ from hub.topics import Selector
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_COMMENT = chunked.frame(sse.encode_comment())
-HEARTBEAT_EVENT = chunked.frame(sse.encode_event("", event="heartbeat"))
-RESYNC_FRAME = chunked.frame(sse.encode_retry(500))
+HEARTBEAT_COMMENT = sse.encode_comment()
+HEARTBEAT_EVENT = sse.encode_event("", event="heartbeat")
+# heartbeat kind -> chunked?  -> bytes, so the tick picks without encoding anything
+HEARTBEATS = {
+    (False, True): chunked.frame(HEARTBEAT_COMMENT),
+    (False, False): HEARTBEAT_COMMENT,
+    (True, True): chunked.frame(HEARTBEAT_EVENT),
+    (True, False): HEARTBEAT_EVENT,
+}
+RESYNC = sse.encode_retry(500)
 
 
 MAX_HELD = 10_000  # live events held for one subscriber while it reads its replay
@@ -94,11 +101,11 @@ class Fanout:
             self._heartbeat_task = None
         await self.broker.close()
 
-    def close_all(self, final_frame: bytes | None, reason: CloseReason) -> None:
-        """Close every stream, after one last frame (a short `retry:`)."""
+    def close_all(self, final: bytes | None, reason: CloseReason) -> None:
+        """Close every stream, after one last block of SSE (a short `retry:`)."""
         for outbox in list(self._outboxes):
-            if final_frame is not None and outbox.transport is not None:
-                outbox.pending.append(final_frame)
+            if final is not None and outbox.transport is not None:
+                outbox.pending.append(chunked.frame(final) if outbox.chunked else final)
                 outbox.flush()
             outbox.close(reason)
 
@@ -161,7 +168,7 @@ class Fanout:
                 outbox.close(CloseReason.RESYNC)
                 return
             if event_id.seq > position.seq:
-                frames.append(event_frame(event))
+                frames.append(event_frame(event) if outbox.chunked else event_body(event))
         outbox.pending[:0] = frames
         for selector in outbox.selectors:
             group = self._group(selector, create=True)
@@ -213,13 +220,19 @@ class Fanout:
         if not targets:
             return
         frame = event_frame(event)
+        raw: bytes | None = None  # for the rare HTTP/1.0 stream, which is not chunked
         dirty = self._dirty
         count = 0
         for outbox in targets:
             pending = outbox.pending
             if not pending:
                 dirty.append(outbox)
-            pending.append(frame)
+            if outbox.chunked:
+                pending.append(frame)
+            else:
+                if raw is None:
+                    raw = event_body(event)
+                pending.append(raw)
             count += 1
         self.counters["deliveries"] += count
         self._schedule_flush()
@@ -230,11 +243,11 @@ class Fanout:
         for outbox in self._outboxes:
             if not outbox.pending:
                 dirty.append(outbox)
-            outbox.pending.append(HEARTBEAT_EVENT if outbox.heartbeat_event else HEARTBEAT_COMMENT)
+            outbox.pending.append(HEARTBEATS[outbox.heartbeat_event, outbox.chunked])
         self._schedule_flush()
 
     def on_lost(self, reason: str) -> None:
-        self.close_all(RESYNC_FRAME, CloseReason.RESYNC)
+        self.close_all(RESYNC, CloseReason.RESYNC)
 
     def _hold(self, event: Event) -> None:
         parts = [topic.split("/") for topic in event.topics]

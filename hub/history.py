@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from hub.event import Event
+from hub.event import EPOCH_ALPHABET, Event
 
 MAX_LAST_EVENT_ID = 200
 
@@ -28,7 +28,14 @@ class Position:
 def parse_id(text: str) -> Position | None:
     """The position an id names, or None if it is not an id this hub issued."""
     epoch, sep, seq = text.rpartition("-")
-    if not sep or not epoch or not seq.isascii() or not seq.isdigit() or len(text) > MAX_LAST_EVENT_ID:
+    if (
+        not sep
+        or len(text) > MAX_LAST_EVENT_ID
+        or not epoch
+        or not all(ch in EPOCH_ALPHABET for ch in epoch)
+        or not seq.isascii()
+        or not seq.isdigit()
+    ):
         return None
     return Position(epoch, int(seq))
 
@@ -86,3 +93,4 @@ def merge(batches: list[list[Event]]) -> list[Event]:
 RESET_EPOCH = "the broker lost its history since that id was issued"
 RESET_TRIMMED = "events after that id are no longer retained"
 RESET_UNKNOWN = "that id was not issued by this hub"
+RESET_TOO_MUCH = "more events were missed than one replay carries"

@@ -23,6 +23,7 @@ class CloseReason(Enum):
 
 class Outbox:
     __slots__ = (
+        "chunked",
         "close_reason",
         "done",
         "heartbeat_event",
@@ -33,8 +34,18 @@ class Outbox:
         "transport",
     )
 
-    def __init__(self, selectors: tuple[Selector, ...], *, heartbeat_event: bool, max_buffer: int) -> None:
+    def __init__(
+        self,
+        selectors: tuple[Selector, ...],
+        *,
+        heartbeat_event: bool,
+        max_buffer: int,
+        chunked: bool = True,
+    ) -> None:
         self.selectors = selectors
+        # HTTP/1.1 streams are chunked and get pre-framed bytes; HTTP/1.0 ones (an nginx upstream left
+        # at its default) get the bare SSE.
+        self.chunked = chunked
         self.heartbeat_event = heartbeat_event
         self.max_buffer = max_buffer
         self.pending: list[bytes] = []

@@ -130,7 +130,10 @@ def _draft(doc: dict[str, object], limits: PublishLimits, where: str) -> Draft:
         raise BadRequest("unknown_field", f"{where}unknown field {sorted(unknown)[0]!r}")
     topics = _topics(doc, limits, where)
     data = doc.get("data", "")
-    size = len(data_text(data).encode("utf-8"))
+    try:
+        size = len(data_text(data).encode("utf-8"))
+    except (TypeError, orjson.JSONEncodeError):
+        raise BadRequest("invalid_data", f"{where}data nests too deeply to be re-encoded") from None
     if size > limits.max_data_bytes:
         raise PayloadTooLarge(
             "data_too_large", f"{where}data is {size} bytes; the limit is {limits.max_data_bytes}"

@@ -34,6 +34,7 @@ def test_later_sources_win():
         ({}, {}, {"server.port": 70000}, "server.port"),
         ({"sse": {"max_buffer": 0}}, {}, {}, "sse.max_buffer"),
         ({}, {}, {"server.workers": 2}, "server.workers"),
+        ({"publish": {"idempotency_window": 0.5}}, {}, {}, "publish.idempotency_window"),
     ],
 )
 def test_bad_config_names_the_key(file_values, env, overrides, names):

@@ -210,3 +210,23 @@ async def test_unknown_path_and_method_are_json_errors(hub):
         assert resp.status == 405
         assert (await resp.json())["error"]["code"] == "method_not_allowed"
         assert "POST" in resp.headers["Allow"]
+
+
+async def test_http_10_streams_are_not_chunk_framed(hub):
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.running.port)
+    writer.write(b"GET /events?topic=old HTTP/1.0\r\nHost: x\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert (await reader.readuntil(b"\n\n")).startswith(b"retry: ")
+    await hub.publish({"topic": "old", "data": "plain"})
+    block = b""
+    while b"data: plain" not in block:
+        block += await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+    assert b"\r\n" not in block
+    writer.close()
+
+
+async def test_head_on_events_subscribes_nothing(hub):
+    async with hub.session.head(hub.url + "/events", params={"topic": "h"}) as resp:
+        assert resp.status == 405
+    assert hub.fanout.connections == 0

@@ -51,6 +51,7 @@ def test_vendor_json_media_type():
         (JSON, b"{", 400, "invalid_json"),
         (JSON, b"\xff\xfe", 400, "invalid_json"),
         (JSON, b"42", 400, "invalid_event"),
+        (JSON, b'{"topic":"a","data":' + b"[" * 300 + b"]" * 300 + b"}", 400, "invalid_data"),
         (JSON, b'{"topic":"a","data":' + b"9" * 400 + b"}", 400, "invalid_json"),
         (JSON, b'{"topic":"a","data":"\\ud800"}', 400, "invalid_json"),
         (JSON, b"[]", 400, "empty_batch"),

@@ -170,3 +170,19 @@ async def test_live_events_during_a_long_replay_follow_it_without_gap_or_duplica
         got = await stream.take(1799, timeout=30)
         await publisher
     assert [int(e.data.split(" ")[0]) for e in got] == list(range(1, 1800))
+
+
+async def test_a_resume_past_max_replay_is_a_reset(hub_factory):
+    hub = await hub_factory(history__max_replay=5)
+    ids = await publish_many(hub, "many", 10)
+    async with hub.subscribe("many", headers={"Last-Event-ID": ids[0]}) as stream:
+        assert "more events" in await reset_reason(stream)
+    async with hub.subscribe("many", headers={"Last-Event-ID": ids[5]}) as stream:
+        assert [e.data for e in await stream.take(4)] == ["6", "7", "8", "9"]
+
+
+async def test_a_last_event_id_that_is_not_utf8_is_just_unknown(hub):
+    async with hub.subscribe(
+        "u", headers={"Last-Event-ID": "\udcff\udcfe-1".encode("utf-8", "surrogateescape").decode("latin-1")}
+    ) as stream:
+        assert await reset_reason(stream)

@@ -14,6 +14,7 @@ from hub.config import HistoryConfig
 from hub.event import Draft, Event, format_id, new_epoch
 from hub.history import (
     RESET_EPOCH,
+    RESET_TOO_MUCH,
     RESET_TRIMMED,
     RESET_UNKNOWN,
     Position,
@@ -113,10 +114,16 @@ class MemoryBroker(Broker):
             elif any(self._topics[t].trimmed_to > after.seq for t in topics if t in self._topics):
                 reset = RESET_TRIMMED
             else:
-                return Snapshot(position, self._history_after(topics, after.seq))
+                events = self._history_after(topics, after.seq)
+                if len(events) <= self._history.max_replay:
+                    return Snapshot(position, events)
+                reset = RESET_TOO_MUCH
         elif since.kind is SinceKind.EARLIEST:
             retained = [self._retained[t] for t in topics if t in self._retained]
-            return Snapshot(position, merge([retained, self._history_after(topics, 0)]))
+            events = self._history_after(topics, 0)
+            if len(events) <= self._history.max_replay:
+                return Snapshot(position, merge([retained, events]))
+            reset = RESET_TOO_MUCH
         retained = [self._retained[t] for t in topics if t in self._retained]
         return Snapshot(position, merge([retained]), reset)
 

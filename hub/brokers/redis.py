@@ -38,6 +38,7 @@ from hub.errors import BrokerUnavailable
 from hub.event import Draft, EnvelopeError, envelope_id, new_epoch, open_envelope
 from hub.history import (
     RESET_EPOCH,
+    RESET_TOO_MUCH,
     RESET_TRIMMED,
     RESET_UNKNOWN,
     Position,
@@ -55,7 +56,13 @@ log = logging.getLogger(__name__)
 # A call retried after a lost connection is answered from its token, so retrying is exactly-once.
 PUBLISH_TOKEN_TTL = 120
 PUBLISH_RETRIES = 3
-_RESETS = {b"": None, b"epoch": RESET_EPOCH, b"trimmed": RESET_TRIMMED, b"unknown": RESET_UNKNOWN}
+_RESETS = {
+    b"": None,
+    b"epoch": RESET_EPOCH,
+    b"trimmed": RESET_TRIMMED,
+    b"unknown": RESET_UNKNOWN,
+    b"too_much": RESET_TOO_MUCH,
+}
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
@@ -81,8 +88,8 @@ class RedisBroker(Broker):
         self.node = secrets.token_hex(6)
         self._tick_channel = self._keys.tick(self.node)
         self._sink: BrokerSink | None = None
-        # name -> [is_pattern, refcount, selector]; several selectors may share one Redis name
-        self._wanted: dict[bytes, list[Any]] = {}
+        # name -> selectors subscribed under it, with their counts (`*` and `**` share one glob)
+        self._wanted: dict[bytes, dict[Selector, int]] = {}
         # name -> one entry per SUBSCRIBE sent and not yet confirmed, each entry the futures it serves
         self._waiters: dict[bytes, deque[list[asyncio.Future[None]]]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -151,6 +158,9 @@ class RedisBroker(Broker):
             )
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis is unavailable ({exc}); the event was not accepted") from None
+        except redis.exceptions.ResponseError as exc:
+            log.error("redis refused a publish: %s", exc)
+            raise BrokerUnavailable(f"redis refused the publish ({exc})") from None
         return list(ids.decode().split(" "))
 
     async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
@@ -170,7 +180,18 @@ class RedisBroker(Broker):
             raise BrokerUnavailable("the redis subscription did not keep up") from None
         finally:
             self._syncs.pop(token, None)
+        if not catch_up:
+            # Every message up to this position has now been read and delivered, so a later catch-up
+            # starts here: it must not send a live subscriber events older than its snapshot.
+            self._advance(snapshot.position)
         return snapshot
+
+    def _advance(self, position: Position) -> None:
+        """Move the catch-up point forward (never back: a lower seq in the same epoch is Redis losing
+        data, and the publish script needs the high-water mark to notice)."""
+        current = parse_id(self._last_id.decode())
+        if current is None or current.epoch != position.epoch or current.seq < position.seq:
+            self._last_id = str(position).encode()
 
     async def _read_snapshot(self, selectors: Sequence[Selector], since: Since, token: bytes) -> Snapshot:
         exact = [s.text for s in selectors if not s.is_pattern]
@@ -184,6 +205,7 @@ class RedisBroker(Broker):
             after.seq if after else 0,
             self._tick_channel,
             token,
+            self._history.max_replay,
             len(exact),
             *exact,
             len(patterns),
@@ -195,6 +217,9 @@ class RedisBroker(Broker):
             reply = await self._snapshot_script(keys=[keys.sequence, keys.topics, keys.retained], args=args)
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis is unavailable ({exc})") from None
+        except redis.exceptions.ResponseError as exc:
+            log.error("redis refused a snapshot: %s", exc)
+            raise BrokerUnavailable(f"redis refused the read ({exc})") from None
         epoch, seq, reset, *messages = reply
         events = []
         for message in messages:
@@ -217,7 +242,7 @@ class RedisBroker(Broker):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         wanted = self._wanted.get(name)
         if wanted is not None:
-            wanted[1] += 1
+            wanted[selector] = wanted.get(selector, 0) + 1
             entries = self._waiters.get(name)
             if entries:
                 entries[-1].append(future)  # rides on the SUBSCRIBE already under way
@@ -226,7 +251,7 @@ class RedisBroker(Broker):
             else:
                 self._waiters.setdefault(name, deque()).append([future])
             return future
-        self._wanted[name] = [is_pattern, 1, selector]
+        self._wanted[name] = {selector: 1}
         self._waiters.setdefault(name, deque()).append([future])
         if self._writer is not None:
             self._writer.write(pack(b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE", name))
@@ -235,10 +260,12 @@ class RedisBroker(Broker):
     def unsubscribe(self, selector: Selector) -> None:
         is_pattern, name = self._keys.subscription(selector)
         wanted = self._wanted.get(name)
-        if wanted is None:
+        if wanted is None or selector not in wanted:
             return
-        wanted[1] -= 1
-        if wanted[1] > 0:
+        wanted[selector] -= 1
+        if wanted[selector] == 0:
+            del wanted[selector]
+        if wanted:
             return
         del self._wanted[name]
         if self._writer is not None:
@@ -259,6 +286,9 @@ class RedisBroker(Broker):
                     log.warning("redis subscription lost: %s; reconnecting", exc)
                 else:
                     log.debug("redis subscription: %s; retrying", exc)
+            except Exception:
+                # A bug here must not end fan-out for good: log it, reconnect, catch up.
+                log.exception("redis subscription failed; reconnecting")
             finally:
                 was_live, self._live = self._live, False
                 self._subscribed = False
@@ -301,7 +331,8 @@ class RedisBroker(Broker):
         # Re-subscribe everything wanted; whoever waits on a name is served by its first confirmation.
         # The tick channel goes last: its confirmation means every other one is confirmed too.
         commands = [pack(b"CLIENT", b"SETNAME", f"{self._config.prefix}-sub-{self.node}")]
-        for name, (is_pattern, _, _) in self._wanted.items():
+        for name, selectors in self._wanted.items():
+            is_pattern = next(iter(selectors)).is_pattern
             commands.append(pack(b"PSUBSCRIBE" if is_pattern else b"SUBSCRIBE", name))
             entries = self._waiters.get(name)
             if entries and len(entries) > 1:
@@ -392,7 +423,7 @@ class RedisBroker(Broker):
     async def _catch_up(self) -> None:
         """Deliver what was published while the subscription was down, then what arrived meanwhile."""
         last = parse_id(self._last_id.decode())
-        selectors = [selector for _, _, selector in self._wanted.values()]
+        selectors = [selector for wanted in self._wanted.values() for selector in wanted]
         since = Since(SinceKind.AFTER, last) if last else Since(SinceKind.NEW)
         try:
             snapshot = await self._snapshot(selectors if last else [], since, catch_up=True)
@@ -401,12 +432,17 @@ class RedisBroker(Broker):
             if self._writer is not None:
                 self._writer.close()
             return
+        except Exception:
+            log.exception("catch-up failed; reconnecting")
+            if self._writer is not None:
+                self._writer.close()
+            return
         held, self._held = self._held or [], None
         if snapshot.reset is not None:
             if last is not None and self._sink is not None:
                 log.warning("redis lost events (%s): closing streams so they resync", snapshot.reset)
                 self._sink.on_lost(snapshot.reset)
-            self._last_id = str(snapshot.position).encode()
+            self._advance(snapshot.position)
             held = [m for m in held if envelope_id(m).startswith(snapshot.position.epoch.encode() + b"-")]
             events = []
         else:
@@ -422,11 +458,7 @@ class RedisBroker(Broker):
             if seq_of(event.id) > floor and self._sink is not None:
                 self._sink.on_event(event)
                 self._last_id = event.id.encode()
-        current = parse_id(self._last_id.decode())
-        if current is None or (
-            current.epoch == snapshot.position.epoch and current.seq < snapshot.position.seq
-        ):
-            self._last_id = str(snapshot.position).encode()
+        self._advance(snapshot.position)
         log.info(
             "redis subscription live: caught up %d events after %s to %s, then %d live",
             len(events),

@@ -78,8 +78,9 @@ return result
 
 # KEYS: sequence hash, topic registry, retained hash. ARGV: prefix, a fresh epoch, mode ('new',
 # 'earliest', 'after', 'unknown'), the after-id's epoch and seq, a channel and token to publish when done,
-# the exact topic count, the topics, the pattern count, then per pattern: its segment count, its segments
-# joined by '/', '1' if it ends in `**`. Returns {epoch, seq, reset reason or '', envelopes...}.
+# the most events to replay (past it: reset 'too_much'), the exact topic count, the topics, the pattern
+# count, then per pattern: its segment count, its segments joined by '/', '1' if it ends in `**`.
+# Returns {epoch, seq, reset reason or '', envelopes...}.
 # The token reaches the hub's subscriber connection after every message published before this read, so
 # once it arrives, no live message older than the snapshot can still be in flight.
 SNAPSHOT = """
@@ -91,6 +92,12 @@ if not epoch then
   redis.call('HSET', seq_key, 'epoch', epoch)
 end
 local seq = tonumber(redis.call('HGET', seq_key, 'seq') or '0')
+if ARGV[3] == 'after' and ARGV[4] == epoch and tonumber(ARGV[5]) > seq then
+  -- an id from the future: Redis came back with less than it had handed out, so ids would repeat
+  epoch = ARGV[2]
+  seq = tonumber(ARGV[5])
+  redis.call('HSET', seq_key, 'epoch', epoch, 'seq', seq)
+end
 
 local function split(text)
   local out = {}
@@ -107,7 +114,7 @@ local function add(topic)
     topics[#topics + 1] = topic
   end
 end
-local i = 8
+local i = 9
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
   add(ARGV[i])
@@ -142,13 +149,24 @@ if #patterns > 0 then
 end
 
 local out = {epoch, seq, ''}
+local max_replay = tonumber(ARGV[8])
 local function history_after(after)
   for _, topic in ipairs(topics) do
-    local entries = redis.call('XRANGE', prefix .. ':h:' .. topic, '(' .. after .. '-0', '+')
+    local key = prefix .. ':h:' .. topic
+    local entries = redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', max_replay + 1)
     for _, entry in ipairs(entries) do
       out[#out + 1] = entry[2][2]
     end
+    if #out - 3 > max_replay then
+      -- more than one reply should carry: the client resyncs from the retained state instead
+      for k = #out, 4, -1 do
+        out[k] = nil
+      end
+      out[3] = 'too_much'
+      return false
+    end
   end
+  return true
 end
 local function retained()
   for _, topic in ipairs(topics) do
@@ -184,14 +202,14 @@ if mode == 'after' then
       end
     end
   end
-  if out[3] == '' then
-    history_after(after)
+  if out[3] == '' and history_after(after) then
     return done()
   end
 elseif mode == 'earliest' then
   retained()
-  history_after(0)
-  return done()
+  if history_after(0) then
+    return done()
+  end
 elseif mode == 'unknown' then
   out[3] = 'unknown'
 end

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
-from hub import chunked, sse
+from hub import sse
 from hub.errors import PayloadTooLarge
 from hub.fanout import snapshot_bodies
 from hub.history import Since
@@ -29,7 +29,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     sub = parse_subscribe(
         request.query.getall("topic", []), request.query, max_topics=config.limits.max_topics
     )
-    outbox = Outbox(sub.selectors, heartbeat_event=sub.heartbeat_event, max_buffer=config.sse.max_buffer)
+    outbox = Outbox(
+        sub.selectors,
+        heartbeat_event=sub.heartbeat_event,
+        max_buffer=config.sse.max_buffer,
+        chunked=request.version >= HttpVersion11,  # what aiohttp does for a body of unknown length
+    )
     # The header wins: a browser reconnecting sends its newest id there, while its URL still carries
     # the ?lastEventId= it was first opened with.
     since = Since.parse(request.headers.get("Last-Event-ID", request.query.get("lastEventId")))
@@ -90,12 +95,12 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-def shutdown_frame(retry_ms: int) -> bytes:
-    return chunked.frame(sse.encode_retry(retry_ms))
+def shutdown_block(retry_ms: int) -> bytes:
+    return sse.encode_retry(retry_ms)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/events", events)
+    app.router.add_get("/events", events, allow_head=False)
     app.router.add_post("/publish", publish)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -1,0 +1,283 @@
+/* The benchmark's load generator: SSE subscribers and an HTTP publisher on one epoll loop, in C, so
+ * that the generator is never what limits a run. Built by the benchmark with the system's cc.
+ *
+ * Subscribers GET `path` (with %d replaced by subscriber % topics) and count events by their data line,
+ * "data: <seq> <t_ns> <padding>": seq says which event it is (event seq goes to topic seq % topics), t_ns
+ * when it was published (CLOCK_MONOTONIC), for latency. Per subscriber it checks order and counts lost
+ * and duplicated events. The publisher POSTs JSON batches over keep-alive connections, pipelined.
+ * Prints one JSON object. Options: see usage().
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { SUB = 1, PUB = 2 };
+
+typedef struct {
+    int kind, fd, topic, connected;
+    long long expected_next, received, dup, reordered;
+    char *buf; size_t len, cap;       /* unparsed input */
+    int headers_done;
+    long long in_flight, sent, answered; /* publisher */
+} conn_t;
+
+static long long now_ns(void) {
+    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static double cpu_s(void) {
+    struct rusage ru; getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+static const char *host = "127.0.0.1", *path = "/events?topic=t%d", *pub_path = "/publish";
+static int port = 8080, subs = 100, topics = 1, batch = 1, pipeline = 8, pubconns = 1, size = 64;
+static long long events = 1000, rate = 0; /* rate: events per second, 0 = as fast as accepted */
+static double timeout_s = 60, hold_s = 0;
+static int source_ips = 1;
+static long long *lat; static long long nlat, caplat;
+static long long published, next_seq;
+
+static void usage(void) {
+    fprintf(stderr, "loadgen --port P --subs N --topics T --events M [--batch B] [--pipeline D]"
+                    " [--rate R] [--size S] [--timeout S] [--hold S] [--path /events?topic=t%%d]"
+                    " [--pubconns K] [--source-ips K]\n");
+    exit(2);
+}
+
+static int connect_to(int index) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) { perror("socket"); exit(1); }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (source_ips > 1) { /* more than ~28k connections need more than one source address */
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000001 + 1 + index % source_ips);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) { perror("bind"); exit(1); }
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+        perror("connect"); exit(1);
+    }
+    return fd;
+}
+
+static void send_all(int fd, const char *data, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, data, n);
+        if (w < 0) {
+            if (errno == EAGAIN) { struct timespec t = {0, 100000}; nanosleep(&t, NULL); continue; }
+            perror("write"); exit(1);
+        }
+        data += w; n -= (size_t)w;
+    }
+}
+
+static char *pad;
+static void publish_batch(conn_t *c) {
+    static char body[1 << 22], req[(1 << 22) + 512];
+    size_t b = 0;
+    int n = 0;
+    body[b++] = '[';
+    while (n < batch && next_seq < events) {
+        long long seq = next_seq++;
+        b += (size_t)sprintf(body + b, "%s{\"topic\":\"t%lld\",\"data\":\"%lld %lld %s\"}",
+                             n ? "," : "", seq % topics, seq, now_ns(), pad);
+        n++;
+    }
+    body[b++] = ']';
+    int h = sprintf(req, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\n\r\n", pub_path, b);
+    memcpy(req + h, body, b);
+    send_all(c->fd, req, (size_t)h + b);
+    c->in_flight++; c->sent++;
+    published += n;
+}
+
+static void take_latency(long long t) {
+    if (nlat == caplat) { caplat = caplat ? caplat * 2 : 1 << 20; lat = realloc(lat, (size_t)caplat * 8); }
+    lat[nlat++] = t;
+}
+
+/* Events are found by their "data: <seq> <t_ns>" line; chunk framing and other fields are skipped. */
+static void parse_sub(conn_t *c) {
+    char *p = c->buf, *end = c->buf + c->len;
+    if (!c->headers_done) {
+        char *h = memmem(p, c->len, "\r\n\r\n", 4);
+        if (!h) return;
+        if (strncmp(p, "HTTP/1.1 200", 12) != 0) { fprintf(stderr, "subscribe refused: %.60s\n", p); exit(1); }
+        c->headers_done = 1; c->connected = 1; p = h + 4;
+    }
+    long long now = now_ns();
+    for (;;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) break;
+        if (nl - p > 6 && memcmp(p, "data: ", 6) == 0) {
+            char *q = p + 6;
+            long long seq = strtoll(q, &q, 10);
+            long long t = strtoll(q, &q, 10);
+            if (seq < c->expected_next) {
+                if (seq == c->expected_next - topics) c->dup++; else c->reordered++;
+            } else {
+                c->received++;
+                c->expected_next = seq + topics;
+            }
+            take_latency(now - t);
+        }
+        p = nl + 1;
+    }
+    c->len = (size_t)(end - p);
+    memmove(c->buf, p, c->len);
+}
+
+static void parse_pub(conn_t *c) {
+    char *p = c->buf, *end = c->buf + c->len;
+    for (;;) { /* each answer: headers with Content-Length, then a body */
+        char *h = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        if (!h) break;
+        if (strncmp(p, "HTTP/1.1 200", 12) != 0) { fprintf(stderr, "publish refused: %.200s\n", p); exit(1); }
+        char *cl = memmem(p, (size_t)(h - p), "Content-Length: ", 16);
+        long n = cl ? strtol(cl + 16, NULL, 10) : 0;
+        if (end - (h + 4) < n) break;
+        p = h + 4 + n;
+        c->in_flight--; c->answered++;
+    }
+    c->len = (size_t)(end - p);
+    memmove(c->buf, p, c->len);
+}
+
+/* Level-triggered: one read per wake-up; what is left wakes us again. Half the syscalls of draining. */
+static void on_readable(conn_t *c) {
+    if (c->cap - c->len < 65536) { c->cap = c->cap * 2 + 65536; c->buf = realloc(c->buf, c->cap); }
+    ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);
+    if (r == 0) { fprintf(stderr, "server closed a %s connection\n", c->kind == SUB ? "subscriber" : "publisher"); exit(1); }
+    if (r < 0) { if (errno == EAGAIN) return; perror("read"); exit(1); }
+    c->len += (size_t)r;
+    if (c->kind == SUB) parse_sub(c); else parse_pub(c);
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) usage();
+        if (!strcmp(a, "--port")) port = atoi(v);
+        else if (!strcmp(a, "--subs")) subs = atoi(v);
+        else if (!strcmp(a, "--topics")) topics = atoi(v);
+        else if (!strcmp(a, "--events")) events = atoll(v);
+        else if (!strcmp(a, "--batch")) batch = atoi(v);
+        else if (!strcmp(a, "--pipeline")) pipeline = atoi(v);
+        else if (!strcmp(a, "--pubconns")) pubconns = atoi(v);
+        else if (!strcmp(a, "--rate")) rate = atoll(v);
+        else if (!strcmp(a, "--size")) size = atoi(v);
+        else if (!strcmp(a, "--timeout")) timeout_s = atof(v);
+        else if (!strcmp(a, "--hold")) hold_s = atof(v);
+        else if (!strcmp(a, "--path")) path = v;
+        else if (!strcmp(a, "--source-ips")) source_ips = atoi(v);
+        else usage();
+        i++;
+    }
+    pad = malloc((size_t)size + 1); memset(pad, 'x', (size_t)size); pad[size] = 0;
+    int ep = epoll_create1(0);
+    conn_t *conns = calloc((size_t)(subs + pubconns), sizeof(conn_t));
+    char req[512];
+    for (int i = 0; i < subs; i++) {
+        conn_t *c = &conns[i];
+        c->kind = SUB; c->topic = i % topics; c->fd = connect_to(i); c->expected_next = c->topic;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+        epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    }
+    struct epoll_event evs[1024];
+    /* connect and subscribe everyone, then wait until every stream is open */
+    int opened = 0, requested = 0;
+    long long start = now_ns();
+    while (opened < subs) {
+        int n = epoll_wait(ep, evs, 1024, 100);
+        for (int k = 0; k < n; k++) {
+            conn_t *c = evs[k].data.ptr;
+            if ((evs[k].events & EPOLLOUT) && !c->sent) {
+                char p[256]; snprintf(p, sizeof p, path, c->topic);
+                int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n", p);
+                send_all(c->fd, req, (size_t)len); c->sent = 1; requested++;
+                struct epoll_event in = {.events = EPOLLIN, .data.ptr = c};
+                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &in);
+            }
+            if (evs[k].events & EPOLLIN) { int was = c->connected; on_readable(c); opened += c->connected && !was; }
+            if (evs[k].events & (EPOLLERR | EPOLLHUP)) { fprintf(stderr, "subscriber connection failed\n"); return 1; }
+        }
+        if ((now_ns() - start) / 1e9 > timeout_s) { fprintf(stderr, "only %d of %d streams opened\n", opened, subs); return 1; }
+    }
+    double connect_s = (now_ns() - start) / 1e9;
+    if (hold_s > 0) { /* idle: keep the connections open for the runner to measure */
+        printf("{\"opened\": %d, \"connect_s\": %.3f}\n", opened, connect_s); fflush(stdout);
+        long long until = now_ns() + (long long)(hold_s * 1e9);
+        while (now_ns() < until) {
+            int n = epoll_wait(ep, evs, 1024, 200);
+            for (int k = 0; k < n; k++) if (evs[k].events & EPOLLIN) on_readable(evs[k].data.ptr);
+        }
+        return 0;
+    }
+    for (int i = 0; i < pubconns; i++) {
+        conn_t *c = &conns[subs + i];
+        c->kind = PUB; c->fd = connect_to(i);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    }
+    struct timespec settle = {0, 200000000}; nanosleep(&settle, NULL); /* publisher connections up */
+    long long expected_total = 0;
+    for (int i = 0; i < subs; i++) expected_total += events / topics + (i % topics < events % topics);
+    double cpu0 = cpu_s();
+    long long t0 = now_ns(), t_published = 0, delivered = 0;
+    while (1) {
+        long long now = now_ns();
+        for (int i = 0; i < pubconns; i++) {
+            conn_t *c = &conns[subs + i];
+            while (next_seq < events && c->in_flight < pipeline &&
+                   (rate == 0 || next_seq < (now - t0) * rate / 1000000000LL))
+                publish_batch(c);
+        }
+        if (!t_published && next_seq >= events) {
+            long long answered_all = 1;
+            for (int i = 0; i < pubconns; i++) answered_all &= conns[subs + i].in_flight == 0;
+            if (answered_all) t_published = now_ns();
+        }
+        int n = epoll_wait(ep, evs, 1024, rate ? 1 : 10);
+        for (int k = 0; k < n; k++) on_readable(evs[k].data.ptr);
+        delivered = 0;
+        for (int i = 0; i < subs; i++) delivered += conns[i].received;
+        if (t_published && delivered >= expected_total) break;
+        if ((now_ns() - t0) / 1e9 > timeout_s) break;
+    }
+    long long t1 = now_ns();
+    long long dup = 0, reordered = 0;
+    for (int i = 0; i < subs; i++) { dup += conns[i].dup; reordered += conns[i].reordered; }
+    qsort(lat, (size_t)nlat, 8, cmp_ll);
+    double cpu = cpu_s() - cpu0;
+    double secs = (t1 - t0) / 1e9, pub_secs = (t_published ? t_published - t0 : t1 - t0) / 1e9;
+    printf("{\"subscribers\": %d, \"events\": %lld, \"published\": %lld, \"expected\": %lld, "
+           "\"delivered\": %lld, \"lost\": %lld, \"duplicated\": %lld, \"out_of_order\": %lld, "
+           "\"seconds\": %.4f, \"publish_seconds\": %.4f, \"deliveries_per_s\": %.0f, "
+           "\"publishes_per_s\": %.0f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
+           "\"generator_cpu_s\": %.3f, \"connect_s\": %.3f}\n",
+           subs, events, published, expected_total, delivered, expected_total - delivered, dup, reordered,
+           secs, pub_secs, delivered / secs, published / pub_secs,
+           nlat ? lat[nlat / 2] / 1e6 : 0, nlat ? lat[(long long)(nlat * 0.99)] / 1e6 : 0,
+           nlat ? lat[nlat - 1] / 1e6 : 0, cpu, connect_s);
+    return 0;
+}

@@ -50,7 +50,7 @@ static const char *host = "127.0.0.1", *path = "/events?topic=t%d", *pub_path = 
 static int port = 8080, subs = 100, topics = 1, batch = 1, pipeline = 8, pubconns = 1, size = 64;
 static long long events = 1000, rate = 0; /* rate: events per second, 0 = as fast as accepted */
 static double timeout_s = 60, hold_s = 0;
-static int source_ips = 1;
+static int source_ips = 1, split_port = 0; /* split_port: odd subscribers go there */
 static long long *lat; static long long nlat, caplat;
 static long long published, next_seq;
 
@@ -61,7 +61,7 @@ static void usage(void) {
     exit(2);
 }
 
-static int connect_to(int index) {
+static int connect_to(int index, int to_port) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (fd < 0) { perror("socket"); exit(1); }
     int one = 1;
@@ -71,7 +71,7 @@ static int connect_to(int index) {
         src.sin_addr.s_addr = htonl(0x7f000001 + 1 + index % source_ips);
         if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) { perror("bind"); exit(1); }
     }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(to_port)};
     inet_pton(AF_INET, host, &sa.sin_addr);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
         perror("connect"); exit(1);
@@ -190,6 +190,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--hold")) hold_s = atof(v);
         else if (!strcmp(a, "--path")) path = v;
         else if (!strcmp(a, "--source-ips")) source_ips = atoi(v);
+        else if (!strcmp(a, "--split-port")) split_port = atoi(v);
         else usage();
         i++;
     }
@@ -199,7 +200,8 @@ int main(int argc, char **argv) {
     char req[512];
     for (int i = 0; i < subs; i++) {
         conn_t *c = &conns[i];
-        c->kind = SUB; c->topic = i % topics; c->fd = connect_to(i); c->expected_next = c->topic;
+        c->kind = SUB; c->topic = i % topics; c->expected_next = c->topic;
+        c->fd = connect_to(i, split_port && i % 2 ? split_port : port);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
     }
@@ -235,7 +237,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < pubconns; i++) {
         conn_t *c = &conns[subs + i];
-        c->kind = PUB; c->fd = connect_to(i);
+        c->kind = PUB; c->fd = connect_to(i, port);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
     }

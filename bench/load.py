@@ -1,0 +1,292 @@
+"""The load benchmark: the hub against a ceiling and a baseline server, same scenarios, same run.
+
+Each server is pinned to core 0 and the C load generator (bench/loadgen.c, built here with cc) to core
+1; Redis, where a scenario needs it, shares the generator's core. Runs are interleaved (hub, ceiling,
+baseline, hub, ...) and the table shows medians, with the hub's ratio to each reference, so that the
+machine's drift over the hour moves all three alike. A generator above 90% of its core marks the result
+as generator-bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BUILD = HERE / ".build"
+HUB_CORE, LOAD_CORE = "0", "1"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    subs: int
+    events: int
+    topics: int = 1
+    batch: int = 1
+    pipeline: int = 16
+    rate: int = 0
+    size: int = 64
+    hold: float = 0.0  # idle: keep connections open this long, measure memory
+    two_hubs: bool = False  # redis: subscribers split over two hub processes on one Redis
+    timeout: float = 60.0
+
+
+SCENARIOS = {
+    s.name: s
+    for s in [
+        Scenario("fanout", subs=1000, events=2000),
+        Scenario("fanout-10k", subs=10_000, events=200),
+        Scenario("latency", subs=1000, events=1000, rate=100),
+        Scenario("topics", subs=2000, events=20_000, topics=2000, batch=50, pipeline=8),
+        Scenario("idle", subs=10_000, events=0, hold=3.0),
+        Scenario("idle-50k", subs=50_000, events=0, hold=3.0, timeout=120.0),
+        Scenario("redis", subs=1000, events=2000, two_hubs=True),
+    ]
+}
+SERVERS = ("hub", "ceiling", "baseline")
+
+
+def build_loadgen() -> Path:
+    BUILD.mkdir(exist_ok=True)
+    binary = BUILD / "loadgen"
+    source = HERE / "loadgen.c"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise SystemExit("the benchmark builds its load generator with cc: apt-get install gcc")
+        subprocess.run([cc, "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextlib.contextmanager
+def process(*cmd: str, core: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        ["taskset", "-c", core, *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    cmd = ("redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir,
+           "--maxclients", "60000", "--bind", "127.0.0.1")  # fmt: skip
+    with process(*cmd, core=LOAD_CORE):
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}"
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def server_cmd(server: str, port: int, redis_url: str | None) -> list[str]:
+    python = sys.executable
+    if server == "hub":
+        cmd = [python, "-m", "hub", "serve", "--port", str(port)]
+        return cmd + (["--redis", redis_url] if redis_url else [])
+    if server == "ceiling":
+        return [python, str(HERE / "ceiling" / "server.py"), str(port)]
+    assert redis_url is not None
+    return [python, str(HERE / "baseline" / "server.py"), str(port), redis_url]
+
+
+@dataclass
+class Result:
+    server: str
+    scenario: str
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
+    needs_redis = server == "baseline" or (scenario.two_hubs and server == "hub")
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server()) if needs_redis else None
+        ports = [free_port()] + ([free_port()] if scenario.two_hubs and server == "hub" else [])
+        env = {"HUB_LIMITS_MAX_BODY_BYTES": str(64 * 1024 * 1024), "HUB_LIMITS_MAX_BATCH": "10000"}
+        procs = [
+            stack.enter_context(process(*server_cmd(server, port, redis_url), core=HUB_CORE, env=env))
+            for port in ports
+        ]
+        for port in ports:
+            wait_for_port(port)
+        time.sleep(0.3)
+        rss0 = sum(rss_kib(p.pid) for p in procs)
+        cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        started = time.monotonic()
+        cmd = [
+            "taskset", "-c", LOAD_CORE, str(loadgen), "--port", str(ports[0]),
+            "--subs", str(scenario.subs), "--topics", str(scenario.topics),
+            "--events", str(scenario.events), "--batch", str(scenario.batch),
+            "--pipeline", str(scenario.pipeline), "--rate", str(scenario.rate),
+            "--size", str(scenario.size), "--timeout", str(scenario.timeout),
+            "--source-ips", str(max(1, scenario.subs // 20_000 + 1)),
+        ]  # fmt: skip
+        if len(ports) > 1:
+            cmd += ["--split-port", str(ports[1])]
+        if scenario.hold:
+            cmd += ["--hold", str(scenario.hold)]
+            gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            assert gen.stdout is not None
+            line = gen.stdout.readline()
+            opened = json.loads(line) if line else {"opened": 0}
+            time.sleep(scenario.hold / 2)
+            rss1 = sum(rss_kib(p.pid) for p in procs)
+            gen.wait()
+            per_conn = (rss1 - rss0) / max(1, opened["opened"])
+            return Result(server, scenario.name, {
+                "connections": opened["opened"], "rss_mib": rss1 / 1024,
+                "kib_per_connection": round(per_conn, 2),
+            })  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=scenario.timeout + 60)
+        if out.returncode != 0 or not out.stdout.strip():
+            raise RuntimeError(f"{server}/{scenario.name}: load generator failed: {out.stderr[-500:]}")
+        figures = json.loads(out.stdout)
+        wall = time.monotonic() - started
+        figures["server_cpu_pct"] = round(100 * (sum(cpu_seconds(p.pid) for p in procs) - cpu0) / wall, 1)
+        figures["rss_mib"] = round(sum(rss_kib(p.pid) for p in procs) / 1024, 1)
+        figures["generator_cpu_pct"] = round(100 * figures["generator_cpu_s"] / figures["seconds"], 1)
+        return Result(server, scenario.name, figures)
+
+
+COLUMNS = {
+    "default": [
+        ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+        ("publishes_per_s", "publishes/s", "{:,.0f}"),
+        ("p50_ms", "p50 ms", "{:.1f}"),
+        ("p99_ms", "p99 ms", "{:.1f}"),
+        ("max_ms", "max ms", "{:.1f}"),
+        ("lost", "lost", "{:.0f}"),
+        ("duplicated", "dup", "{:.0f}"),
+        ("out_of_order", "ooo", "{:.0f}"),
+        ("server_cpu_pct", "server CPU %", "{:.0f}"),
+        ("rss_mib", "RSS MiB", "{:.0f}"),
+        ("generator_cpu_pct", "generator CPU %", "{:.0f}"),
+    ],
+    "idle": [
+        ("connections", "connections", "{:,.0f}"),
+        ("kib_per_connection", "KiB/connection", "{:.2f}"),
+        ("rss_mib", "RSS MiB", "{:.0f}"),
+    ],
+}
+
+
+def table(results: list[Result], scenarios: list[str], servers: list[str]) -> str:
+    lines = []
+    for name in scenarios:
+        kind = "idle" if name.startswith("idle") else "default"
+        cols = COLUMNS[kind]
+        lines.append(f"\n### {name}\n")
+        lines.append("| server | " + " | ".join(c[1] for c in cols) + " | runs |")
+        lines.append("|---" * (len(cols) + 2) + "|")
+        medians: dict[str, dict[str, float]] = {}
+        for server in servers:
+            runs = [r.figures for r in results if r.server == server and r.scenario == name]
+            if not runs:
+                continue
+            med = {key: statistics.median(run.get(key, 0) for run in runs) for key, _, _ in cols}
+            medians[server] = med
+            flag = " (generator-bound)" if med.get("generator_cpu_pct", 0) > 90 else ""
+            cells = [fmt.format(med[key]) for key, _, fmt in cols]
+            lines.append(f"| {server}{flag} | " + " | ".join(cells) + f" | {len(runs)} |")
+        key = "kib_per_connection" if kind == "idle" else "deliveries_per_s"
+        hub = medians.get("hub", {}).get(key)
+        for ref in ("ceiling", "baseline"):
+            if hub and medians.get(ref, {}).get(key):
+                lines.append(f"\nhub / {ref}: **{hub / medians[ref][key]:.2f}x** ({key})")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def main(scenarios: list[str], servers: list[str], runs: int, write: bool) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the benchmark's limit, not the hub's
+    loadgen = build_loadgen()
+    results: list[Result] = []
+    for name in scenarios:
+        for n in range(runs):
+            for server in servers:
+                if server == "baseline" and name.startswith("idle-50k"):
+                    continue  # 50,000 Redis connections: not a fair fight, and not one Redis allows
+                try:
+                    result = run_once(loadgen, server, SCENARIOS[name])
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    print(f"  {name} run {n + 1} {server}: FAILED {exc}", file=sys.stderr)
+                    continue
+                results.append(result)
+                shown = {k: v for k, v in result.figures.items() if k in dict.fromkeys(
+                    ["deliveries_per_s", "publishes_per_s", "p99_ms", "lost", "kib_per_connection",
+                     "server_cpu_pct", "generator_cpu_pct"])}  # fmt: skip
+                print(f"  {name} run {n + 1} {server}: {shown}", file=sys.stderr)
+    report = table(results, scenarios, servers)
+    header = f"Machine: {machine()}. Medians of {runs} interleaved runs, {time.strftime('%Y-%m-%d')}.\n"
+    print(header + report)
+    if write:
+        (HERE.parent / "BENCHMARKS.md").write_text(
+            "# Benchmarks\n\n`python -m bench load` (hub on one core, load generator on the other).\n\n"
+            + header
+            + report
+            + "\n"
+        )
+    return 0

@@ -260,7 +260,7 @@ def machine() -> str:
 
 
 def main(scenarios: list[str], servers: list[str], runs: int, write: bool) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the benchmark's limit, not the hub's
     loadgen = build_loadgen()
     results: list[Result] = []

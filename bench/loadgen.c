@@ -122,7 +122,7 @@ static void parse_sub(conn_t *c) {
     if (!c->headers_done) {
         char *h = memmem(p, c->len, "\r\n\r\n", 4);
         if (!h) return;
-        if (strncmp(p, "HTTP/1.1 200", 12) != 0) { fprintf(stderr, "subscribe refused: %.60s\n", p); exit(1); }
+        if (strncmp(p, "HTTP/1.1 200", 12) != 0) { fprintf(stderr, "subscribe refused: %.400s\n", p); exit(1); }
         c->headers_done = 1; c->connected = 1; p = h + 4;
     }
     long long now = now_ns();

@@ -32,6 +32,7 @@ class RedisConfig:
     url: str = ""  # empty: the in-process memory broker
     prefix: str = "hub"  # namespaces keys and channels; pub/sub channels ignore the db number
     connect_timeout: float = 5.0
+    max_connections: int = 64  # command connections per process; callers queue beyond it
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ _POSITIVE = {
     "server.workers",
     "server.shutdown_timeout",
     "redis.connect_timeout",
+    "redis.max_connections",
     "sse.heartbeat_interval",
     "sse.max_buffer",
     "sse.subscribe_timeout",

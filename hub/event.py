@@ -15,7 +15,8 @@ import orjson
 EPOCH_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__, and these are built per event.
+@dataclass(slots=True)
 class Draft:
     """An event as a publisher asked for it, before the broker gives it an id."""
 
@@ -36,7 +37,7 @@ class Draft:
         return orjson.dumps(doc)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A published event: a draft with its id."""
 

@@ -8,7 +8,7 @@ a published topic may not contain it at all: that keeps `a/*` from meaning two t
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from dataclasses import dataclass, field
 
 from hub.errors import BadRequest
@@ -16,11 +16,13 @@ from hub.errors import BadRequest
 MAX_TOPIC_BYTES = 256
 
 
+# Whitespace (as str.isspace() sees it) and control characters (Unicode category Cc).
+_BAD_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+
 def _bad_char(text: str) -> str | None:
-    for ch in text:
-        if ch.isspace() or unicodedata.category(ch) == "Cc":
-            return ch
-    return None
+    found = _BAD_CHAR.search(text)
+    return found.group() if found else None
 
 
 def _check_text(text: object, what: str) -> str:

@@ -83,3 +83,16 @@ def redis_glob_match(glob: str, text: str) -> bool:
         out.append(".*" if ch == "*" else re.escape(ch))
         i += 1
     return re.fullmatch("".join(out), text, re.S) is not None
+
+
+def test_forbidden_characters_are_exactly_whitespace_and_controls():
+    import sys
+    import unicodedata
+
+    from hub.topics import _bad_char
+
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        assert (_bad_char(ch) is not None) == (ch.isspace() or unicodedata.category(ch) == "Cc"), hex(code)

@@ -76,13 +76,18 @@ class RedisBroker(Broker):
         self._history = history
         self._idempotency_window = idempotency_window
         self._keys = RedisKeys(config.prefix)
-        self._client = aioredis.Redis.from_url(
+        # A bounded pool that makes callers wait for a connection: a burst of subscribers queues for
+        # a few milliseconds instead of opening a connection each (or failing past a limit).
+        pool = aioredis.BlockingConnectionPool.from_url(
             config.url,
+            max_connections=config.max_connections,
+            timeout=config.connect_timeout,
             socket_connect_timeout=config.connect_timeout,
             socket_timeout=config.connect_timeout,
             retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), PUBLISH_RETRIES),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._publish_script = self._client.register_script(redis_scripts.PUBLISH)
         self._snapshot_script = self._client.register_script(redis_scripts.SNAPSHOT)
         self.node = secrets.token_hex(6)
@@ -153,8 +158,9 @@ class RedisBroker(Broker):
         else:
             token = keys.idempotency(idempotency_key)
         try:
-            ids = await self._publish_script(
-                keys=[keys.sequence, keys.topics, keys.retained, token], args=args
+            # Shielded: a client hanging up must not cancel a script call half-way through its reply.
+            ids = await asyncio.shield(
+                self._publish_script(keys=[keys.sequence, keys.topics, keys.retained, token], args=args)
             )
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis is unavailable ({exc}); the event was not accepted") from None
@@ -418,6 +424,8 @@ class RedisBroker(Broker):
         for future in [f for f, _ in self._syncs.values()] + self._deferred:
             if not future.done():
                 future.set_exception(BrokerUnavailable("the redis subscription was lost"))
+                # its waiter may be gone already (shutdown): do not log it as never retrieved
+                future.add_done_callback(lambda f: f.exception())
         self._deferred.clear()
 
     async def _catch_up(self) -> None:

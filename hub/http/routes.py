@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
+import orjson
 from aiohttp import HttpVersion11, web
 
 from hub import sse
@@ -41,8 +41,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
     snapshot = await fanout.subscribe(outbox, since)
+    response = web.StreamResponse(headers=SSE_HEADERS)
     try:
-        response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
         await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
         # The replay goes through aiohttp's writer, which waits for a slow reader, so a long replay
@@ -54,6 +54,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             return response
         fanout.start_writing(outbox, transport, snapshot.position)
         await outbox.done
+    except ConnectionResetError:
+        return response  # the client left while its replay was being written
     finally:
         fanout.unsubscribe(outbox)
     if not transport.is_closing():
@@ -77,9 +79,9 @@ async def publish(request: web.Request) -> web.Response:
         PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics),
     )
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
-    # Shielded: once handed to the broker, a client hanging up must not leave it half-done.
-    ids = await asyncio.shield(request.app[FANOUT].publish(parsed.drafts, key))
-    return web.json_response({"ids": ids} if parsed.batch else {"id": ids[0]})
+    ids = await request.app[FANOUT].publish(parsed.drafts, key)
+    body = orjson.dumps({"ids": ids} if parsed.batch else {"id": ids[0]})
+    return web.Response(body=body, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

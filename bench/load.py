@@ -184,7 +184,10 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
             gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             assert gen.stdout is not None
             line = gen.stdout.readline()
-            opened = json.loads(line) if line else {"opened": 0}
+            if not line:
+                gen.wait()
+                raise RuntimeError(f"{server}/{scenario.name}: not every connection opened")
+            opened = json.loads(line)
             time.sleep(scenario.hold / 2)
             rss1 = sum(rss_kib(p.pid) for p in procs)
             gen.wait()

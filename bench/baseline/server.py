@@ -51,6 +51,7 @@ def main() -> None:
         print=None,
         handler_cancellation=True,
         loop=uvloop.new_event_loop(),
+        backlog=4096,
     )
 
 

@@ -97,6 +97,7 @@ def main() -> None:
         print=None,
         handler_cancellation=True,
         loop=uvloop.new_event_loop(),
+        backlog=4096,
     )
 
 

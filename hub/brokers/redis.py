@@ -35,7 +35,7 @@ from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
-from hub.event import Draft, EnvelopeError, envelope_id, new_epoch, open_envelope
+from hub.event import Draft, EnvelopeError, Event, envelope_id, new_epoch, open_envelope
 from hub.history import (
     RESET_EPOCH,
     RESET_TOO_MUCH,
@@ -227,13 +227,7 @@ class RedisBroker(Broker):
             log.error("redis refused a snapshot: %s", exc)
             raise BrokerUnavailable(f"redis refused the read ({exc})") from None
         epoch, seq, reset, *messages = reply
-        events = []
-        for message in messages:
-            try:
-                events.append(open_envelope(message))
-            except EnvelopeError as exc:
-                log.warning("skipped a malformed history entry: %s", exc)
-        return Snapshot(Position(epoch.decode(), int(seq)), merge([events]), _RESETS[reset])
+        return Snapshot(Position(epoch.decode(), int(seq)), merge([_open_all(messages)]), _RESETS[reset])
 
     async def tick(self) -> None:
         try:
@@ -456,13 +450,7 @@ class RedisBroker(Broker):
         else:
             events = snapshot.events
         floor = last.seq if last and snapshot.reset is None else 0
-        live = []
-        for message in held:
-            try:
-                live.append(open_envelope(message))
-            except EnvelopeError as exc:
-                log.warning("dropped a malformed message from redis: %s", exc)
-        for event in merge([events, live]):
+        for event in merge([events, _open_all(held)]):
             if seq_of(event.id) > floor and self._sink is not None:
                 self._sink.on_event(event)
                 self._last_id = event.id.encode()
@@ -472,13 +460,24 @@ class RedisBroker(Broker):
             len(events),
             last,
             snapshot.position,
-            len(live),
+            len(held),
         )
         self._live = True
         for future in self._deferred:
             if not future.done():
                 future.set_result(None)
         self._deferred.clear()
+
+
+def _open_all(messages: Sequence[bytes]) -> list[Event]:
+    """Envelopes from Redis, skipping (and logging) any this hub did not write."""
+    events = []
+    for message in messages:
+        try:
+            events.append(open_envelope(message))
+        except EnvelopeError as exc:
+            log.warning("dropped a malformed message from redis: %s", exc)
+    return events
 
 
 class RedisReplyError(Exception):

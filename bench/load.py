@@ -42,6 +42,7 @@ class Scenario:
     size: int = 64
     hold: float = 0.0  # idle: keep connections open this long, measure memory
     two_hubs: bool = False  # redis: subscribers split over two hub processes on one Redis
+    redis: bool = False  # the hub runs on Redis (always, with two_hubs)
     timeout: float = 60.0
 
 
@@ -55,6 +56,8 @@ SCENARIOS = {
         Scenario("idle", subs=10_000, events=0, hold=3.0),
         Scenario("idle-50k", subs=50_000, events=0, hold=3.0, timeout=120.0),
         Scenario("redis", subs=1000, events=2000, two_hubs=True),
+        # acknowledged publishes from one hub process into Redis, batched as publishers do
+        Scenario("redis-publish", subs=200, events=40_000, topics=200, batch=50, pipeline=8, redis=True),
     ]
 }
 SERVERS = ("hub", "ceiling", "baseline")
@@ -154,7 +157,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if scenario.subs + 1000 > limit:
         raise RuntimeError(f"needs {scenario.subs + 1000} open files, and this machine allows {limit}")
-    needs_redis = server == "baseline" or (scenario.two_hubs and server == "hub")
+    needs_redis = server == "baseline" or ((scenario.two_hubs or scenario.redis) and server == "hub")
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(redis_server()) if needs_redis else None
         ports = [free_port()] + ([free_port()] if scenario.two_hubs and server == "hub" else [])

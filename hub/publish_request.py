@@ -125,9 +125,9 @@ def _form_bool(value: object, name: str) -> bool:
 
 
 def _draft(doc: dict[str, object], limits: PublishLimits, where: str) -> Draft:
-    unknown = doc.keys() - _FIELDS
-    if unknown:
-        raise BadRequest("unknown_field", f"{where}unknown field {sorted(unknown)[0]!r}")
+    if not _FIELDS.issuperset(doc):
+        unknown = sorted(doc.keys() - _FIELDS)[0]
+        raise BadRequest("unknown_field", f"{where}unknown field {unknown!r}")
     topics = _topics(doc, limits, where)
     data = doc.get("data", "")
     try:
@@ -156,7 +156,10 @@ def _topics(doc: dict[str, object], limits: PublishLimits, where: str) -> tuple[
     if "topic" in doc and "topics" in doc:
         raise BadRequest("invalid_field", f"{where}give either topic or topics, not both")
     if "topic" in doc:
-        raw: object = [doc["topic"]]
+        try:
+            return (validate_topic(doc["topic"]),)  # the common case, without building lists
+        except BadRequest as exc:
+            raise BadRequest(exc.code, where + exc.message) from None
     elif "topics" in doc:
         raw = doc["topics"]
         if not isinstance(raw, list) or not raw:

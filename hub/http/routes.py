@@ -53,6 +53,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         if transport is None or outbox.closed:
             return response
         fanout.start_writing(outbox, transport, snapshot.position)
+        del snapshot, sub  # a replay can be large: do not keep it for the life of the stream
         await outbox.done
     except ConnectionResetError:
         return response  # the client left while its replay was being written

@@ -43,6 +43,7 @@ class Scenario:
     hold: float = 0.0  # idle: keep connections open this long, measure memory
     two_hubs: bool = False  # redis: subscribers split over two hub processes on one Redis
     redis: bool = False  # the hub runs on Redis (always, with two_hubs)
+    pubconns: int = 1  # publisher connections; they split the topics, so each topic keeps its order
     timeout: float = 60.0
 
 
@@ -52,12 +53,14 @@ SCENARIOS = {
         Scenario("fanout", subs=1000, events=2000),
         Scenario("fanout-10k", subs=10_000, events=200),
         Scenario("latency", subs=1000, events=1000, rate=100),
-        Scenario("topics", subs=2000, events=20_000, topics=2000, batch=50, pipeline=8),
+        Scenario("topics", subs=2000, events=20_000, topics=2000, batch=50, pipeline=8, pubconns=4),
         Scenario("idle", subs=10_000, events=0, hold=3.0),
         Scenario("idle-50k", subs=50_000, events=0, hold=3.0, timeout=120.0),
         Scenario("redis", subs=1000, events=2000, two_hubs=True),
         # acknowledged publishes from one hub process into Redis, batched as publishers do
-        Scenario("redis-publish", subs=200, events=40_000, topics=200, batch=50, pipeline=8, redis=True),
+        Scenario(
+            "redis-publish", subs=200, events=40_000, topics=200, batch=50, pipeline=8, pubconns=4, redis=True
+        ),
     ]
 }
 SERVERS = ("hub", "ceiling", "baseline")
@@ -178,6 +181,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
             "--events", str(scenario.events), "--batch", str(scenario.batch),
             "--pipeline", str(scenario.pipeline), "--rate", str(scenario.rate),
             "--size", str(scenario.size), "--timeout", str(scenario.timeout),
+            "--pubconns", str(scenario.pubconns),
             "--source-ips", str(max(1, scenario.subs // 20_000 + 1)),
         ]  # fmt: skip
         if len(ports) > 1:

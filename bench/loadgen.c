@@ -28,7 +28,8 @@ typedef struct {
     long long expected_next, received, dup, reordered;
     char *buf; size_t len, cap;       /* unparsed input */
     int headers_done;
-    long long in_flight, sent, answered; /* publisher */
+    long long in_flight, sent, answered, next; /* publisher: next = its next candidate seq */
+    int index;
 } conn_t;
 
 static long long now_ns(void) {
@@ -52,7 +53,7 @@ static long long events = 1000, rate = 0; /* rate: events per second, 0 = as fas
 static double timeout_s = 60, hold_s = 0;
 static int source_ips = 1, split_port = 0; /* split_port: odd subscribers go there */
 static long long *lat; static long long nlat, caplat;
-static long long published, next_seq;
+static long long published;
 
 static void usage(void) {
     fprintf(stderr, "loadgen --port P --subs N --topics T --events M [--batch B] [--pipeline D]"
@@ -91,17 +92,21 @@ static void send_all(int fd, const char *data, size_t n) {
 }
 
 static char *pad;
+/* Several publisher connections split the topics between them (topic % pubconns), so each topic's
+ * events still come from one connection, in order. */
 static void publish_batch(conn_t *c) {
     static char body[1 << 22], req[(1 << 22) + 512];
     size_t b = 0;
     int n = 0;
     body[b++] = '[';
-    while (n < batch && next_seq < events) {
-        long long seq = next_seq++;
+    while (n < batch && c->next < events) {
+        long long seq = c->next++;
+        if ((seq % topics) % pubconns != c->index) continue;
         b += (size_t)sprintf(body + b, "%s{\"topic\":\"t%lld\",\"data\":\"%lld %lld %s\"}",
                              n ? "," : "", seq % topics, seq, now_ns(), pad);
         n++;
     }
+    if (n == 0) return; /* this publisher's topics are all published */
     body[b++] = ']';
     int h = sprintf(req, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          "Content-Length: %zu\r\n\r\n", pub_path, b);
@@ -237,7 +242,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < pubconns; i++) {
         conn_t *c = &conns[subs + i];
-        c->kind = PUB; c->fd = connect_to(i, port);
+        c->kind = PUB; c->fd = connect_to(i, port); c->index = i;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
     }
@@ -250,11 +255,11 @@ int main(int argc, char **argv) {
         long long now = now_ns();
         for (int i = 0; i < pubconns; i++) {
             conn_t *c = &conns[subs + i];
-            while (next_seq < events && c->in_flight < pipeline &&
-                   (rate == 0 || next_seq < (now - t0) * rate / 1000000000LL))
+            while (c->next < events && c->in_flight < pipeline &&
+                   (rate == 0 || published < (now - t0) * rate / 1000000000LL))
                 publish_batch(c);
         }
-        if (!t_published && next_seq >= events) {
+        if (!t_published && published >= events) {
             long long answered_all = 1;
             for (int i = 0; i < pubconns; i++) answered_all &= conns[subs + i].in_flight == 0;
             if (answered_all) t_published = now_ns();

@@ -203,10 +203,15 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
                 "connections": opened["opened"], "rss_mib": rss1 / 1024,
                 "kib_per_connection": round(per_conn, 2),
             })  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=scenario.timeout + 60)
-        if out.returncode != 0 or not out.stdout.strip():
-            raise RuntimeError(f"{server}/{scenario.name}: load generator failed: {out.stderr[-500:]}")
-        figures = json.loads(out.stdout)
+        gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert gen.stdout is not None
+        if gen.stdout.readline().strip():  # the publish phase starts: count server CPU from here
+            cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+            started = time.monotonic()
+        stdout, stderr = gen.communicate(timeout=scenario.timeout + 60)
+        if gen.returncode != 0 or not stdout.strip():
+            raise RuntimeError(f"{server}/{scenario.name}: load generator failed: {stderr[-500:]}")
+        figures = json.loads(stdout)
         wall = time.monotonic() - started
         figures["server_cpu_pct"] = round(100 * (sum(cpu_seconds(p.pid) for p in procs) - cpu0) / wall, 1)
         figures["rss_mib"] = round(sum(rss_kib(p.pid) for p in procs) / 1024, 1)

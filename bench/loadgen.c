@@ -249,6 +249,7 @@ int main(int argc, char **argv) {
     struct timespec settle = {0, 200000000}; nanosleep(&settle, NULL); /* publisher connections up */
     long long expected_total = 0;
     for (int i = 0; i < subs; i++) expected_total += events / topics + (i % topics < events % topics);
+    printf("{\"phase\": \"publish\"}\n"); fflush(stdout); /* the runner samples server CPU from here */
     double cpu0 = cpu_s();
     long long t0 = now_ns(), t_published = 0, delivered = 0;
     while (1) {

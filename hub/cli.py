@@ -25,7 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", metavar="FILE", help="TOML config file (or HUB_CONFIG)")
     serve.add_argument("--workers", type=int, help="processes sharing the port (needs Redis)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    args = parser.parse_args(argv)
+    commands.add_parser(
+        "bench", help="the load benchmark (from a checkout): same as python -m bench load", add_help=False
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return _bench(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     _setup_logging(args.log_level)
     try:
@@ -46,6 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_workers(config, args.log_level)
     _run(config, reuse_port=False)
     return 0
+
+
+def _bench(args: list[str]) -> int:
+    import subprocess
+    from pathlib import Path
+
+    if not (Path.cwd() / "bench" / "__main__.py").exists():
+        print(
+            "hub bench runs from the root of a checkout of the repository (it needs bench/)", file=sys.stderr
+        )
+        return 2
+    return subprocess.call([sys.executable, "-m", "bench", "load", *args])
 
 
 def _run(config: Config, *, reuse_port: bool) -> None:

@@ -70,3 +70,11 @@ def test_bad_config_stops_startup_naming_the_key():
     )
     assert result.returncode == 2
     assert b"sse.max_buffer" in result.stderr
+
+
+def test_hub_bench_outside_a_checkout_says_where_to_run_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "bench"], cwd=tmp_path, capture_output=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert b"checkout" in result.stderr

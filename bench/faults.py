@@ -148,7 +148,6 @@ class FaultRun:
         self.report = Report()
         self.rng = random.Random(plan.seed)
         self.run_id = uuid.uuid4().hex[:8]
-        self.publishing = True
 
     def live_hub(self, preferred: int) -> HubProcess:
         for i in range(len(self.hubs)):

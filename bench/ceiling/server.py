@@ -8,13 +8,12 @@ stack, not short of it.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import orjson
 import uvloop
 from aiohttp import web
-
-CHUNK_END = b"\r\n"
 
 
 class Hub:
@@ -32,7 +31,7 @@ class Hub:
             sub.pending.append(chunk)
         if self.dirty and not self.flush_scheduled:
             self.flush_scheduled = True
-            uvloop_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -46,28 +45,21 @@ class Hub:
 class Subscriber:
     __slots__ = ("pending", "transport")
 
-    def __init__(self, transport: object) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.pending: list[bytes] = []
-
-
-def uvloop_loop():  # noqa: ANN201
-    import asyncio
-
-    return asyncio.get_running_loop()
 
 
 HUB = web.AppKey("hub", Hub)
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    import asyncio
-
     hub = request.app[HUB]
     topic = request.query["topic"]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     await response.write(b": ok\n\n")
+    assert request.transport is not None
     sub = Subscriber(request.transport)
     hub.topics.setdefault(topic, set()).add(sub)
     try:

@@ -218,3 +218,18 @@ async def test_selectors_sharing_one_redis_pattern_are_both_caught_up(hub, redis
         await hub.publish({"topic": "x/y", "data": "while down"})
         await settled(lambda: hub.fanout.broker.ready)
         assert (await deep.next_event()).data == "while down"
+
+
+async def test_stopping_the_hub_closes_every_redis_connection(hub_factory, redis_factory):
+    redis = redis_factory()
+
+    def clients() -> int:
+        listing = redis.command("CLIENT", "LIST").decode()
+        return sum(1 for line in listing.splitlines() if line.startswith("id=")) - 1  # minus this probe
+
+    hub = await hub_factory(redis.url)
+    await settled(lambda: hub.fanout.broker.ready)
+    await publish_many(hub, "bye", 3)
+    assert clients() >= 2  # the pub/sub connection and a command connection
+    await hub.running.stop()
+    await settled(lambda: clients() == 0, timeout=5)

@@ -87,7 +87,7 @@ class RedisBroker(Broker):
             retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), PUBLISH_RETRIES),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
         self._publish_script = self._client.register_script(redis_scripts.PUBLISH)
         self._snapshot_script = self._client.register_script(redis_scripts.SNAPSHOT)
         self.node = secrets.token_hex(6)

@@ -214,9 +214,11 @@ class Fanout:
 
     def on_event(self, event: Event) -> None:
         self.counters["events"] += 1
+        # split the topics once, and only when a pattern or a replaying subscriber needs segments
+        parts = [t.split("/") for t in event.topics] if self._patterns or self._replaying else []
         if self._replaying:
-            self._hold(event)
-        targets = self._match(event.topics)
+            self._hold(event, parts)
+        targets = self._match(event.topics, parts)
         if not targets:
             return
         frame = event_frame(event)
@@ -249,8 +251,7 @@ class Fanout:
     def on_lost(self, reason: str) -> None:
         self.close_all(RESYNC, CloseReason.RESYNC)
 
-    def _hold(self, event: Event) -> None:
-        parts = [topic.split("/") for topic in event.topics]
+    def _hold(self, event: Event, parts: list[list[str]]) -> None:
         for outbox in list(self._replaying):
             held = outbox.held
             if held is not None and any(
@@ -264,7 +265,7 @@ class Fanout:
                     outbox.close(CloseReason.SLOW_CONSUMER)
                     self.counters["slow_consumers"] += 1
 
-    def _match(self, topics: tuple[str, ...]) -> Iterable[Outbox]:
+    def _match(self, topics: tuple[str, ...], parts: list[list[str]]) -> Iterable[Outbox]:
         groups: list[_Group] = []
         exact = self._exact
         for topic in topics:
@@ -272,7 +273,6 @@ class Fanout:
             if group:
                 groups.append(group)
         if self._patterns:
-            parts = [topic.split("/") for topic in topics]
             for selector, group in self._patterns.items():
                 if any(selector.matches_segments(p) for p in parts):
                     groups.append(group)

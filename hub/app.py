@@ -10,15 +10,23 @@ from aiohttp import web
 from hub.brokers import create_broker
 from hub.config import Config
 from hub.fanout import Fanout
+from hub.http.cors import Cors
 from hub.http.errors import json_errors
+from hub.http.guard import Guard
 from hub.http.routes import add_routes, shutdown_block
-from hub.http.state import CONFIG, FANOUT
+from hub.http.state import CONFIG, FANOUT, GUARD
 from hub.outbox import CloseReason
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[json_errors])
+    guard = Guard(config)
+    cors = Cors(config.cors)
+    middlewares = [cors.middleware(), json_errors] if cors.enabled else [json_errors]
+    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=middlewares)
+    if cors.enabled:
+        app.on_response_prepare.append(cors.on_prepare)
     app[CONFIG] = config
+    app[GUARD] = guard
     app[FANOUT] = Fanout(
         create_broker(config),
         heartbeat_interval=config.sse.heartbeat_interval,

@@ -11,8 +11,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from hub.auth import Authorizer, mint
 from hub.config import Config, load
-from hub.errors import ConfigError
+from hub.errors import ConfigError, HttpError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,6 +26,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", metavar="FILE", help="TOML config file (or HUB_CONFIG)")
     serve.add_argument("--workers", type=int, help="processes sharing the port (needs Redis)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    token = commands.add_parser("token", help="mint a JWT for development, printed on stdout")
+    token.add_argument("--publish", action="append", default=[], metavar="SEL", help="may publish to SEL")
+    token.add_argument("--subscribe", action="append", default=[], metavar="SEL", help="may read SEL")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires; 0: never")
+    token.add_argument("--subject", help="the sub claim")
+    token.add_argument("--secret", help="HS256 secret (default: auth.jwt_secret from config/environment)")
+    token.add_argument("--private-key", metavar="FILE", help="PEM private key for RS256/ES256")
+    token.add_argument("--algorithm", help="default: HS256, or by the private key's type")
+    token.add_argument("--config", metavar="FILE", help="TOML config file (or HUB_CONFIG)")
     commands.add_parser(
         "bench", help="the load benchmark (from a checkout): same as python -m bench load", add_help=False
     )
@@ -33,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+
+    if args.command == "token":
+        return _token(args)
 
     _setup_logging(args.log_level)
     try:
@@ -46,12 +59,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "server.workers": args.workers,
             },
         )
+        Authorizer(config.auth)  # reads and checks the public key now, not on the first request
     except ConfigError as exc:
         print(f"hub: configuration error: {exc}", file=sys.stderr)
         return 2
     if config.server.workers > 1:
         return _run_workers(config, args.log_level)
     _run(config, reuse_port=False)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    try:
+        secret = args.secret
+        if secret is None and not args.private_key:
+            secret = load(args.config, os.environ).auth.jwt_secret
+        token = mint(
+            publish=args.publish,
+            subscribe=args.subscribe,
+            ttl=args.ttl or None,
+            secret=secret or "",
+            private_key=args.private_key or "",
+            algorithm=args.algorithm or "",
+            subject=args.subject,
+        )
+    except (ConfigError, HttpError) as exc:
+        message = exc.message if isinstance(exc, HttpError) else str(exc)
+        print(f"hub token: {message}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

@@ -7,13 +7,16 @@ startup with a `ConfigError` naming the key; nothing here reads the environment 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from hub.errors import ConfigError
+from hub.errors import ConfigError, HttpError
+from hub.topics import Selector
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -25,6 +28,8 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     shutdown_timeout: float = 10.0
+    # Peers (addresses or networks) whose X-Forwarded-For is believed when limits count client IPs.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,30 @@ class LimitsConfig:
     max_data_bytes: int = 256 * KiB
     max_batch: int = 1000
     max_topics: int = 100  # per subscription, and per published event
+    max_connections: int = 0  # streams per process; 0: the open-file limit less a reserve
+    max_connections_per_ip: int = 0  # streams per client address; 0: unlimited
+    publish_rate: float = 0.0  # events/s per token (per client address without one); 0: unlimited
+    publish_burst: int = 0  # events a publisher may send at once; 0: a second's worth, at least a batch
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # HS256 shared secret. Kept out of repr so that a logged config never carries it.
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key: str = ""  # RS256/ES256: the PEM text, or the path of a PEM file
+    jwt_algorithm: str = ""  # empty: HS256 with a secret, RS256 or ES256 by the public key's type
+    public_topics: tuple[str, ...] = ()  # selectors anyone may subscribe to without a token
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    origins: tuple[str, ...] = ()  # allowed origins (scheme://host[:port]) or "*"; empty: no CORS
+    allow_credentials: bool = False  # let browsers send the hub_token cookie cross-origin
+    max_age: int = 600  # seconds a browser may cache a preflight answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +100,8 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
 
 
 _POSITIVE = {
@@ -89,6 +120,28 @@ _POSITIVE = {
     "limits.max_batch",
     "limits.max_topics",
 }
+_NOT_NEGATIVE = {
+    "history.max_age",
+    "limits.max_connections",
+    "limits.max_connections_per_ip",
+    "limits.publish_rate",
+    "limits.publish_burst",
+    "cors.max_age",
+}
+JWT_ALGORITHMS = (
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+)
 
 
 def sections() -> dict[str, type[Any]]:
@@ -110,7 +163,13 @@ def env_name(key: str) -> str:
     return "HUB_" + key.replace(".", "_").upper()
 
 
-def _coerce(key: str, kind: type[Any], value: Any, from_text: bool) -> Any:
+def _coerce(key: str, kind: Any, value: Any, from_text: bool) -> Any:
+    if kind == tuple[str, ...]:
+        if from_text and isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
     if from_text and isinstance(value, str):
         text = value.strip()
         try:
@@ -171,8 +230,9 @@ def build(
             raise ConfigError(f"{key}: must be positive, got {value!r}")
     if values.get("publish.idempotency_window", 1) < 1:
         raise ConfigError("publish.idempotency_window: must be at least 1 second")
-    if values.get("history.max_age", 0) < 0:
-        raise ConfigError("history.max_age: must be 0 (no age bound) or more")
+    for key in _NOT_NEGATIVE:
+        if values.get(key, 0) < 0:
+            raise ConfigError(f"{key}: must be 0 or more, got {values[key]!r}")
     if not 0 <= values.get("server.port", 0) <= 65535:
         raise ConfigError("server.port: must be from 0 (any free port) to 65535")
     kwargs: dict[str, Any] = {}
@@ -182,7 +242,46 @@ def build(
     config = Config(**kwargs)
     if config.server.workers > 1 and not config.redis.url:
         raise ConfigError("server.workers: more than one worker needs redis.url")
+    _check_security(config)
     return config
+
+
+def _check_security(config: Config) -> None:
+    auth = config.auth
+    if auth.jwt_secret and auth.jwt_public_key:
+        raise ConfigError("auth.jwt_secret and auth.jwt_public_key: set one, not both")
+    if auth.jwt_algorithm and auth.jwt_algorithm not in JWT_ALGORITHMS:
+        raise ConfigError(
+            f"auth.jwt_algorithm: {auth.jwt_algorithm!r} is not one of {', '.join(JWT_ALGORITHMS)}"
+        )
+    if auth.jwt_algorithm and auth.enabled and auth.jwt_algorithm.startswith("HS") != bool(auth.jwt_secret):
+        needs = "auth.jwt_secret" if auth.jwt_algorithm.startswith("HS") else "auth.jwt_public_key"
+        raise ConfigError(f"auth.jwt_algorithm: {auth.jwt_algorithm} needs {needs}")
+    algorithm = auth.jwt_algorithm or "HS256"
+    if auth.jwt_secret and len(auth.jwt_secret.encode()) < HMAC_MIN_BYTES[algorithm]:
+        # RFC 7518 3.2: an HMAC key shorter than the hash can be brute-forced offline from any token.
+        raise ConfigError(f"auth.jwt_secret: {algorithm} needs at least {HMAC_MIN_BYTES[algorithm]} bytes")
+    for text in auth.public_topics:
+        try:
+            Selector.parse(text)
+        except HttpError as exc:
+            raise ConfigError(f"auth.public_topics: {exc.message}") from None
+    for proxy in config.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies: {proxy!r} is not an address or network") from None
+    for origin in config.cors.origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f'cors.origins: {origin!r} is not "*" nor scheme://host[:port]')
+    if "*" in config.cors.origins and config.cors.allow_credentials:
+        # Browsers refuse credentials with a wildcard origin, and echoing any origin back would hand
+        # every site on the web the user's cookie.
+        raise ConfigError('cors.allow_credentials: not allowed with the origin "*"; list the origins')
+
+
+HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:\d{1,5})?")
 
 
 def load(

@@ -3,10 +3,13 @@
     HubError                      base; never raised itself
     ├── HttpError                 a refusal sent to a client as {"error": {"code", "message"}}
     │   ├── BadRequest            400: malformed body, bad topic, selector, event name, retry...
+    │   ├── Unauthorized          401: no token where one is needed, or a token that does not verify
+    │   ├── Forbidden             403: a valid token that does not grant the topic
     │   ├── NotFound              404
     │   ├── MethodNotAllowed      405
     │   ├── PayloadTooLarge       413: body, data or batch over its limit
     │   ├── UnsupportedMediaType  415
+    │   ├── TooManyRequests       429: a rate or connection limit; says when to retry
     │   └── BrokerUnavailable     503: the broker did not accept the event; safe to retry
     └── ConfigError               bad configuration; stops startup with a message naming the key
 
@@ -33,12 +36,27 @@ class HttpError(HubError):
         self.code = code
         self.message = message
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
     def body(self) -> bytes:
         return orjson.dumps({"error": {"code": self.code, "message": self.message}})
 
 
 class BadRequest(HttpError):
     status = 400
+
+
+class Unauthorized(HttpError):
+    status = 401
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750: tells a client which scheme to use; the code says what went wrong.
+        return {"WWW-Authenticate": f'Bearer realm="hub", error="{self.code}"'}
+
+
+class Forbidden(HttpError):
+    status = 403
 
 
 class NotFound(HttpError):
@@ -55,6 +73,17 @@ class PayloadTooLarge(HttpError):
 
 class UnsupportedMediaType(HttpError):
     status = 415
+
+
+class TooManyRequests(HttpError):
+    status = 429
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(code, message)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class BrokerUnavailable(HttpError):

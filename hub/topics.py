@@ -90,6 +90,25 @@ class Selector:
             return False
         return all(want in ("*", got) for want, got in zip(segments, parts, strict=False))
 
+    def covers(self, other: Selector) -> bool:
+        """Whether every topic `other` matches is matched by this selector too.
+
+        Authorization rests on this: a subscription is allowed when each of its selectors is covered by
+        one granted selector, so no event outside the grant can ever match it.
+        """
+        mine, theirs = self.segments, other.segments
+        if not theirs:
+            theirs = ("*",)  # a topic has at least one segment: `**` matches what `*/**` does
+        if not self.tail:
+            # `other` must match exactly as many segments as we do, no more.
+            if other.tail or len(theirs) != len(mine):
+                return False
+        elif len(theirs) < len(mine):
+            # `a/b/**` does not cover `a` (nor `a/**`): `a` has fewer segments than we require.
+            return False
+        # A `*` of ours covers any one segment of theirs, a literal or their `*`; a literal only itself.
+        return all(want in ("*", got) for want, got in zip(mine, theirs, strict=False))
+
     def glob(self) -> str:
         """The selector as a Redis glob: a superset of what it matches (Redis `*` crosses `/`)."""
         out = []

@@ -56,4 +56,7 @@ def test_example_file_documents_every_key_with_its_default():
     documented = {f"{s}.{k}" for s, body in doc.items() for k in body}
     assert documented == set(config.all_keys())
     assert config.build(doc) == config.build()
-    assert asdict(config.build(doc)) == {s: dict(body) for s, body in doc.items()}
+    lists_as_tuples = {
+        s: {k: tuple(v) if isinstance(v, list) else v for k, v in b.items()} for s, b in doc.items()
+    }
+    assert asdict(config.build(doc)) == lists_as_tuples

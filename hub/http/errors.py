@@ -33,7 +33,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except HttpError as exc:
-        return web.Response(body=exc.body(), status=exc.status, content_type="application/json")
+        return web.Response(
+            body=exc.body(), status=exc.status, content_type="application/json", headers=exc.headers()
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

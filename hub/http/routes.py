@@ -11,10 +11,10 @@ from hub import sse
 from hub.errors import PayloadTooLarge
 from hub.fanout import snapshot_bodies
 from hub.history import Since
-from hub.http.state import CONFIG, FANOUT
+from hub.http.state import CONFIG, FANOUT, GUARD
 from hub.outbox import Outbox
 from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
-from hub.subscribe_request import parse_subscribe
+from hub.subscribe_request import SubscribeRequest, parse_subscribe
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -25,10 +25,18 @@ SSE_HEADERS = {
 
 async def events(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
-    fanout = request.app[FANOUT]
     sub = parse_subscribe(
         request.query.getall("topic", []), request.query, max_topics=config.limits.max_topics
     )
+    guard = request.app[GUARD]
+    guard.check_subscribe(request, sub.selectors)
+    with guard.stream(request):
+        return await _stream(request, sub)
+
+
+async def _stream(request: web.Request, sub: SubscribeRequest) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    fanout = request.app[FANOUT]
     outbox = Outbox(
         sub.selectors,
         heartbeat_event=sub.heartbeat_event,
@@ -73,12 +81,15 @@ async def publish(request: web.Request) -> web.Response:
             "payload_too_large",
             f"the request body is over the limit of {limits.max_body_bytes} bytes",
         )
+    guard = request.app[GUARD]
+    publisher = guard.publisher(request)
     body = await request.read()
     parsed = parse_publish(
         request.headers.get("Content-Type", ""),
         body,
         PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics),
     )
+    guard.check_publish(publisher, parsed.drafts)
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     ids = await request.app[FANOUT].publish(parsed.drafts, key)
     body = orjson.dumps({"ids": ids} if parsed.batch else {"id": ids[0]})

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from hub.config import Config
 from hub.fanout import Fanout
+from hub.http.guard import Guard
 
 CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)
+GUARD = web.AppKey("guard", Guard)

@@ -1,0 +1,156 @@
+"""Connection and rate limits, kept per process. Pure bookkeeping: the caller passes the clock.
+
+Refusals are 429 with a `Retry-After` that says when trying again can succeed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import resource
+from collections.abc import Sequence
+
+from hub.errors import TooManyRequests
+
+# File descriptors kept back from the stream limit for Redis connections, publishes, logs and accepts.
+FD_RESERVE = 256
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def stream_limit(configured: int) -> int:
+    """Streams one process holds at most: the configured number, or what its open-file limit allows."""
+    if configured:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(1, soft - FD_RESERVE)
+
+
+class Connections:
+    """Counts open streams, in all and per client address."""
+
+    def __init__(self, limit: int, per_client: int, retry_after: int) -> None:
+        self.limit = limit
+        self.per_client = per_client
+        self.retry_after = retry_after
+        self.open = 0
+        self._by_client: dict[str, int] = {}
+
+    def acquire(self, client: str) -> None:
+        if self.open >= self.limit:
+            raise TooManyRequests(
+                "too_many_connections",
+                f"this hub process holds its limit of {self.limit} streams; retry, maybe on another replica",
+                self.retry_after,
+            )
+        held = self._by_client.get(client, 0)
+        if self.per_client and held >= self.per_client:
+            raise TooManyRequests(
+                "too_many_connections",
+                f"{client} holds its limit of {self.per_client} streams on this hub process",
+                self.retry_after,
+            )
+        self._by_client[client] = held + 1
+        self.open += 1
+
+    def release(self, client: str) -> None:
+        self.open -= 1
+        held = self._by_client[client] - 1
+        if held:
+            self._by_client[client] = held
+        else:
+            del self._by_client[client]  # so the map holds only clients with open streams
+
+    def held_by(self, client: str) -> int:
+        return self._by_client.get(client, 0)
+
+
+class PublishRate:
+    """A token bucket per publisher: `rate` events a second, up to `burst` at once."""
+
+    # Buckets of publishers that went quiet are refilled and dropped when the map grows past this.
+    SWEEP_AT = 10_000
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}  # publisher -> (tokens, at)
+
+    def take(self, publisher: str, events: int, now: float) -> None:
+        if not self.rate:
+            return
+        tokens, at = self._buckets.get(publisher, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if events > tokens:
+            wait = (events - tokens) / self.rate if events <= self.burst else math.inf
+            if wait == math.inf:
+                raise TooManyRequests(
+                    "rate_limited",
+                    f"{events} events at once is over the burst limit of {int(self.burst)}; "
+                    "send smaller batches",
+                    1,
+                )
+            self._buckets[publisher] = (tokens, now)
+            raise TooManyRequests(
+                "rate_limited",
+                f"over the publish rate of {self.rate:g} events/s; retry after {wait:.1f} s",
+                math.ceil(wait),
+            )
+        self._buckets[publisher] = (tokens - events, now)
+        if len(self._buckets) > self.SWEEP_AT:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        full = [
+            p for p, (tokens, at) in self._buckets.items() if tokens + (now - at) * self.rate >= self.burst
+        ]
+        for publisher in full:
+            del self._buckets[publisher]
+
+
+def burst_for(rate: float, burst: int, max_batch: int) -> int:
+    # A bucket smaller than a batch would refuse the batch forever.
+    return burst or max(math.ceil(rate), max_batch)
+
+
+def parse_networks(texts: Sequence[str]) -> tuple[_Network, ...]:
+    return tuple(ipaddress.ip_network(t, strict=False) for t in texts)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[_Network]) -> str:
+    """The client's address: the peer, or, behind trusted proxies, the nearest untrusted forwarded one.
+
+    X-Forwarded-For is read from the right, where each proxy appended the address it saw: entries left
+    of the first untrusted one could have been written by the client itself.
+    """
+    if peer is None:
+        return "unknown"
+    if not forwarded_for or not _trusted(peer, trusted):
+        return peer
+    client = peer
+    for hop in reversed(forwarded_for.split(",")):
+        address = _normalized(hop.strip())
+        if address is None:
+            break  # garbage from the client or a misconfigured proxy: stop at what we can trust
+        # Normalized, so that one client cannot pass for many by spelling its IPv6 address differently.
+        client = address
+        if not _trusted(address, trusted):
+            break
+    return client
+
+
+def _normalized(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _trusted(address: str, trusted: Sequence[_Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from hub.app import create_app
 from hub.config import Config
+from hub.redact import redact_url
 
 log = logging.getLogger("hub")
 
@@ -53,7 +54,7 @@ async def start(config: Config, *, reuse_port: bool = False) -> Running:
 
 async def serve(config: Config, *, reuse_port: bool = False) -> None:
     running = await start(config, reuse_port=reuse_port)
-    broker = "redis " + _redacted(config.redis.url) if config.redis.url else "memory"
+    broker = "redis " + redact_url(config.redis.url) if config.redis.url else "memory"
     log.info(
         "hub ready on http://%s:%d (broker: %s)",
         _display_host(config.server.host),
@@ -78,13 +79,6 @@ def _display_host(host: str) -> str:
     if ":" in host:
         return f"[{host}]"
     return host
-
-
-def _redacted(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

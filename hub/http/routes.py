@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import orjson
 from aiohttp import HttpVersion11, web
@@ -14,7 +15,10 @@ from hub.history import Since
 from hub.http.state import CONFIG, FANOUT, GUARD
 from hub.outbox import Outbox
 from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
+from hub.redact import redact_query
 from hub.subscribe_request import SubscribeRequest, parse_subscribe
+
+log = logging.getLogger(__name__)
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -31,7 +35,18 @@ async def events(request: web.Request) -> web.StreamResponse:
     guard = request.app[GUARD]
     guard.check_subscribe(request, sub.selectors)
     with guard.stream(request):
-        return await _stream(request, sub)
+        _log_stream("open", request)
+        try:
+            return await _stream(request, sub)
+        finally:
+            _log_stream("closed", request)
+
+
+def _log_stream(what: str, request: web.Request) -> None:
+    # One line per connection, never one per event; and the query may carry a token.
+    if log.isEnabledFor(logging.DEBUG):
+        client = request.app[GUARD].client(request)
+        log.debug("stream %s %s %s", what, client, redact_query(request.path_qs))
 
 
 async def _stream(request: web.Request, sub: SubscribeRequest) -> web.StreamResponse:

@@ -78,3 +78,58 @@ def test_hub_bench_outside_a_checkout_says_where_to_run_it(tmp_path):
     )
     assert result.returncode == 2
     assert b"checkout" in result.stderr
+
+
+SECRET = "a-development-secret-of-32-bytes!"
+
+
+def run_hub(*args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args], env={**os.environ, **env}, capture_output=True, timeout=30
+    )
+
+
+async def test_hub_token_mints_what_a_secured_hub_accepts(processes):
+    minted = run_hub(
+        "token", "--publish", "news/**", "--subscribe", "news/*", "--ttl", "60", HUB_AUTH_JWT_SECRET=SECRET
+    )
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.decode().strip()
+    proc = HubProcess(env={"HUB_AUTH_JWT_SECRET": SECRET})
+    processes.append(proc)
+    await proc.ready()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(proc.url + "/events", params={"topic": "news/eu", "token": token}) as resp:
+            assert resp.status == 200
+            stream = SseStream(resp)
+            await stream.until_comment()
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.post(proc.url + "/publish", json={"topic": "news/eu"}, headers=headers) as pub:
+                assert pub.status == 200
+                doc = await pub.json()
+            assert (await stream.next_event()).id == doc["id"]
+        async with session.get(proc.url + "/events", params={"topic": "sports"}, headers=headers) as resp:
+            assert resp.status == 403
+    assert proc.stop() == 0  # here, not in the fixture: the output reader thread ends with the process
+    assert token not in proc.output.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["token", "--publish", "a b"], {"HUB_AUTH_JWT_SECRET": SECRET}, b"whitespace"),
+        (["token", "--publish", "a"], {}, b"auth.jwt_secret"),
+        (["token", "--secret", "short"], {}, b"32 bytes"),
+        (["serve"], {"HUB_AUTH_JWT_PUBLIC_KEY": "/nonexistent.pem"}, b"auth.jwt_public_key"),
+        (["serve"], {"HUB_AUTH_JWT_SECRET": "short"}, b"auth.jwt_secret"),
+        (
+            ["serve"],
+            {"HUB_CORS_ORIGINS": "*", "HUB_CORS_ALLOW_CREDENTIALS": "true"},
+            b"cors.allow_credentials",
+        ),
+    ],
+)
+def test_bad_security_settings_are_refused_naming_the_key(args, env, message):
+    result = run_hub(*args, **env)
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -47,7 +47,8 @@ MAX_HEADER_LINE = 8190  # aiohttp's max_field_size, which the hub leaves at its 
 # (prefixed, so that they never collide with a documented name): for an endpoint that takes no input
 # they are all an attacker controls, and they keep hypothesis from running out of distinct requests.
 # And credentials in the three places a token is read from: schemathesis generates none while the
-# description says auth is optional.
+# description says auth is optional. And, now and then, a body sent under another media type, which
+# schemathesis does not do on its own.
 _LATIN1_VISIBLE = st.characters(codec="latin-1", exclude_categories=["Cc"])
 _HEADER_VALUE = st.text(_LATIN1_VISIBLE, max_size=64).map(str.strip)
 _JWT_LIKE = st.lists(st.from_regex(r"\A[A-Za-z0-9_-]{0,48}\Z"), min_size=1, max_size=4).map(".".join)
@@ -66,6 +67,23 @@ NOISE = st.fixed_dictionaries(
         "Authorization": st.one_of(_JWT_LIKE.map(lambda token: "Bearer " + token), _HEADER_VALUE),
         "hub_token": _JWT_LIKE,
         "token": st.one_of(_JWT_LIKE, st.text(max_size=64)),
+        "Content-Type": st.one_of(
+            st.none(),
+            st.none(),
+            st.none(),
+            st.sampled_from(
+                [
+                    "",
+                    "text/plain",
+                    "multipart/form-data",
+                    "APPLICATION/JSON",
+                    "application/json; charset=latin-1",
+                    "application/merge-patch+json",
+                    "application/x-www-form-urlencoded; charset=utf-8",
+                ]
+            ),
+            _HEADER_VALUE,
+        ),
     },
 )
 
@@ -141,6 +159,8 @@ def send(session: requests.Session, case: Any, base_url: str, noise: dict[str, A
         kwargs["headers"].setdefault("Authorization", noise["Authorization"])
     if "hub_token" in noise:
         kwargs["cookies"] = {"hub_token": noise["hub_token"], **(kwargs.get("cookies") or {})}
+    if noise.get("Content-Type") is not None and {"json", "data"} & kwargs.keys():
+        kwargs["headers"]["Content-Type"] = noise["Content-Type"]
     extra = noise["params"] + ([("token", noise["token"])] if "token" in noise else [])
     params = kwargs.get("params")
     if isinstance(params, str):

@@ -32,6 +32,9 @@ class HttpError(HubError):
     status: ClassVar[int] = 500
 
     def __init__(self, code: str, message: str) -> None:
+        # A message may quote the client's input, and aiohttp reads header bytes that are not UTF-8 as
+        # lone surrogates, which no JSON encoder takes: escape them, or the refusal itself is a 500.
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.code = code
         self.message = message

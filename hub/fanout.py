@@ -123,6 +123,18 @@ class Fanout:
     def selectors(self) -> Mapping[Selector, asyncio.Future[None]]:
         return self._live
 
+    def registrations(self) -> dict[str, int]:
+        """The size of every registry a subscriber is entered in: all zero once every subscriber has
+        gone, whichever path it left by (leak checks)."""
+        return {
+            "connections": len(self._outboxes),
+            "replaying": len(self._replaying),
+            "selectors": len(self._refs),
+            "live": len(self._live),
+            "exact_groups": len(self._exact),
+            "pattern_groups": len(self._patterns),
+        }
+
     async def subscribe(self, outbox: Outbox, since: Since) -> Snapshot:
         """Subscribe `outbox` and read what it gets before live events.
 

@@ -14,8 +14,21 @@ from aiohttp import web
 from hub.app import create_app
 from hub.config import Config
 from hub.redact import redact_url
+from hub.topics import MAX_TOPIC_BYTES
 
 log = logging.getLogger("hub")
+
+# Room in the request line beyond the topics: lastEventId, ?token= (a JWT), format, heartbeat.
+REQUEST_LINE_HEADROOM = 16 * 1024
+
+
+def max_request_line(config: Config) -> int:
+    """The longest request line (method, path and query) the server parses.
+
+    A subscription at the topic limit must reach the hub, which refuses what it must in its JSON shape:
+    aiohttp's default of 8190 bytes holds only ten 256-byte topics once percent-encoded, and answers past
+    it with a plain-text 400 of its own."""
+    return config.limits.max_topics * (len("&topic=") + 3 * MAX_TOPIC_BYTES) + REQUEST_LINE_HEADROOM
 
 
 def runner_for(app: web.Application, config: Config) -> web.AppRunner:
@@ -26,6 +39,7 @@ def runner_for(app: web.Application, config: Config) -> web.AppRunner:
         handler_cancellation=True,
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=None,
+        max_line_size=max_request_line(config),
     )
 
 

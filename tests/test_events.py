@@ -195,6 +195,22 @@ async def test_subscribe_needs_a_valid_selector(hub):
     assert hub.fanout.connections == 0
 
 
+async def test_a_subscription_at_the_topic_limit_fits_in_the_request_line(hub):
+    # 100 topics of 256 bytes, each byte percent-encoded: ~77 KB of URL. aiohttp's default request line
+    # (8190 bytes) refused this with a plain-text 400 before the hub could see it.
+    topics = [f"{i:03d}" + "é" * 126 + "x" for i in range(101)]
+    assert all(len(t.encode()) == 256 for t in topics)
+    params = [("topic", t) for t in topics[:100]] + [("lastEventId", "x" * 200)]
+    async with hub.session.get(hub.url + "/events", params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
+        assert hub.fanout.connections == 1
+    # one over the limit is the hub's own refusal, in its JSON shape
+    async with hub.session.get(hub.url + "/events", params=[("topic", t) for t in topics]) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "too_many_topics"
+
+
 async def test_stream_is_ended_cleanly_on_shutdown(hub):
     async with hub.subscribe("bye") as stream:
         await hub.running.stop()

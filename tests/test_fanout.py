@@ -99,3 +99,20 @@ async def test_last_subscriber_leaving_releases_the_selector():
     assert not fanout.selectors
     assert fanout.connections == 0
     await fanout.stop()
+
+
+async def test_registrations_count_every_subscriber_and_drop_to_zero_when_they_leave():
+    fanout = await started_fanout()
+    (a, _), (b, _) = await attach(fanout, "room", "jobs/*"), await attach(fanout, "room")
+    assert fanout.registrations() == {
+        "connections": 2,
+        "replaying": 0,
+        "selectors": 2,
+        "live": 2,
+        "exact_groups": 1,
+        "pattern_groups": 1,
+    }
+    fanout.unsubscribe(a)
+    fanout.unsubscribe(b)
+    assert set(fanout.registrations().values()) == {0}
+    await fanout.stop()

@@ -3,10 +3,12 @@ nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 
 import httpx
+import orjson
 import pytest
 from httpx_sse import aconnect_sse
 from hypothesis import HealthCheck, given, settings
@@ -64,6 +66,19 @@ async def test_refused_publish_is_a_json_error_and_changes_nothing(hub, kwargs, 
         marker = await hub.publish({"topic": "t", "data": "marker"})
         event = await stream.next_event()
         assert (event.id, event.data) == (marker["id"], "marker")
+
+
+async def test_content_type_that_is_not_utf8_is_a_415_not_a_500(hub):
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.running.port)
+    writer.write(
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: \xacwM/\xe2Y\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+    response = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 415 "), head
+    assert orjson.loads(body)["error"]["code"] == "unsupported_media_type"
 
 
 async def test_chunked_body_over_the_limit_is_413(hub):

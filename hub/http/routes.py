@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from importlib import resources
 
 import orjson
 from aiohttp import HttpVersion11, web
+from aiohttp.typedefs import Handler
 
 from hub import sse
 from hub.errors import PayloadTooLarge
@@ -128,8 +130,19 @@ def shutdown_block(retry_ms: int) -> bytes:
     return sse.encode_retry(retry_ms)
 
 
+def openapi_handler() -> Handler:
+    # Read once per app: the description ships in the package and does not change while it runs.
+    document = resources.files("hub").joinpath("openapi.json").read_bytes()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    return openapi
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/events", events, allow_head=False)
     app.router.add_post("/publish", publish)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi_handler())

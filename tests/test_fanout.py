@@ -22,6 +22,7 @@ class RecordingTransport(asyncio.Transport):
         self.writes: list[bytes] = []
         self.stalled = stalled
         self.aborted = False
+        self.closed = False
 
     def write(self, data) -> None:
         self.writes.append(data)
@@ -30,10 +31,13 @@ class RecordingTransport(asyncio.Transport):
         return sum(map(len, self.writes)) if self.stalled else 0
 
     def is_closing(self) -> bool:
-        return self.aborted
+        return self.aborted or self.closed
 
     def abort(self) -> None:
         self.aborted = True
+
+    def close(self) -> None:
+        self.closed = True
 
 
 async def started_fanout() -> Fanout:
@@ -99,3 +103,4 @@ async def test_last_subscriber_leaving_releases_the_selector():
     assert not fanout.selectors
     assert fanout.connections == 0
     await fanout.stop()
+

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import orjson
 from aiohttp import HttpVersion11, web
 
@@ -11,6 +9,7 @@ from hub import sse
 from hub.errors import PayloadTooLarge
 from hub.fanout import snapshot_bodies
 from hub.history import Since
+from hub.http.detach import DetachableResponse, StreamProtocol, detach
 from hub.http.state import CONFIG, FANOUT
 from hub.outbox import Outbox
 from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
@@ -41,7 +40,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
     snapshot = await fanout.subscribe(outbox, since)
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = DetachableResponse(headers=SSE_HEADERS)
+    # Every end of a live stream closes its connection (the hub, not aiohttp, owns it by then): say so.
+    response.force_close()
+    detached = False
     try:
         await response.prepare(request)
         await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
@@ -50,19 +52,20 @@ async def events(request: web.Request) -> web.StreamResponse:
         for body in snapshot_bodies(snapshot):
             await response.write(body)
         transport = request.transport
-        if transport is None or outbox.closed:
+        if transport is None or transport.is_closing() or outbox.closed:
             return response
         fanout.start_writing(outbox, transport, snapshot.position)
-        del snapshot, sub  # a replay can be large: do not keep it for the life of the stream
-        await outbox.done
+        if outbox.closed:
+            return response
+        # From here the stream lives on in the fan-out alone: the unsubscribe is the protocol's.
+        detach(request, response, StreamProtocol(fanout, outbox))
+        detached = True
+        return response
     except ConnectionResetError:
         return response  # the client left while its replay was being written
     finally:
-        fanout.unsubscribe(outbox)
-    if not transport.is_closing():
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
-    return response
+        if not detached:
+            fanout.unsubscribe(outbox)
 
 
 async def publish(request: web.Request) -> web.Response:

@@ -1,11 +1,11 @@
-"""`python -m bench faults [--size small|large]`: the fault run, with its figures."""
+"""`python -m bench faults|load|memory`: the fault run, the load benchmark, an idle stream's memory."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import faults, load
+from bench import faults, load, memory
 
 
 def main() -> int:
@@ -19,12 +19,17 @@ def main() -> int:
     bench.add_argument("--servers", default=",".join(load.SERVERS))
     bench.add_argument("--runs", type=int, default=3)
     bench.add_argument("--write", action="store_true", help="write the table to BENCHMARKS.md")
+    mem = commands.add_parser("memory", help="what each idle stream keeps alive in the hub")
+    mem.add_argument("--subs", type=int, default=2000)
+    mem.add_argument("--no-trace", action="store_true", help="RSS and objects only, without tracemalloc")
     args = parser.parse_args()
     if args.command == "load":
         unknown = set(args.scenarios.split(",")) - set(load.SCENARIOS)
         if unknown:
             parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
         return load.main(args.scenarios.split(","), args.servers.split(","), args.runs, args.write)
+    if args.command == "memory":
+        return memory.main(args.subs, trace=not args.no_trace)
     if args.command == "faults":
         return faults.main(args.size, aof=not args.no_aof)
     return 2

@@ -108,6 +108,9 @@ class Fanout:
                 outbox.pending.append(chunked.frame(final) if outbox.chunked else final)
                 outbox.flush()
             outbox.close(reason)
+            # Now, not on connection_lost: a client that does not read can hold a closing
+            # transport open for as long as it likes.
+            self.unsubscribe(outbox)
 
     async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
         """Hand validated drafts to the broker; returns their ids once accepted."""
@@ -311,6 +314,9 @@ class Fanout:
 
     def _flush_one(self, outbox: Outbox) -> None:
         reason = outbox.flush()
+        if reason is None:
+            return
+        self.unsubscribe(outbox)
         if reason is CloseReason.SLOW_CONSUMER:
             self.counters["slow_consumers"] += 1
             log.info("closed a slow consumer of %s", ",".join(s.text for s in outbox.selectors))

@@ -38,7 +38,7 @@ class Connections:
         self.open = 0
         self._by_client: dict[str, int] = {}
 
-    def acquire(self, client: str) -> None:
+    def acquire(self, client: str) -> Lease:
         if self.open >= self.limit:
             raise TooManyRequests(
                 "too_many_connections",
@@ -54,8 +54,9 @@ class Connections:
             )
         self._by_client[client] = held + 1
         self.open += 1
+        return Lease(self, client)
 
-    def release(self, client: str) -> None:
+    def _release(self, client: str) -> None:
         self.open -= 1
         held = self._by_client[client] - 1
         if held:
@@ -65,6 +66,21 @@ class Connections:
 
     def held_by(self, client: str) -> int:
         return self._by_client.get(client, 0)
+
+
+class Lease:
+    """One stream's place in the count; released once, however many paths end the stream."""
+
+    __slots__ = ("_connections", "client")
+
+    def __init__(self, connections: Connections, client: str) -> None:
+        self._connections: Connections | None = connections
+        self.client = client
+
+    def release(self) -> None:
+        if self._connections is not None:
+            self._connections._release(self.client)
+            self._connections = None
 
 
 class PublishRate:

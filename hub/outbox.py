@@ -3,6 +3,7 @@
 The fan-out appends the same pre-encoded frame to every matching outbox and flushes each dirty outbox
 once per loop iteration with a single `transport.write`. Nothing here awaits: a client that stops reading
 only grows its own transport buffer, and past `max_buffer` it is cut off (it resumes from history).
+Once live, the outbox owns its transport: closing the outbox ends the stream on the wire.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from enum import Enum
 
+from hub import chunked
 from hub.event import Event
 from hub.topics import Selector
 
@@ -25,7 +27,6 @@ class Outbox:
     __slots__ = (
         "chunked",
         "close_reason",
-        "done",
         "heartbeat_event",
         "held",
         "max_buffer",
@@ -51,9 +52,8 @@ class Outbox:
         self.pending: list[bytes] = []
         # Live events that arrive while the subscriber's snapshot is read; merged in by id after it.
         self.held: list[Event] | None = []
-        self.transport: asyncio.Transport | None = None  # None until the response headers are out
+        self.transport: asyncio.Transport | None = None  # None until the stream is live
         self.close_reason: CloseReason | None = None
-        self.done: asyncio.Future[CloseReason] = asyncio.get_running_loop().create_future()
 
     @property
     def closed(self) -> bool:
@@ -82,6 +82,11 @@ class Outbox:
             return None
         self.close_reason = reason
         self.pending.clear()
-        if not self.done.done():
-            self.done.set_result(reason)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # A clean end, so that a client can tell it from a broken connection. The connection is
+            # closed rather than kept alive: it was handed over to the hub (hub/http/detach.py).
+            if self.chunked:
+                transport.write(chunked.LAST_CHUNK)
+            transport.close()
         return reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from hub import chunked
 from hub.brokers.memory import MemoryBroker
 from hub.config import HistoryConfig
 from hub.event import Draft
@@ -22,6 +23,7 @@ class RecordingTransport(asyncio.Transport):
         self.writes: list[bytes] = []
         self.stalled = stalled
         self.aborted = False
+        self.closed = False
 
     def write(self, data) -> None:
         self.writes.append(data)
@@ -30,10 +32,13 @@ class RecordingTransport(asyncio.Transport):
         return sum(map(len, self.writes)) if self.stalled else 0
 
     def is_closing(self) -> bool:
-        return self.aborted
+        return self.aborted or self.closed
 
     def abort(self) -> None:
         self.aborted = True
+
+    def close(self) -> None:
+        self.closed = True
 
 
 async def started_fanout() -> Fanout:
@@ -115,4 +120,32 @@ async def test_registrations_count_every_subscriber_and_drop_to_zero_when_they_l
     fanout.unsubscribe(a)
     fanout.unsubscribe(b)
     assert set(fanout.registrations().values()) == {0}
+    await fanout.stop()
+
+
+async def test_closing_every_stream_ends_each_cleanly_and_drops_it_at_once():
+    fanout = await started_fanout()
+    # a client that never reads never lets a closing transport finish: nothing may wait on that
+    _, stalled = await attach(fanout, "t", stalled=True)
+    _, plain = await attach(fanout, "t")
+    fanout.close_all(b"retry: 100\n\n", CloseReason.SHUTDOWN)
+    assert fanout.connections == 0
+    assert not fanout.selectors
+    for transport in (stalled, plain):
+        assert transport.closed
+        assert transport.writes[-2:] == [chunked.frame(b"retry: 100\n\n"), chunked.LAST_CHUNK]
+    writes = len(plain.writes)
+    await fanout.publish([Draft(("t",), "after")])
+    await asyncio.sleep(0)
+    assert len(plain.writes) == writes
+    await fanout.stop()
+
+
+async def test_a_slow_consumer_is_dropped_when_cut_off():
+    fanout = await started_fanout()
+    slow, _ = await attach(fanout, "t", max_buffer=10, stalled=True)
+    await fanout.publish([Draft(("t",), "x" * 100)])
+    await asyncio.sleep(0)
+    assert slow.close_reason is CloseReason.SLOW_CONSUMER
+    assert fanout.connections == 0
     await fanout.stop()

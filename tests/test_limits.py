@@ -10,18 +10,19 @@ from hub.limits import Connections, PublishRate, burst_for, client_address, pars
 
 def test_connections_are_limited_per_process_and_per_client():
     conns = Connections(limit=3, per_client=2, retry_after=3)
-    conns.acquire("a")
-    conns.acquire("a")
+    a1, a2 = conns.acquire("a"), conns.acquire("a")
     with pytest.raises(TooManyRequests, match="a holds its limit of 2") as refused:
         conns.acquire("a")
     assert refused.value.headers() == {"Retry-After": "3"}
-    conns.acquire("b")
+    b = conns.acquire("b")
     with pytest.raises(TooManyRequests, match="limit of 3 streams"):
         conns.acquire("c")
-    conns.release("a")
-    conns.acquire("c")
-    for client in ("a", "b", "c"):
-        conns.release(client)
+    a1.release()
+    a1.release()  # a second release of one lease counts nothing
+    assert conns.held_by("a") == 1
+    c = conns.acquire("c")
+    for lease in (a2, b, c):
+        lease.release()
     assert conns.open == 0
     assert conns._by_client == {}  # nothing kept for clients that left
 

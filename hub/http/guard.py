@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -15,7 +14,15 @@ from hub.auth import COOKIE, Authorizer, Grants
 from hub.config import Config
 from hub.errors import Unauthorized
 from hub.event import Draft
-from hub.limits import Connections, PublishRate, burst_for, client_address, parse_networks, stream_limit
+from hub.limits import (
+    Connections,
+    Lease,
+    PublishRate,
+    burst_for,
+    client_address,
+    parse_networks,
+    stream_limit,
+)
 from hub.topics import Selector
 
 
@@ -61,14 +68,9 @@ class Guard:
         # After the topics: a refused publish spends no budget.
         self.publish_rate.take(publisher.key, len(drafts), time.monotonic())
 
-    @contextmanager
-    def stream(self, request: web.Request) -> Iterator[None]:
-        client = self.client(request)
-        self.connections.acquire(client)
-        try:
-            yield
-        finally:
-            self.connections.release(client)
+    def open_stream(self, request: web.Request) -> Lease:
+        """A place for one more stream, to be released when its connection is gone."""
+        return self.connections.acquire(self.client(request))
 
     def _token(self, request: web.Request) -> str | None:
         if not self.authorizer.enabled:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from importlib import resources
 
@@ -14,7 +13,9 @@ from hub import sse
 from hub.errors import PayloadTooLarge
 from hub.fanout import snapshot_bodies
 from hub.history import Since
+from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.state import CONFIG, FANOUT, GUARD
+from hub.limits import Lease
 from hub.outbox import Outbox
 from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
 from hub.redact import redact_query
@@ -36,22 +37,17 @@ async def events(request: web.Request) -> web.StreamResponse:
     )
     guard = request.app[GUARD]
     guard.check_subscribe(request, sub.selectors)
-    with guard.stream(request):
-        _log_stream("open", request)
-        try:
-            return await _stream(request, sub)
-        finally:
-            _log_stream("closed", request)
-
-
-def _log_stream(what: str, request: web.Request) -> None:
-    # One line per connection, never one per event; and the query may carry a token.
+    lease = guard.open_stream(request)
     if log.isEnabledFor(logging.DEBUG):
-        client = request.app[GUARD].client(request)
-        log.debug("stream %s %s %s", what, client, redact_query(request.path_qs))
+        log_stream("open", lease.client, redact_query(request.path_qs))
+    try:
+        return await _stream(request, sub, lease)
+    except BaseException:
+        lease.release()  # refused by the broker, or cancelled: no stream (a second release is a no-op)
+        raise
 
 
-async def _stream(request: web.Request, sub: SubscribeRequest) -> web.StreamResponse:
+async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> web.StreamResponse:
     config = request.app[CONFIG]
     fanout = request.app[FANOUT]
     outbox = Outbox(
@@ -66,7 +62,10 @@ async def _stream(request: web.Request, sub: SubscribeRequest) -> web.StreamResp
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
     snapshot = await fanout.subscribe(outbox, since)
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = DetachableResponse(headers=SSE_HEADERS)
+    # Every end of a live stream closes its connection (the hub, not aiohttp, owns it by then): say so.
+    response.force_close()
+    detached = False
     try:
         await response.prepare(request)
         await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
@@ -75,19 +74,22 @@ async def _stream(request: web.Request, sub: SubscribeRequest) -> web.StreamResp
         for body in snapshot_bodies(snapshot):
             await response.write(body)
         transport = request.transport
-        if transport is None or outbox.closed:
+        if transport is None or transport.is_closing() or outbox.closed:
             return response
         fanout.start_writing(outbox, transport, snapshot.position)
-        del snapshot, sub  # a replay can be large: do not keep it for the life of the stream
-        await outbox.done
+        if outbox.closed:
+            return response
+        # From here the stream lives on in the fan-out alone: the unsubscribe is the protocol's.
+        detach(request, response, StreamProtocol(fanout, outbox, lease))
+        detached = True
+        return response
     except ConnectionResetError:
         return response  # the client left while its replay was being written
     finally:
-        fanout.unsubscribe(outbox)
-    if not transport.is_closing():
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
-    return response
+        if not detached:
+            fanout.unsubscribe(outbox)
+            lease.release()
+            log_stream("closed", lease.client)
 
 
 async def publish(request: web.Request) -> web.Response:

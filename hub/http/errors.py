@@ -33,7 +33,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except HttpError as exc:
-        return web.Response(
+        response = web.Response(
             body=exc.body(), status=exc.status, content_type="application/json", headers=exc.headers()
         )
     except web.HTTPException as exc:
@@ -42,7 +42,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = error_response(exc.status, *_describe(request, exc))
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
-        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the hub failed on this request")
+    if response.status == 413:
+        # The rest of an oversized body is not worth reading: without this, aiohttp would read and
+        # discard it for up to its lingering time (10 s) to keep the connection alive.
+        response.force_close()
+    return response

@@ -21,11 +21,13 @@ from importlib import resources
 import pytest
 from aiohttp.http_exceptions import LineTooLong
 
-from hub.http.state import CONFIG
+from hub.auth import mint
+from hub.http.state import CONFIG, GUARD
 from hub.server import max_request_line
 from tests.support.fuzz import fuzz
 from tests.support.waiting import settled
 
+SECRET = "fuzzing-secret-of-at-least-32-bytes"
 EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "150"))
 # Generous, for the per-test timeout of a full run on a loaded machine: 10-40 ms per request is typical.
 SECONDS_PER_EXAMPLE = 0.1
@@ -41,16 +43,27 @@ OPERATIONS = [
 
 @pytest.mark.timeout(60 + EXAMPLES * SECONDS_PER_EXAMPLE)
 @pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
+@pytest.mark.parametrize("auth", ["off", "jwt"])
 async def test_generated_requests_get_described_answers_and_leave_nothing_behind(
-    hub_factory, broker_kind, redis_factory, caplog, path, method
+    hub_factory, broker_kind, redis_factory, caplog, path, method, auth
 ):
     # Its own Redis, so that PUBSUB NUMPAT counts this hub's patterns and nobody else's.
     redis = redis_factory() if broker_kind == "redis" else None
-    hub = await hub_factory(redis.url if redis else None)
+    tokens: list[str] = []
+    settings = {}
+    if auth == "jwt":
+        # A public corner, and tokens for some of the requests: refusals and acceptances both get fuzzed.
+        settings = {"auth__jwt_secret": SECRET, "auth__public_topics": ("public/**",)}
+        tokens = [
+            mint(publish=["**"], subscribe=["**"], secret=SECRET),
+            mint(publish=["a/*"], subscribe=["a/**", "b"], secret=SECRET),
+            mint(secret=SECRET, ttl=-60),
+        ]
+    hub = await hub_factory(redis.url if redis else None, **settings)
     await settled(lambda: hub.fanout.broker.ready)  # until then the hub rightly answers 503
 
     report = await asyncio.to_thread(
-        fuzz, hub.url, path, method, EXAMPLES, max_request_line(hub.running.runner.app[CONFIG])
+        fuzz, hub.url, path, method, EXAMPLES, max_request_line(hub.running.runner.app[CONFIG]), tokens
     )
     print(f"\n[{broker_kind}] {report.line()}")
     assert report.sent >= EXAMPLES
@@ -59,6 +72,7 @@ async def test_generated_requests_get_described_answers_and_leave_nothing_behind
     with contextlib.suppress(TimeoutError):
         await settled(lambda: set(hub.fanout.registrations().values()) == {0})
     assert hub.fanout.registrations() == dict.fromkeys(hub.fanout.registrations(), 0)
+    await settled(lambda: hub.running.runner.app[GUARD].connections.open == 0)
     if redis is not None:
         prefix = hub.running.runner.app[CONFIG].redis.prefix
         await settled(lambda: redis.numpat() == 0)
@@ -67,8 +81,9 @@ async def test_generated_requests_get_described_answers_and_leave_nothing_behind
         r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and not refused_by_aiohttp(r)
     ] == []
 
-    async with hub.subscribe("fuzz/after") as stream:
-        doc = await hub.publish({"topic": "fuzz/after", "data": "still serving"})
+    admin = {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
+    async with hub.subscribe("fuzz/after", headers=admin) as stream:
+        doc = await hub.publish({"topic": "fuzz/after", "data": "still serving"}, headers=admin)
         event = await stream.next_event()
         assert (event.id, event.data) == (doc["id"], "still serving")
 

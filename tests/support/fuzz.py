@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -52,40 +53,49 @@ MAX_HEADER_LINE = 8190  # aiohttp's max_field_size, which the hub leaves at its 
 _LATIN1_VISIBLE = st.characters(codec="latin-1", exclude_categories=["Cc"])
 _HEADER_VALUE = st.text(_LATIN1_VISIBLE, max_size=64).map(str.strip)
 _JWT_LIKE = st.lists(st.from_regex(r"\A[A-Za-z0-9_-]{0,48}\Z"), min_size=1, max_size=4).map(".".join)
-NOISE = st.fixed_dictionaries(
-    {
-        "headers": st.dictionaries(
-            st.from_regex(r"\A[A-Za-z0-9-]{1,24}\Z").map(lambda name: "X-Fuzz-" + name),
-            _HEADER_VALUE,
-            max_size=3,
-        ),
-        "params": st.lists(
-            st.tuples(st.text(max_size=16).map(lambda name: "x-" + name), st.text(max_size=64)), max_size=3
-        ),
-    },
-    optional={
-        "Authorization": st.one_of(_JWT_LIKE.map(lambda token: "Bearer " + token), _HEADER_VALUE),
-        "hub_token": _JWT_LIKE,
-        "token": st.one_of(_JWT_LIKE, st.text(max_size=64)),
-        "Content-Type": st.one_of(
-            st.none(),
-            st.none(),
-            st.none(),
-            st.sampled_from(
-                [
-                    "",
-                    "text/plain",
-                    "multipart/form-data",
-                    "APPLICATION/JSON",
-                    "application/json; charset=latin-1",
-                    "application/merge-patch+json",
-                    "application/x-www-form-urlencoded; charset=utf-8",
-                ]
-            ),
-            _HEADER_VALUE,
-        ),
-    },
+
+
+_NOISE_HEADERS = st.dictionaries(
+    st.from_regex(r"\A[A-Za-z0-9-]{1,24}\Z").map(lambda name: "X-Fuzz-" + name), _HEADER_VALUE, max_size=3
 )
+_NOISE_PARAMS = st.lists(
+    st.tuples(st.text(max_size=16).map(lambda name: "x-" + name), st.text(max_size=64)), max_size=3
+)
+_CONTENT_TYPE = st.one_of(
+    st.none(),
+    st.none(),
+    st.none(),
+    st.sampled_from(
+        [
+            "",
+            "text/plain",
+            "multipart/form-data",
+            "APPLICATION/JSON",
+            "application/json; charset=latin-1",
+            "application/merge-patch+json",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        ]
+    ),
+    _HEADER_VALUE,
+)
+
+
+def noise(tokens: Sequence[str] = ()) -> st.SearchStrategy[dict[str, Any]]:
+    """What goes beside a generated request. `tokens` (valid ones) are sent now and then in any of the
+    three places a token is read from, so that a hub with auth on answers more than 401s."""
+    jwt_like = st.one_of(_JWT_LIKE, st.sampled_from(list(tokens))) if tokens else _JWT_LIKE
+    # Most requests carry one of the tokens given over whatever schemathesis put in Authorization: without
+    # it, nearly every answer of a hub with auth on would be a 401.
+    valid = {"valid_token": st.sampled_from([*tokens, None])} if tokens else {}
+    return st.fixed_dictionaries(
+        {"headers": _NOISE_HEADERS, "params": _NOISE_PARAMS, **valid},
+        optional={
+            "Authorization": st.one_of(jwt_like.map(lambda token: "Bearer " + token), _HEADER_VALUE),
+            "hub_token": jwt_like,
+            "token": st.one_of(jwt_like, st.text(max_size=64)),
+            "Content-Type": _CONTENT_TYPE,
+        },
+    )
 
 
 @dataclass
@@ -114,7 +124,9 @@ def load_schema() -> Any:
     return schema
 
 
-def fuzz(base_url: str, path: str, method: str, examples: int, max_request_line: int) -> FuzzReport:
+def fuzz(
+    base_url: str, path: str, method: str, examples: int, max_request_line: int, tokens: Sequence[str] = ()
+) -> FuzzReport:
     """Send `examples` generated requests (and hypothesis' shrinking, on a failure) to one operation.
 
     Raises on the first response that fails a check, or on a connection the hub broke. A request over
@@ -135,7 +147,7 @@ def fuzz(base_url: str, path: str, method: str, examples: int, max_request_line:
             suppress_health_check=list(HealthCheck),
             print_blob=True,
         )
-        @given(case=strategy, noise=NOISE)
+        @given(case=strategy, noise=noise(tokens))
         def run(case: Any, noise: dict[str, Any]) -> None:
             response = send(session, case, base_url, noise)
             report.sent += 1
@@ -157,6 +169,8 @@ def send(session: requests.Session, case: Any, base_url: str, noise: dict[str, A
     kwargs["headers"] = {**noise["headers"], **kwargs.get("headers", {})}
     if "Authorization" in noise:
         kwargs["headers"].setdefault("Authorization", noise["Authorization"])
+    if noise.get("valid_token") is not None:
+        kwargs["headers"]["Authorization"] = "Bearer " + noise["valid_token"]
     if "hub_token" in noise:
         kwargs["cookies"] = {"hub_token": noise["hub_token"], **(kwargs.get("cookies") or {})}
     if noise.get("Content-Type") is not None and {"json", "data"} & kwargs.keys():

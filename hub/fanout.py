@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import orjson
@@ -86,10 +87,28 @@ class Fanout:
         self.counters: dict[str, int] = dict.fromkeys(
             ("events", "deliveries", "slow_consumers", "heartbeats"), 0
         )
+        self._last_tick = time.monotonic()
+
+    @property
+    def heartbeat_age(self) -> float:
+        """Seconds since a tick last came back through the broker."""
+        return time.monotonic() - self._last_tick
+
+    @property
+    def ready(self) -> bool:
+        """The broker connected, and the whole path through it alive: a tick came back lately.
+
+        A connection alone proves little: a Redis that is paused (or a network that drops packets
+        without a reset) keeps its socket open while nothing flows. Two intervals, as for clients, with
+        a second of slack for a busy loop."""
+        return self.broker.ready and self.heartbeat_age <= max(
+            2 * self.heartbeat_interval, self.heartbeat_interval + 1
+        )
 
     # lifecycle
 
     async def start(self) -> None:
+        self._last_tick = time.monotonic()
         await self.broker.start(self)
         self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="hub-heartbeats")
 
@@ -255,6 +274,7 @@ class Fanout:
         self._schedule_flush()
 
     def on_tick(self) -> None:
+        self._last_tick = time.monotonic()
         self.counters["heartbeats"] += 1
         dirty = self._dirty
         for outbox in self._outboxes:

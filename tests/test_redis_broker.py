@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+
 import pytest
 
 from tests.support.waiting import settled
@@ -233,3 +238,35 @@ async def test_stopping_the_hub_closes_every_redis_connection(hub_factory, redis
     assert clients() >= 2  # the pub/sub connection and a command connection
     await hub.running.stop()
     await settled(lambda: clients() == 0, timeout=5)
+
+
+async def test_heartbeats_stop_and_readyz_fails_while_redis_is_paused(hub_factory, redis_factory):
+    """A paused Redis keeps its sockets open: only the ticks' round trip shows the path is dead."""
+    redis = redis_factory()
+    hub = await hub_factory(redis.url, sse__heartbeat_interval=0.2, redis__connect_timeout=0.5)
+
+    async def readyz() -> int:
+        async with hub.session.get(hub.url + "/readyz") as resp:
+            return resp.status
+
+    async with hub.subscribe("alive", heartbeat="event") as stream:
+        beats = [e for e in await stream.take(2) if e.event == "heartbeat"]
+        assert len(beats) == 2
+        assert await readyz() == 200
+        assert redis.proc is not None
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            with contextlib.suppress(TimeoutError):
+                while True:  # what was already under way
+                    await stream.next_event(timeout=0.3)
+            with pytest.raises(TimeoutError):
+                await stream.next_event(timeout=1.5)  # then silence: the client can tell
+            async with asyncio.timeout(5):
+                while await readyz() != 503:
+                    await asyncio.sleep(0.1)
+            assert hub.fanout.broker.ready  # the socket alone would have said "ready"
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        assert (await stream.next_event(timeout=10)).event == "heartbeat"
+        await settled(lambda: hub.fanout.ready)
+        assert await readyz() == 200

@@ -121,9 +121,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     fanout = request.app[FANOUT]
-    ready = fanout.broker.ready
+    ready = fanout.ready
     return web.json_response(
-        {"status": "ready" if ready else "unavailable", "broker": fanout.broker.name},
+        {
+            "status": "ready" if ready else "unavailable",
+            "broker": fanout.broker.name,
+            "connected": fanout.broker.ready,
+            "heartbeat_age": round(fanout.heartbeat_age, 3),
+        },
         status=200 if ready else 503,
     )
 

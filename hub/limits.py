@@ -94,6 +94,11 @@ class PublishRate:
         self.burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}  # publisher -> (tokens, at)
 
+    @property
+    def max_at_once(self) -> int:
+        """The most events one request can ever be granted."""
+        return max(1, int(self.burst)) if self.rate else 1 << 30
+
     def take(self, publisher: str, events: int, now: float) -> None:
         if not self.rate:
             return

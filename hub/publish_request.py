@@ -64,7 +64,7 @@ def _parse_json(body: bytes, limits: PublishLimits) -> PublishRequest:
     except orjson.JSONDecodeError as exc:
         raise BadRequest("invalid_json", f"the body is not valid UTF-8 JSON: {exc}") from None
     if isinstance(doc, dict):
-        return PublishRequest((_draft(doc, limits, ""),), batch=False)
+        return PublishRequest((parse_draft(doc, limits, ""),), batch=False)
     if isinstance(doc, list):
         if not doc:
             raise BadRequest("empty_batch", "a batch must hold at least one event")
@@ -76,7 +76,7 @@ def _parse_json(body: bytes, limits: PublishLimits) -> PublishRequest:
         for i, item in enumerate(doc):
             if not isinstance(item, dict):
                 raise BadRequest("invalid_event", f"[{i}]: each batch item must be a JSON object")
-            drafts.append(_draft(item, limits, f"[{i}]."))
+            drafts.append(parse_draft(item, limits, f"[{i}]."))
         return PublishRequest(tuple(drafts), batch=True)
     raise BadRequest("invalid_event", "the body must be a JSON object or an array of objects")
 
@@ -105,7 +105,7 @@ def _parse_form(body: bytes, limits: PublishLimits) -> Draft:
         doc["retry"] = _form_int(doc["retry"], "retry")
     if "retain" in doc:
         doc["retain"] = _form_bool(doc["retain"], "retain")
-    return _draft(doc, limits, "")
+    return parse_draft(doc, limits, "")
 
 
 def _form_int(value: object, name: str) -> int:
@@ -124,7 +124,8 @@ def _form_bool(value: object, name: str) -> bool:
     raise BadRequest("invalid_field", f"{name} must be true or false")
 
 
-def _draft(doc: dict[str, object], limits: PublishLimits, where: str) -> Draft:
+def parse_draft(doc: dict[str, object], limits: PublishLimits, where: str = "") -> Draft:
+    """One publish object, as in a JSON body or an NDJSON line."""
     if not _FIELDS.issuperset(doc):
         unknown = sorted(doc.keys() - _FIELDS)[0]
         raise BadRequest("unknown_field", f"{where}unknown field {unknown!r}")

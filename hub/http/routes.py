@@ -15,6 +15,7 @@ from hub.fanout import snapshot_bodies
 from hub.history import Since
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.state import CONFIG, FANOUT, GUARD
+from hub.http.streams import progress, publish_stream
 from hub.limits import Lease
 from hub.outbox import Outbox
 from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
@@ -150,6 +151,9 @@ def openapi_handler() -> Handler:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/events", events, allow_head=False)
     app.router.add_post("/publish", publish)
+    app.router.add_post("/publish/stream", publish_stream)
+    # Any job name reaches the handler, line breaks included, to be refused there with a clear 400.
+    app.router.add_post(r"/progress/{job:[\s\S]+}", progress)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_handler())

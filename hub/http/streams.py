@@ -1,0 +1,114 @@
+"""Publishing that is more than one request, one event: job progress, and a streamed body relayed live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from hub.errors import BadRequest, HttpError, TooManyRequests
+from hub.event import Draft
+from hub.fanout import Fanout
+from hub.http.guard import Guard, Publisher
+from hub.http.state import CONFIG, FANOUT, GUARD
+from hub.progress import job_topic, parse_progress
+from hub.publish_request import PublishLimits, validate_event_name
+from hub.relay import reader_for
+from hub.topics import validate_topic
+
+
+async def progress(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    guard = request.app[GUARD]
+    job = request.match_info["job"]
+    topic = job_topic(job)
+    publisher = guard.publisher(request)
+    guard.check_publish(publisher, [Draft((topic,), None)])
+    draft = parse_progress(job, await request.read(), config.limits.max_data_bytes)
+    ids = await request.app[FANOUT].publish([draft])
+    return web.json_response({"id": ids[0], "topic": topic})
+
+
+async def publish_stream(request: web.Request) -> web.Response:
+    """Relay a body as it arrives: each piece is published before the next is read, in order.
+
+    The body ends with `done` on the stream's topics; a body that breaks off (or turns out bad halfway)
+    with `error`, after what came before it was published: a stream cannot be taken back."""
+    config = request.app[CONFIG]
+    guard = request.app[GUARD]
+    fanout = request.app[FANOUT]
+    limits = config.limits
+    topics = _topics(request.query.getall("topic", []), limits.max_topics)
+    event = request.query.get("event")
+    if event is not None:
+        event = validate_event_name(event, "the query's ")
+    reader = reader_for(
+        request.headers.get("Content-Type", ""),
+        topics,
+        event,
+        PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics),
+    )
+    publisher = guard.publisher(request)
+    guard.check_publish(publisher, [Draft(topics, None)])  # refused before a byte of the body is read
+    count = 0
+    last_id: str | None = None
+
+    async def send(drafts: Sequence[Draft]) -> None:
+        nonlocal count, last_id
+        # Batches the rate limiter can take at once, so that waiting always ends.
+        step = min(limits.max_batch, guard.publish_rate.max_at_once)
+        for start in range(0, len(drafts), step):
+            batch = drafts[start : start + step]
+            await _within_rate(guard, publisher, batch)
+            ids = await fanout.publish(batch)
+            count += len(ids)
+            last_id = ids[-1]
+
+    try:
+        async for chunk in request.content.iter_any():
+            drafts = reader.feed(chunk)
+            if drafts:
+                await send(drafts)
+        await send(reader.end())
+        reader.end()  # raises what went bad in the last chunk, now that what came before it is out
+    except HttpError as exc:
+        await _end(fanout, topics, "error", {"error": exc.message, "events": count})
+        raise
+    except asyncio.CancelledError:
+        # The client went away mid-body (aiohttp cancels the handler): say so, then let the cancel go on.
+        await _end(fanout, topics, "error", {"error": "the request body broke off", "events": count})
+        raise
+    except Exception:
+        await _end(fanout, topics, "error", {"error": "the request body broke off", "events": count})
+        raise
+    end_id = await _end(fanout, topics, "done", {"events": count})
+    return web.json_response({"events": count, "last_id": last_id, "done_id": end_id})
+
+
+def _topics(raw: list[str], max_topics: int) -> tuple[str, ...]:
+    if not raw:
+        raise BadRequest("missing_topic", "a streamed publish needs at least one ?topic=")
+    if len(raw) > max_topics:
+        raise BadRequest("too_many_topics", f"at most {max_topics} topics, got {len(raw)}")
+    return tuple(dict.fromkeys(validate_topic(t) for t in raw))
+
+
+async def _within_rate(guard: Guard, publisher: Publisher, drafts: Sequence[Draft]) -> None:
+    # A stream over its publisher's rate is slowed down, not cut off: the body waits in the socket.
+    while True:
+        try:
+            guard.check_publish(publisher, drafts)
+            return
+        except TooManyRequests as exc:
+            await asyncio.sleep(exc.retry_after)
+
+
+async def _end(fanout: Fanout, topics: tuple[str, ...], event: str, data: dict[str, object]) -> str | None:
+    # Shielded: when the client's leaving cancelled the handler, this still has to reach subscribers.
+    task = asyncio.ensure_future(fanout.publish([Draft(topics, data, event)]))
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        ids = await asyncio.shield(task)
+        return ids[0]
+    return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import multiprocessing
 import os
 import signal
@@ -47,7 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
 
-    _setup_logging(args.log_level)
     try:
         config = load(
             args.config,
@@ -63,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hub: configuration error: {exc}", file=sys.stderr)
         return 2
+    _setup_logging(args.log_level, config.server.log_format)
     if config.server.workers > 1:
         return _run_workers(config, args.log_level)
     _run(config, reuse_port=False)
@@ -115,7 +114,7 @@ def _run(config: Config, *, reuse_port: bool) -> None:
 
 
 def _worker(config: Config, log_level: str) -> None:
-    _setup_logging(log_level)
+    _setup_logging(log_level, config.server.log_format)
     _run(config, reuse_port=True)
 
 
@@ -140,12 +139,10 @@ def _run_workers(config: Config, log_level: str) -> int:
     return max((w.exitcode or 0) for w in workers)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str) -> None:
+    from hub import logs
+
+    logs.setup(level, fmt)
 
 
 if __name__ == "__main__":  # pragma: no cover

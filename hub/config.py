@@ -30,6 +30,7 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     # Peers (addresses or networks) whose X-Forwarded-For is believed when limits count client IPs.
     trusted_proxies: tuple[str, ...] = ()
+    log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON lines elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +267,8 @@ def _check_security(config: Config) -> None:
             Selector.parse(text)
         except HttpError as exc:
             raise ConfigError(f"auth.public_topics: {exc.message}") from None
+    if config.server.log_format not in ("auto", "json", "text"):
+        raise ConfigError(f"server.log_format: {config.server.log_format!r} is not auto, json or text")
     for proxy in config.server.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)

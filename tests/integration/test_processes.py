@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -133,3 +134,29 @@ def test_bad_security_settings_are_refused_naming_the_key(args, env, message):
     result = run_hub(*args, **env)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+async def test_logs_are_json_lines_off_a_terminal_with_one_line_per_stream_not_per_event(processes):
+    proc = HubProcess("--log-level", "debug")
+    processes.append(proc)
+    await proc.ready()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(proc.url + "/events", params={"topic": "logs", "token": "s3cr3t"}) as resp,
+    ):
+        stream = SseStream(resp)
+        await stream.until_comment()
+        for i in range(20):
+            async with session.post(proc.url + "/publish", json={"topic": "logs", "data": i}) as pub:
+                assert pub.status == 200
+        await stream.take(20)
+    assert proc.stop() == 0
+    lines = [line for line in proc.output.decode().splitlines() if line and not line.startswith("---")]
+    docs = [json.loads(line) for line in lines]  # every line: one JSON object
+    assert {"time", "level", "logger", "message"} <= set(docs[0])
+    messages = [d["message"] for d in docs]
+    assert any(m.startswith("hub ready on") for m in messages)
+    assert len([m for m in messages if m.startswith("stream open")]) == 1
+    assert len([m for m in messages if m.startswith("stream closed")]) == 1
+    assert "s3cr3t" not in proc.output.decode()
+    assert len(lines) < 20  # nothing per event

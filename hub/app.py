@@ -14,7 +14,8 @@ from hub.http.cors import Cors
 from hub.http.errors import json_errors
 from hub.http.guard import Guard
 from hub.http.routes import add_routes, shutdown_block
-from hub.http.state import CONFIG, FANOUT, GUARD
+from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
+from hub.metrics import Metrics
 from hub.outbox import CloseReason
 
 
@@ -32,6 +33,7 @@ def create_app(config: Config) -> web.Application:
         heartbeat_interval=config.sse.heartbeat_interval,
         subscribe_timeout=config.sse.subscribe_timeout,
     )
+    app[METRICS] = Metrics(app[FANOUT], guard.connections)
     app.cleanup_ctx.append(_run_fanout)
     app.on_shutdown.append(_close_streams)
     add_routes(app)

@@ -84,8 +84,9 @@ class Fanout:
         self._dirty: list[Outbox] = []
         self._flush_handle: asyncio.Handle | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        # Read at scrape time by /metrics and /stats: plain integers, nothing on the hot path.
         self.counters: dict[str, int] = dict.fromkeys(
-            ("events", "deliveries", "slow_consumers", "heartbeats"), 0
+            ("published", "events", "deliveries", "dropped", "slow_consumers", "heartbeats"), 0
         )
         self._last_tick = time.monotonic()
 
@@ -133,7 +134,9 @@ class Fanout:
 
     async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
         """Hand validated drafts to the broker; returns their ids once accepted."""
-        return await self.broker.publish(drafts, idempotency_key)
+        ids = await self.broker.publish(drafts, idempotency_key)
+        self.counters["published"] += len(ids)
+        return ids
 
     # subscriptions
 
@@ -297,6 +300,7 @@ class Fanout:
                     # reading its replay slower than events arrive: it resumes later, from history
                     del self._replaying[outbox]
                     outbox.held = None
+                    self.counters["dropped"] += len(held)
                     outbox.close(CloseReason.SLOW_CONSUMER)
                     self.counters["slow_consumers"] += 1
 
@@ -333,11 +337,13 @@ class Fanout:
             self._flush_one(outbox)
 
     def _flush_one(self, outbox: Outbox) -> None:
+        frames = len(outbox.pending)
         reason = outbox.flush()
         if reason is None:
             return
         self.unsubscribe(outbox)
         if reason is CloseReason.SLOW_CONSUMER:
+            self.counters["dropped"] += frames  # written into a buffer that was then thrown away
             self.counters["slow_consumers"] += 1
             log.info("closed a slow consumer of %s", ",".join(s.text for s in outbox.selectors))
 

@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from hub.http.state import METRICS
 from tests.support.waiting import settled
 
 
@@ -270,3 +271,16 @@ async def test_heartbeats_stop_and_readyz_fails_while_redis_is_paused(hub_factor
         assert (await stream.next_event(timeout=10)).event == "heartbeat"
         await settled(lambda: hub.fanout.ready)
         assert await readyz() == 200
+
+
+async def test_broker_reconnects_are_counted_in_metrics(hub_factory, redis_factory):
+    redis = redis_factory()
+    hub = await hub_factory(redis.url, redis__connect_timeout=0.5)
+    await settled(lambda: hub.fanout.broker.ready)
+    assert hub.running.runner.app[METRICS].stats()["broker_reconnects"] == 0
+    redis.kill()
+    await settled(lambda: not hub.fanout.broker.ready)
+    redis.start()
+    await settled(lambda: hub.fanout.broker.ready)
+    async with hub.session.get(hub.url + "/metrics") as resp:
+        assert "\nhub_broker_reconnects_total 1.0\n" in await resp.text()

@@ -28,6 +28,7 @@ class BrokerSink(Protocol):
 
 class Broker(ABC):
     name: str
+    reconnects = 0  # times a live connection to the broker was lost and sought again
 
     @abstractmethod
     async def start(self, sink: BrokerSink) -> None:

@@ -301,6 +301,7 @@ class RedisBroker(Broker):
                 if writer is not None:
                     writer.close()
             if was_live:
+                self.reconnects += 1
                 backoff = BACKOFF_MIN
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, BACKOFF_MAX)

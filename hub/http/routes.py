@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 from importlib import resources
 
 import orjson
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub import sse
 from hub.errors import PayloadTooLarge
 from hub.fanout import snapshot_bodies
 from hub.history import Since
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
-from hub.http.state import CONFIG, FANOUT, GUARD
+from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
 from hub.limits import Lease
 from hub.outbox import Outbox
@@ -111,9 +113,20 @@ async def publish(request: web.Request) -> web.Response:
     )
     guard.check_publish(publisher, parsed.drafts)
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    started = time.perf_counter()
     ids = await request.app[FANOUT].publish(parsed.drafts, key)
+    request.app[METRICS].publish_latency.observe(time.perf_counter() - started)
     body = orjson.dumps({"ids": ids} if parsed.batch else {"id": ids[0]})
     return web.Response(body=body, content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[METRICS].stats())
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -154,6 +167,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/publish/stream", publish_stream)
     # Any job name reaches the handler, line breaks included, to be refused there with a clear 400.
     app.router.add_post(r"/progress/{job:[\s\S]+}", progress)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/stats", stats)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_handler())

@@ -7,7 +7,9 @@ from aiohttp import web
 from hub.config import Config
 from hub.fanout import Fanout
 from hub.http.guard import Guard
+from hub.metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)
 GUARD = web.AppKey("guard", Guard)
+METRICS = web.AppKey("metrics", Metrics)

@@ -219,8 +219,11 @@ class Subscription:
         self.max_failures = max_failures
         # The server's `retry:`, in seconds, once a stream has sent one.
         self.reconnect_delay = DEFAULT_RECONNECT_DELAY
+        # Counters for whoever watches the subscription: streams opened, streams given up for silence,
+        # and connection attempts failed in a row.
         self.connections = 0
-        self._failures = 0
+        self.stalls = 0
+        self.failures = 0
         self._response: aiohttp.ClientResponse | None = None
         self._parser = SseParser(last_event_id)
         self._pending: list[ServerSentEvent] = []
@@ -246,8 +249,11 @@ class Subscription:
                 continue
             try:
                 chunk = await self._read()
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-                chunk = b""  # broken, or silent past the heartbeat timeout: the same cure as an end
+            except TimeoutError:
+                self.stalls += 1
+                chunk = b""  # silent past the heartbeat timeout: the path is dead, whatever TCP thinks
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                chunk = b""
             if not chunk:
                 self._drop_response()
                 await asyncio.sleep(jitter(self.reconnect_delay))
@@ -294,7 +300,7 @@ class Subscription:
         if resp.status == 200:
             self._response = resp
             self._parser = SseParser(self.last_event_id)
-            self._failures = 0
+            self.failures = 0
             self.connections += 1
             return
         async with resp:
@@ -309,11 +315,11 @@ class Subscription:
             raise refusal
 
     async def _failed(self, reason: str) -> None:
-        self._failures += 1
-        if self.max_failures is not None and self._failures >= self.max_failures:
+        self.failures += 1
+        if self.max_failures is not None and self.failures >= self.max_failures:
             await self.aclose()
             raise HubUnreachable(reason)
-        await asyncio.sleep(backoff(self.reconnect_delay, self._failures, MAX_RECONNECT_DELAY))
+        await asyncio.sleep(backoff(self.reconnect_delay, self.failures, MAX_RECONNECT_DELAY))
 
 
 async def refusal_from(resp: aiohttp.ClientResponse) -> HubRefused:

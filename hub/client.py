@@ -38,6 +38,8 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 # Used before a stream has sent its own `retry:`, and the longest any reconnection waits.
 DEFAULT_RECONNECT_DELAY = 1.0
 MAX_RECONNECT_DELAY = 30.0
+# The smallest base for backing off after failures, should a stream have sent `retry: 0`.
+MIN_FAILURE_BACKOFF = 0.1
 PUBLISH_BACKOFF = 0.1
 MAX_PUBLISH_BACKOFF = 2.0
 READ_CHUNK = 64 * 1024
@@ -297,6 +299,11 @@ class Subscription:
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             await self._failed(f"cannot connect to {self.client.url}: {describe(exc)}")
             return
+        if resp.status == 200 and resp.content_type != "text/event-stream":
+            # Not a hub (a proxy's page, a wrong URL): reconnecting would not make it one.
+            resp.close()
+            await self.aclose()
+            raise HubRefused(200, "not_an_event_stream", f"{resp.url} answered {resp.content_type}")
         if resp.status == 200:
             self._response = resp
             self._parser = SseParser(self.last_event_id)
@@ -319,7 +326,8 @@ class Subscription:
         if self.max_failures is not None and self.failures >= self.max_failures:
             await self.aclose()
             raise HubUnreachable(reason)
-        await asyncio.sleep(backoff(self.reconnect_delay, self.failures, MAX_RECONNECT_DELAY))
+        base = max(self.reconnect_delay, MIN_FAILURE_BACKOFF)
+        await asyncio.sleep(backoff(base, self.failures, MAX_RECONNECT_DELAY))
 
 
 async def refusal_from(resp: aiohttp.ClientResponse) -> HubRefused:

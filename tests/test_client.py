@@ -266,3 +266,20 @@ async def test_publish_answered_503_is_retried_with_the_same_idempotency_key():
     assert keys[0] is not None
     assert keys == [keys[0], keys[0], None]  # no retries: no key made up
     assert (refused.value.status, refused.value.code) == (503, "broker_unavailable")
+
+
+async def test_an_answer_that_is_not_an_event_stream_is_not_reconnected_to():
+    async def handle(n: int, headers: dict[str, str], writer: asyncio.StreamWriter) -> None:
+        body = b"<html>a login page</html>"
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        )
+        await writer.drain()
+
+    server, url = await start_raw_server(handle)
+    async with server, HubClient(url) as client:
+        with pytest.raises(HubRefused) as refused:
+            async for _ in client.subscribe("t"):
+                pass
+        server.close()
+    assert refused.value.code == "not_an_event_stream"

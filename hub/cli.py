@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from hub.auth import Authorizer, mint
+from hub.client import DEFAULT_URL
 from hub.config import Config, load
 from hub.errors import ConfigError, HttpError
 
@@ -34,6 +35,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--private-key", metavar="FILE", help="PEM private key for RS256/ES256")
     token.add_argument("--algorithm", help="default: HS256, or by the private key's type")
     token.add_argument("--config", metavar="FILE", help="TOML config file (or HUB_CONFIG)")
+    publish = commands.add_parser("publish", help="publish one event; prints its id")
+    publish.add_argument("topic", metavar="TOPIC")
+    publish.add_argument("data", metavar="DATA", help="the data as text; -: read it from stdin")
+    publish.add_argument("--event", help="the event type (default: message)")
+    publish.add_argument("--retain", action="store_true", help="keep it as the topic's current state")
+    publish.add_argument("--json", action="store_true", help="DATA is JSON: publish the value it holds")
+    _client_options(publish)
+    subscribe = commands.add_parser("subscribe", help="print events live, one line each, until stopped")
+    subscribe.add_argument("selectors", nargs="+", metavar="SELECTOR", help="a topic or pattern")
+    subscribe.add_argument("--since", metavar="ID", help="resume after this event id, or 'earliest'")
+    subscribe.add_argument("--json", action="store_true", help="one JSON object per event")
+    _client_options(subscribe)
     commands.add_parser(
         "bench", help="the load benchmark (from a checkout): same as python -m bench load", add_help=False
     )
@@ -45,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "token":
         return _token(args)
+    if args.command in ("publish", "subscribe"):
+        from hub import client_commands
+
+        return client_commands.run(args)
 
     try:
         config = load(
@@ -66,6 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_workers(config, args.log_level)
     _run(config, reuse_port=False)
     return 0
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default=os.environ.get("HUB_URL") or DEFAULT_URL, help=f"the hub (HUB_URL; {DEFAULT_URL})"
+    )
+    parser.add_argument("--token", default=os.environ.get("HUB_TOKEN"), help="a JWT (HUB_TOKEN)")
 
 
 def _token(args: argparse.Namespace) -> int:

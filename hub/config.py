@@ -160,6 +160,11 @@ def all_keys() -> dict[str, type[Any]]:
     return out
 
 
+# `HUB_*` variables that are not config keys: the file to read, and where `hub publish`/`hub subscribe`
+# find a hub (often exported in the same shell that runs `hub serve`).
+NOT_CONFIG_VARIABLES = frozenset({"HUB_CONFIG", "HUB_URL", "HUB_TOKEN"})
+
+
 def env_name(key: str) -> str:
     return "HUB_" + key.replace(".", "_").upper()
 
@@ -215,7 +220,7 @@ def build(
     env = env or {}
     env_keys = {env_name(k): k for k in known}
     for var, value in env.items():
-        if var.startswith("HUB_") and var not in env_keys and var != "HUB_CONFIG":
+        if var.startswith("HUB_") and var not in env_keys and var not in NOT_CONFIG_VARIABLES:
             raise ConfigError(f"unknown environment variable {var}")
         if var in env_keys:
             key = env_keys[var]

@@ -14,7 +14,8 @@
     └── ConfigError               bad configuration; stops startup with a message naming the key
 
 Protocol errors (a dead Redis socket, a malformed broker message) are not here: the broker layer turns
-them into `BrokerUnavailable` or handles them itself.
+them into `BrokerUnavailable` or handles them itself. Nor are the client's (`hub.client.ClientError`,
+`HubRefused`, `HubUnreachable`): they describe a hub's answers as seen from another process.
 """
 
 from __future__ import annotations

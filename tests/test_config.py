@@ -42,6 +42,11 @@ def test_bad_config_names_the_key(file_values, env, overrides, names):
         config.build(file_values, env, overrides)
 
 
+def test_client_variables_in_the_same_shell_do_not_stop_the_server():
+    env = {"HUB_URL": "http://127.0.0.1:9", "HUB_TOKEN": "t", "HUB_SERVER_PORT": "2000"}
+    assert config.build(env=env).server.port == 2000
+
+
 def test_every_key_has_an_env_name():
     assert config.env_name("redis.url") == "HUB_REDIS_URL"
     assert all(config.env_name(k).startswith("HUB_") for k in config.all_keys())

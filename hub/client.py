@@ -1,0 +1,358 @@
+"""An asyncio client for the hub: publish, and subscribe as an async iterator that never loses its place.
+
+    async with HubClient("http://127.0.0.1:8080", token=token) as hub:
+        await hub.publish("news/eu", {"title": "hello"})
+        async with hub.subscribe("news/*") as events:
+            async for event in events:
+                ...
+
+A subscription reconnects by itself (the stream ended, broke, or went silent past `heartbeat_timeout`)
+and resumes with `Last-Event-ID`, so the hub replays what it missed; a `reset` event, when the hub cannot
+prove continuity, is handed to the caller like any other event. It is an edge: it speaks HTTP to a hub
+and must never import the server's engine.
+
+    ClientError                 base of what this client raises
+    ├── HubRefused              the hub answered with a JSON error: status, code, message
+    └── HubUnreachable          no answer after the retries allowed (connection trouble or 5xx)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from hub.sse_parser import ServerSentEvent, SseParser
+
+Event = ServerSentEvent
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+# Used before a stream has sent its own `retry:`, and the longest any reconnection waits.
+DEFAULT_RECONNECT_DELAY = 1.0
+MAX_RECONNECT_DELAY = 30.0
+# The smallest base for backing off after failures, should a stream have sent `retry: 0`.
+MIN_FAILURE_BACKOFF = 0.1
+PUBLISH_BACKOFF = 0.1
+MAX_PUBLISH_BACKOFF = 2.0
+READ_CHUNK = 64 * 1024
+
+
+class ClientError(Exception):
+    """Base of what `HubClient` raises."""
+
+
+class HubRefused(ClientError):
+    """The hub refused a request: `status` and the `code` and `message` of its JSON error."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class HubUnreachable(ClientError):
+    """The hub could not be reached, or kept answering 5xx, for as many attempts as were allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One event of a batch; `topic` is one topic or several."""
+
+    topic: str | Sequence[str]
+    data: object
+    event: str | None = None
+    retry: int | None = None
+    retain: bool = False
+
+    def body(self) -> dict[str, object]:
+        doc: dict[str, object] = {"data": self.data}
+        if isinstance(self.topic, str):
+            doc["topic"] = self.topic
+        else:
+            doc["topics"] = list(self.topic)
+        if self.event is not None:
+            doc["event"] = self.event
+        if self.retry is not None:
+            doc["retry"] = self.retry
+        if self.retain:
+            doc["retain"] = True
+        return doc
+
+
+class HubClient:
+    """A hub at `url`. Owns an `aiohttp.ClientSession` unless given one (which it then leaves open)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        publish_retries: int = 3,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.publish_retries = publish_retries
+        self.timeout = timeout
+        self._session = session
+        self._owns_session = session is None
+        self._subscriptions: set[Subscription] = set()
+
+    async def __aenter__(self) -> HubClient:
+        _ = self.session  # created inside the running loop, where aiohttp wants it
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def publish(
+        self,
+        topic_or_topics: str | Sequence[str],
+        data: object,
+        *,
+        event: str | None = None,
+        retry: int | None = None,
+        retain: bool = False,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Publish one event; returns the id the hub gave it."""
+        body = Publication(topic_or_topics, data, event, retry, retain).body()
+        doc = await self._publish(body, idempotency_key)
+        return str(doc["id"])
+
+    async def publish_batch(
+        self, events: Sequence[Publication | Mapping[str, object]], *, idempotency_key: str | None = None
+    ) -> list[str]:
+        """Publish several events at once (all or none are accepted); returns their ids in order."""
+        body = [e.body() if isinstance(e, Publication) else dict(e) for e in events]
+        doc = await self._publish(body, idempotency_key)
+        return [str(id_) for id_ in doc["ids"]]
+
+    async def _publish(self, body: object, idempotency_key: str | None) -> dict[str, Any]:
+        # A retry is only safe under a key: the hub then answers a repeat with the first result.
+        if idempotency_key is None and self.publish_retries > 0:
+            idempotency_key = uuid.uuid4().hex
+        headers = {**self.headers(), "Content-Type": "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        payload = orjson.dumps(body)
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        attempt = 0
+        while True:
+            try:
+                async with self.session.post(
+                    self.url + "/publish", data=payload, headers=headers, timeout=timeout
+                ) as resp:
+                    if resp.status == 200:
+                        doc: dict[str, Any] = await resp.json()
+                        return doc
+                    refusal = await refusal_from(resp)
+                if resp.status != 503 or attempt >= self.publish_retries:
+                    raise refusal
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                # The request may have been accepted before the connection broke: the key makes it safe.
+                if attempt >= self.publish_retries:
+                    raise HubUnreachable(f"cannot publish to {self.url}: {describe(exc)}") from exc
+            attempt += 1
+            await asyncio.sleep(backoff(PUBLISH_BACKOFF, attempt, MAX_PUBLISH_BACKOFF))
+
+    def subscribe(
+        self,
+        *selectors: str,
+        last_event_id: str | None = None,
+        heartbeat_timeout: float | None = None,
+        max_failures: int | None = None,
+    ) -> Subscription:
+        """An async iterator over the events of `selectors`, live, reconnecting and resuming by itself.
+
+        `last_event_id` resumes after that id (`"earliest"`: everything retained). With
+        `heartbeat_timeout`, a stream that sends no byte for that long is taken as dead and reopened (the
+        hub sends a heartbeat every `sse.heartbeat_interval`; twice that is a good value). `max_failures`
+        consecutive failed connection attempts raise `HubUnreachable`; None retries forever."""
+        if not selectors:
+            raise ValueError("subscribe needs at least one topic or pattern")
+        return Subscription(self, selectors, last_event_id or "", heartbeat_timeout, max_failures)
+
+
+class Subscription:
+    """See `HubClient.subscribe`. Use it as `async with`, or call `aclose()`, to let go of the stream."""
+
+    def __init__(
+        self,
+        client: HubClient,
+        selectors: Sequence[str],
+        last_event_id: str,
+        heartbeat_timeout: float | None,
+        max_failures: int | None,
+    ) -> None:
+        self.client = client
+        self.selectors = tuple(selectors)
+        self.last_event_id = last_event_id
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_failures = max_failures
+        # The server's `retry:`, in seconds, once a stream has sent one.
+        self.reconnect_delay = DEFAULT_RECONNECT_DELAY
+        # Counters for whoever watches the subscription: streams opened, streams given up for silence,
+        # and connection attempts failed in a row.
+        self.connections = 0
+        self.stalls = 0
+        self.failures = 0
+        self._response: aiohttp.ClientResponse | None = None
+        self._parser = SseParser(last_event_id)
+        self._pending: list[ServerSentEvent] = []
+        self._closed = False
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> ServerSentEvent:
+        while not self._pending:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._response is None:
+                await self._connect()
+                continue
+            try:
+                chunk = await self._read()
+            except TimeoutError:
+                self.stalls += 1
+                chunk = b""  # silent past the heartbeat timeout: the path is dead, whatever TCP thinks
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                chunk = b""
+            if not chunk:
+                self._drop_response()
+                await asyncio.sleep(jitter(self.reconnect_delay))
+                continue
+            self._pending = self._parser.feed(chunk)
+            self.last_event_id = self._parser.last_event_id
+            if self._parser.retry is not None:
+                self.reconnect_delay = min(self._parser.retry / 1000, MAX_RECONNECT_DELAY)
+        return self._pending.pop(0)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._pending = []
+        self._drop_response()
+        self.client._subscriptions.discard(self)
+
+    async def _read(self) -> bytes:
+        assert self._response is not None
+        async with asyncio.timeout(self.heartbeat_timeout):
+            return await self._response.content.readany()
+
+    def _drop_response(self) -> None:
+        if self._response is not None:
+            # Closes the connection rather than drain an endless body back into the pool.
+            self._response.close()
+            self._response = None
+
+    async def _connect(self) -> None:
+        self.client._subscriptions.add(self)
+        headers = {**self.client.headers(), "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.last_event_id:
+            headers["Last-Event-ID"] = self.last_event_id
+        params = [("topic", s) for s in self.selectors]
+        # No total timeout: the stream is meant to last. Silence is the heartbeat timeout's business.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.client.timeout)
+        try:
+            async with asyncio.timeout(self.client.timeout):
+                resp = await self.client.session.get(
+                    self.client.url + "/events", params=params, headers=headers, timeout=timeout
+                )
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            await self._failed(f"cannot connect to {self.client.url}: {describe(exc)}")
+            return
+        if resp.status == 200 and resp.content_type != "text/event-stream":
+            # Not a hub (a proxy's page, a wrong URL): reconnecting would not make it one.
+            resp.close()
+            await self.aclose()
+            raise HubRefused(200, "not_an_event_stream", f"{resp.url} answered {resp.content_type}")
+        if resp.status == 200:
+            self._response = resp
+            self._parser = SseParser(self.last_event_id)
+            self.failures = 0
+            self.connections += 1
+            return
+        async with resp:
+            refusal = await refusal_from(resp)
+        if resp.status == 429:
+            # Retry-After is a floor: wait at least that long, a little more so refused clients spread out.
+            await asyncio.sleep((refusal.retry_after or self.reconnect_delay) * random.uniform(1, 1.2))
+        elif resp.status >= 500:
+            await self._failed(str(refusal))
+        else:
+            await self.aclose()
+            raise refusal
+
+    async def _failed(self, reason: str) -> None:
+        self.failures += 1
+        if self.max_failures is not None and self.failures >= self.max_failures:
+            await self.aclose()
+            raise HubUnreachable(reason)
+        base = max(self.reconnect_delay, MIN_FAILURE_BACKOFF)
+        await asyncio.sleep(backoff(base, self.failures, MAX_RECONNECT_DELAY))
+
+
+async def refusal_from(resp: aiohttp.ClientResponse) -> HubRefused:
+    """The hub's JSON error as an exception; something sensible for a non-JSON answer (a proxy's page)."""
+    code, message = "http_error", resp.reason or f"HTTP {resp.status}"
+    with contextlib.suppress(aiohttp.ClientError, ValueError):
+        doc = orjson.loads(await resp.read())
+        error = doc["error"] if isinstance(doc, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code", code))
+            message = str(error.get("message", message))
+    retry_after = None
+    with contextlib.suppress(TypeError, ValueError):
+        retry_after = float(resp.headers.get("Retry-After", ""))
+    return HubRefused(resp.status, code, message, retry_after)
+
+
+def backoff(base: float, attempt: int, cap: float) -> float:
+    """Exponential in the attempt, capped, with jitter so clients cut off together do not return together."""
+    return jitter(min(cap, base * 2 ** (attempt - 1)))
+
+
+def jitter(delay: float, spread: float = 0.5) -> float:
+    return delay * random.uniform(1 - spread, 1)
+
+
+def describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

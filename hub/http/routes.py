@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from hub import sse
 from hub.errors import PayloadTooLarge
 from hub.fanout import snapshot_bodies
+from hub.formats import CONTENT_TYPES, Format
 from hub.history import Since
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.state import CONFIG, FANOUT, GUARD
@@ -28,12 +29,24 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
+STREAM_HEADERS = {
+    fmt: {
+        **SSE_HEADERS,
+        "Content-Type": content_type,
+        # Publishers choose the bytes: a browser must not guess a text stream into HTML.
+        "X-Content-Type-Options": "nosniff",
+    }
+    for fmt, content_type in CONTENT_TYPES.items()
+}
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     sub = parse_subscribe(
-        request.query.getall("topic", []), request.query, max_topics=config.limits.max_topics
+        request.query.getall("topic", []),
+        request.query,
+        max_topics=config.limits.max_topics,
+        accept=request.headers.get("Accept"),
     )
     guard = request.app[GUARD]
     guard.check_subscribe(request, sub.selectors)
@@ -55,6 +68,7 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
         heartbeat_event=sub.heartbeat_event,
         max_buffer=config.sse.max_buffer,
         chunked=request.version >= HttpVersion11,  # what aiohttp does for a body of unknown length
+        format=sub.format,
     )
     # The header wins: a browser reconnecting sends its newest id there, while its URL still carries
     # the ?lastEventId= it was first opened with.
@@ -62,16 +76,17 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
     snapshot = await fanout.subscribe(outbox, since)
-    response = DetachableResponse(headers=SSE_HEADERS)
+    response = DetachableResponse(headers=STREAM_HEADERS[sub.format])
     # Every end of a live stream closes its connection (the hub, not aiohttp, owns it by then): say so.
     response.force_close()
     detached = False
     try:
-        await response.prepare(request)
-        await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
+        await response.prepare(request)  # sends the headers at once, whatever follows
+        if sub.format is Format.SSE:
+            await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
         # The replay goes through aiohttp's writer, which waits for a slow reader, so a long replay
         # is never mistaken for a slow consumer; live events are held meanwhile.
-        for body in snapshot_bodies(snapshot):
+        for body in snapshot_bodies(snapshot, fmt=sub.format, selectors=sub.selectors):
             await response.write(body)
         transport = request.transport
         if transport is None or transport.is_closing() or outbox.closed:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
 from hub import chunked, formats, sse
 from hub.brokers.base import Broker
-from hub.errors import BrokerUnavailable
+from hub.errors import BrokerUnavailable, Conflict
 from hub.event import Draft, Event
 from hub.formats import Format
-from hub.history import Position, Since, Snapshot, parse_id
+from hub.history import RESET_EPOCH, Position, Since, Snapshot, parse_id
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
 
@@ -55,6 +55,7 @@ RESYNC = sse.encode_retry(500)
 
 
 MAX_HELD = 10_000  # live events held for one subscriber while it reads its replay
+HISTORY_PAGE = 1000  # events read from the broker at a time for a history download
 
 
 def event_body(event: Event) -> bytes:
@@ -158,6 +159,33 @@ class Fanout:
     async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
         """Hand validated drafts to the broker; returns their ids once accepted."""
         return await self.broker.publish(drafts, idempotency_key)
+
+    async def history(
+        self, topic: str, after: Position | None, limit: int | None, page_size: int = HISTORY_PAGE
+    ) -> AsyncGenerator[list[Event], None]:
+        """`topic`'s retained events after `after`, oldest first, at most `limit`, page by page: nothing
+        holds more than one page. Raises `Conflict` when `after` is from another epoch (or later than
+        anything issued), and when the broker loses its data between two pages: the pages read so far
+        then belong to a history that is gone."""
+        epoch = None
+        left = limit
+        while left is None or left > 0:
+            want = page_size if left is None else min(page_size, left)
+            page = await self.broker.history_page(topic, after, want)
+            position = page.position
+            if epoch is None:
+                epoch = position.epoch
+                if after is not None and (after.epoch != epoch or after.seq > position.seq):
+                    raise Conflict("history_lost", RESET_EPOCH)
+            elif position.epoch != epoch:
+                raise Conflict("history_lost", "the broker lost its history during the read")
+            if page.events:
+                yield page.events
+                after = parse_id(page.events[-1].id)
+                if left is not None:
+                    left -= len(page.events)
+            if len(page.events) < want:
+                return
 
     # subscriptions
 

@@ -11,8 +11,10 @@ SSE itself lives in `hub/sse.py`. This module must never know about connections 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from enum import Enum
+from urllib.parse import quote
 
 import orjson
 
@@ -128,3 +130,37 @@ def encode(fmt: Format, event: Event, topic: str) -> bytes:
     if fmt is Format.TEXT:
         return text_event(event)
     return sse.encode_event(sse.data_text(event.data), id=event.id, event=event.event, retry=event.retry)
+
+
+def json_array_items(events: Sequence[Event], topic: str, first: bool) -> bytearray:
+    """Items of a JSON array of events, one per line, written a page at a time between `[` and
+    `json_array_end`; `first` when no item was written before these."""
+    # Appended as they come: orjson's result keeps a buffer of ~4 KiB however short the JSON, so
+    # holding a page of them until a join would cost ten times the page.
+    out = bytearray()
+    for event in events:
+        out += b"\n" if first else b",\n"
+        out += json_event(event, topic)
+        first = False
+    return out
+
+
+def json_array_end(empty: bool) -> bytes:
+    return b"]\n" if empty else b"\n]\n"
+
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def attachment(topic: str, extension: str) -> str:
+    """A Content-Disposition that downloads as `<topic>.<extension>`, whatever the topic holds.
+
+    The plain `filename` is ASCII with anything else (quotes, `/`, `\\`, `;`, non-ASCII) replaced, so no
+    topic can end the quoted string or the header; `filename*` (RFC 6266/8187) gives clients that read
+    it the topic itself, percent-encoded, with `/` as `_`."""
+    name = topic.replace("/", "_")
+    fallback = _UNSAFE_FILENAME.sub("_", name).lstrip(".") or "topic"
+    return (
+        f'attachment; filename="{fallback}.{extension}"; '
+        f"filename*=UTF-8''{quote(name, safe='')}.{extension}"
+    )

@@ -47,11 +47,11 @@ def test_text_streams_concatenate_to_exactly_the_data(tokens):
     assert raw.decode("utf-8") == "".join(tokens)
 
 
-@given(json_values)
+@given(json_values.filter(lambda value: not isinstance(value, str)))
 def test_text_writes_a_json_value_as_compact_json(value):
     raw = formats.text_event(event(value))
     assert json.loads(raw) == value
-    assert b"\n" not in raw or isinstance(value, str)
+    assert b"\n" not in raw
 
 
 def test_ndjson_object_has_id_topic_event_and_data():

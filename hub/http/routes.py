@@ -9,11 +9,12 @@ import orjson
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 
-from hub import sse
-from hub.errors import PayloadTooLarge
+from hub import formats, sse
+from hub.errors import HttpError, PayloadTooLarge
 from hub.fanout import snapshot_bodies
 from hub.formats import CONTENT_TYPES, Format
 from hub.history import Since
+from hub.history_request import parse_history
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.state import CONFIG, FANOUT, GUARD
 from hub.limits import Lease
@@ -21,6 +22,7 @@ from hub.outbox import Outbox
 from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
 from hub.redact import redact_query
 from hub.subscribe_request import SubscribeRequest, parse_subscribe
+from hub.topics import Selector, validate_topic
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,47 @@ async def publish(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def topic_history(request: web.Request) -> web.StreamResponse:
+    topic = validate_topic(request.match_info["topic"])
+    query = parse_history(request.query)
+    # Reading a topic's past is reading the topic: the same grant as subscribing to it.
+    request.app[GUARD].check_subscribe(request, [Selector.parse(topic)])
+    pages = request.app[FANOUT].history(topic, query.after, query.limit)
+    # The first page before the headers: an `after` from a lost history is still a clean 409, an outage
+    # a 503.
+    first = await anext(pages, None)
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if query.format == "ndjson":
+        headers["Content-Type"] = "application/x-ndjson"
+        headers["Content-Disposition"] = formats.attachment(topic, "ndjson")
+    else:
+        headers["Content-Type"] = "application/json"
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    empty = True
+    try:
+        if query.format == "json":
+            await response.write(b"[")
+        page = first
+        while page is not None:
+            if query.format == "ndjson":
+                await response.write(b"".join(formats.ndjson_event(event, topic) for event in page))
+            else:
+                await response.write(formats.json_array_items(page, topic, first=empty))
+            empty = False
+            page = await anext(pages, None)
+        if query.format == "json":
+            await response.write(formats.json_array_end(empty))
+    except HttpError as exc:
+        # Too late for a status: cut the body off, so that no client takes a partial history for all.
+        log.warning("history of %r cut off: %s", topic, exc.message)
+        if request.transport is not None:
+            request.transport.abort()
+    finally:
+        await pages.aclose()
+    return response
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -160,6 +203,9 @@ def openapi_handler() -> Handler:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/events", events, allow_head=False)
     app.router.add_post("/publish", publish)
+    # A topic holds `/`s of its own; and any character at all, so that a bad one is a 400 naming it
+    # rather than a 404.
+    app.router.add_get("/topics/{topic:[\\s\\S]+}/history", topic_history, allow_head=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_handler())

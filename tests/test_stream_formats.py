@@ -189,3 +189,11 @@ async def test_shutdown_ends_ndjson_and_text_streams_cleanly_without_sse_bytes(h
         await hub.running.stop()
         assert await text.end() == b"last"
         assert json.loads(await ndjson.end())["data"] == "last"
+
+
+async def test_text_resumes_after_last_event_id_though_it_shows_no_ids(hub):
+    ids = (await hub.publish([{"topic": "t", "data": token} for token in ["one ", "two ", "three "]]))["ids"]
+    async with stream(hub, "t", format="text", headers={"Last-Event-ID": ids[0]}) as raw:
+        await opened(hub, raw)
+        await hub.publish({"topic": "t", "data": "four"})
+        assert await raw.until(b"four") == b"two three four"

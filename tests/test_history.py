@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import tracemalloc
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ from yarl import URL
 from hub.auth import mint
 from hub.history import parse_id
 from tests.support.raw_stream import open_stream
+from tests.support.waiting import settled
 
 SECRET = "history-secret-of-at-least-32-bytes!"
 
@@ -187,3 +189,19 @@ async def test_an_after_id_past_any_possible_sequence_is_a_409_not_a_broker_erro
     epoch = doc["id"].rsplit("-", 1)[0]
     _, body = await get_history(hub, "e", expect=409, after=f"{epoch}-{10**30}")
     assert json.loads(body)["error"]["code"] == "history_lost"
+
+
+async def test_a_client_leaving_mid_download_is_no_error_and_the_hub_serves_on(hub_factory, caplog):
+    hub = await hub_factory(history__max_events=20_000)
+    for _ in range(40):
+        await hub.publish([{"topic": "big", "data": "y" * 1000}] * 500)
+    server = hub.running.runner.server
+    before = len(server.connections)  # the publishing session's keep-alive connection
+    async with open_stream(hub.url, "/topics/big/history", [("format", "ndjson")]) as raw:
+        assert raw.status == 200
+        await raw.until(lambda body: len(body) > 100_000)
+    # The server notices at its next write; then the download must be gone quietly.
+    await settled(lambda: len(server.connections) == before)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    _, body = await get_history(hub, "big", limit="2")
+    assert len(json.loads(body)) == 2

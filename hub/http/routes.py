@@ -168,6 +168,8 @@ async def topic_history(request: web.Request) -> web.StreamResponse:
         log.warning("history of %r cut off: %s", topic, exc.message)
         if request.transport is not None:
             request.transport.abort()
+    except ConnectionResetError:
+        pass  # the client left before the end of its download
     finally:
         await pages.aclose()
     return response

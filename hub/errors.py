@@ -7,6 +7,7 @@
     │   ├── Forbidden             403: a valid token that does not grant the topic
     │   ├── NotFound              404
     │   ├── MethodNotAllowed      405
+    │   ├── Conflict              409: a position from a history the broker has since lost
     │   ├── PayloadTooLarge       413: body, data or batch over its limit
     │   ├── UnsupportedMediaType  415
     │   ├── TooManyRequests       429: a rate or connection limit; says when to retry
@@ -69,6 +70,10 @@ class NotFound(HttpError):
 
 class MethodNotAllowed(HttpError):
     status = 405
+
+
+class Conflict(HttpError):
+    status = 409
 
 
 class PayloadTooLarge(HttpError):

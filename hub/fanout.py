@@ -11,15 +11,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
-from hub import chunked, sse
+from hub import chunked, formats, sse
 from hub.brokers.base import Broker
-from hub.errors import BrokerUnavailable
+from hub.errors import BrokerUnavailable, Conflict
 from hub.event import Draft, Event
-from hub.history import Position, Since, Snapshot, parse_id
+from hub.formats import Format
+from hub.history import RESET_EPOCH, Position, Since, Snapshot, parse_id
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
 
@@ -27,17 +28,35 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_COMMENT = sse.encode_comment()
 HEARTBEAT_EVENT = sse.encode_event("", event="heartbeat")
-# heartbeat kind -> chunked?  -> bytes, so the tick picks without encoding anything
+
+
+def wire(body: bytes, is_chunked: bool) -> bytes:
+    """`body` as written to a transport. Empty stays empty: an empty chunk would end the stream."""
+    if not body:
+        return b""
+    return chunked.frame(body) if is_chunked else body
+
+
+# format -> heartbeat kind -> chunked? -> bytes, so the tick picks without encoding anything. A text
+# stream gets none: anything written there would become part of the text.
+_HEARTBEAT_BODIES = {
+    (Format.SSE, False): HEARTBEAT_COMMENT,
+    (Format.SSE, True): HEARTBEAT_EVENT,
+    (Format.NDJSON, False): formats.NDJSON_HEARTBEAT,
+    (Format.NDJSON, True): formats.NDJSON_HEARTBEAT_EVENT,
+    (Format.TEXT, False): b"",
+    (Format.TEXT, True): b"",
+}
 HEARTBEATS = {
-    (False, True): chunked.frame(HEARTBEAT_COMMENT),
-    (False, False): HEARTBEAT_COMMENT,
-    (True, True): chunked.frame(HEARTBEAT_EVENT),
-    (True, False): HEARTBEAT_EVENT,
+    (fmt, event, is_chunked): wire(body, is_chunked)
+    for (fmt, event), body in _HEARTBEAT_BODIES.items()
+    for is_chunked in (True, False)
 }
 RESYNC = sse.encode_retry(500)
 
 
 MAX_HELD = 10_000  # live events held for one subscriber while it reads its replay
+HISTORY_PAGE = 1000  # events read from the broker at a time for a history download
 
 
 def event_body(event: Event) -> bytes:
@@ -49,21 +68,45 @@ def event_frame(event: Event) -> bytes:
     return chunked.frame(event_body(event))
 
 
-def snapshot_bodies(snapshot: Snapshot, batch: int = 64 * 1024) -> Iterator[bytes]:
-    """The SSE bytes a subscriber gets before live events, in batches: a reset if any, the replayed
-    or retained events, then a position line so even a quiet client resumes from here."""
+def encoded_for(outbox: Outbox, event: Event) -> bytes:
+    """`event` as `outbox` gets it on the wire, whatever its format (the slow path: see `on_event`)."""
+    if outbox.format is Format.SSE:
+        return event_frame(event) if outbox.chunked else event_body(event)
+    return wire(_other_body(outbox.format, event, outbox.selectors), outbox.chunked)
+
+
+def _other_body(fmt: Format, event: Event, selectors: Sequence[Selector]) -> bytes:
+    topic = formats.first_topic(event, selectors) if fmt is Format.NDJSON else ""
+    return formats.encode(fmt, event, topic)
+
+
+def snapshot_bodies(
+    snapshot: Snapshot,
+    batch: int = 64 * 1024,
+    fmt: Format = Format.SSE,
+    selectors: Sequence[Selector] = (),
+) -> Iterator[bytes]:
+    """The bytes a subscriber gets before live events, in batches: a reset if any, the replayed or
+    retained events, then (SSE only) a position line so even a quiet client resumes from here.
+
+    NDJSON carries the reset as a line and ids in its objects; text carries the events' data only."""
     parts: list[bytes] = []
     size = 0
     if snapshot.reset is not None:
-        parts.append(sse.encode_event(orjson.dumps({"reason": snapshot.reset}).decode(), event="reset"))
+        if fmt is Format.SSE:
+            reset = orjson.dumps({"reason": snapshot.reset}).decode()
+            parts.append(sse.encode_event(reset, event="reset"))
+        elif fmt is Format.NDJSON:
+            parts.append(formats.ndjson_reset(snapshot.reset))
     for event in snapshot.events:
-        body = event_body(event)
+        body = event_body(event) if fmt is Format.SSE else _other_body(fmt, event, selectors)
         parts.append(body)
         size += len(body)
         if size >= batch:
             yield b"".join(parts)
             parts, size = [], 0
-    parts.append(sse.encode_position(str(snapshot.position)))
+    if fmt is Format.SSE:
+        parts.append(sse.encode_position(str(snapshot.position)))
     yield b"".join(parts)
 
 
@@ -81,6 +124,7 @@ class Fanout:
         self._live: dict[Selector, asyncio.Future[None]] = {}
         self._outboxes: _Group = {}
         self._replaying: _Group = {}
+        self._others = 0  # subscribers in a format other than SSE: while none, on_event stays SSE-only
         self._dirty: list[Outbox] = []
         self._flush_handle: asyncio.Handle | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -124,7 +168,7 @@ class Fanout:
     def close_all(self, final: bytes | None, reason: CloseReason) -> None:
         """Close every stream, after one last block of SSE (a short `retry:`)."""
         for outbox in list(self._outboxes):
-            if final is not None and outbox.transport is not None:
+            if final is not None and outbox.transport is not None and outbox.format is Format.SSE:
                 outbox.pending.append(chunked.frame(final) if outbox.chunked else final)
                 outbox.flush()
             outbox.close(reason)
@@ -137,6 +181,33 @@ class Fanout:
         ids = await self.broker.publish(drafts, idempotency_key)
         self.counters["published"] += len(ids)
         return ids
+
+    async def history(
+        self, topic: str, after: Position | None, limit: int | None, page_size: int = HISTORY_PAGE
+    ) -> AsyncGenerator[list[Event], None]:
+        """`topic`'s retained events after `after`, oldest first, at most `limit`, page by page: nothing
+        holds more than one page. Raises `Conflict` when `after` is from another epoch (or later than
+        anything issued), and when the broker loses its data between two pages: the pages read so far
+        then belong to a history that is gone."""
+        epoch = None
+        left = limit
+        while left is None or left > 0:
+            want = page_size if left is None else min(page_size, left)
+            page = await self.broker.history_page(topic, after, want)
+            position = page.position
+            if epoch is None:
+                epoch = position.epoch
+                if after is not None and (after.epoch != epoch or after.seq > position.seq):
+                    raise Conflict("history_lost", RESET_EPOCH)
+            elif position.epoch != epoch:
+                raise Conflict("history_lost", "the broker lost its history during the read")
+            if page.events:
+                yield page.events
+                after = parse_id(page.events[-1].id)
+                if left is not None:
+                    left -= len(page.events)
+            if len(page.events) < want:
+                return
 
     # subscriptions
 
@@ -168,6 +239,8 @@ class Fanout:
         Raises `BrokerUnavailable` (and registers nothing) if the broker does not answer in time."""
         self._outboxes[outbox] = None
         self._replaying[outbox] = None
+        if outbox.format is not Format.SSE:
+            self._others += 1
         waits = []
         for selector in outbox.selectors:
             refs = self._refs.get(selector, 0)
@@ -205,7 +278,9 @@ class Fanout:
                 outbox.close(CloseReason.RESYNC)
                 return
             if event_id.seq > position.seq:
-                frames.append(event_frame(event) if outbox.chunked else event_body(event))
+                frame = encoded_for(outbox, event)
+                if frame:
+                    frames.append(frame)
         outbox.pending[:0] = frames
         for selector in outbox.selectors:
             group = self._group(selector, create=True)
@@ -218,6 +293,8 @@ class Fanout:
         if self._outboxes.pop(outbox, False) is False:
             return
         self._replaying.pop(outbox, None)
+        if outbox.format is not Format.SSE:
+            self._others -= 1
         outbox.close(CloseReason.CLIENT_GONE)
         for selector in outbox.selectors:
             group = self._group(selector, create=False)
@@ -258,6 +335,9 @@ class Fanout:
         targets = self._match(event.topics, parts)
         if not targets:
             return
+        if self._others:
+            self._deliver_mixed(event, targets)
+            return
         frame = event_frame(event)
         raw: bytes | None = None  # for the rare HTTP/1.0 stream, which is not chunked
         dirty = self._dirty
@@ -276,14 +356,40 @@ class Fanout:
         self.counters["deliveries"] += count
         self._schedule_flush()
 
+    def _deliver_mixed(self, event: Event, targets: Iterable[Outbox]) -> None:
+        """`on_event` while some stream is in another format: each format that a target uses encoded
+        once, NDJSON once per topic it is delivered under."""
+        encoded: dict[tuple[Format, bool, str], bytes] = {}
+        dirty = self._dirty
+        count = 0
+        for outbox in targets:
+            fmt = outbox.format
+            topic = formats.first_topic(event, outbox.selectors) if fmt is Format.NDJSON else ""
+            key = (fmt, outbox.chunked, topic)
+            data = encoded.get(key)
+            if data is None:
+                data = encoded[key] = encoded_for(outbox, event)
+            count += 1
+            if not data:
+                continue  # empty text: nothing to write, and an empty chunk would end the stream
+            pending = outbox.pending
+            if not pending:
+                dirty.append(outbox)
+            pending.append(data)
+        self.counters["deliveries"] += count
+        self._schedule_flush()
+
     def on_tick(self) -> None:
         self._last_tick = time.monotonic()
         self.counters["heartbeats"] += 1
         dirty = self._dirty
         for outbox in self._outboxes:
+            beat = HEARTBEATS[outbox.format, outbox.heartbeat_event, outbox.chunked]
+            if not beat:
+                continue
             if not outbox.pending:
                 dirty.append(outbox)
-            outbox.pending.append(HEARTBEATS[outbox.heartbeat_event, outbox.chunked])
+            outbox.pending.append(beat)
         self._schedule_flush()
 
     def on_lost(self, reason: str) -> None:

@@ -81,6 +81,15 @@ class Snapshot:
     reset: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Some of one topic's retained events, oldest first, read atomically with the broker's position:
+    its epoch says whether a position the reader holds still names a place in this history."""
+
+    position: Position
+    events: list[Event]
+
+
 def merge(batches: list[list[Event]]) -> list[Event]:
     """Events of several topics in id order, each once (an event of two topics is in both)."""
     seen: dict[str, Event] = {}

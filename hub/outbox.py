@@ -13,6 +13,7 @@ from enum import Enum
 
 from hub import chunked
 from hub.event import Event
+from hub.formats import Format
 from hub.topics import Selector
 
 
@@ -27,6 +28,7 @@ class Outbox:
     __slots__ = (
         "chunked",
         "close_reason",
+        "format",
         "heartbeat_event",
         "held",
         "max_buffer",
@@ -42,8 +44,10 @@ class Outbox:
         heartbeat_event: bool,
         max_buffer: int,
         chunked: bool = True,
+        format: Format = Format.SSE,
     ) -> None:
         self.selectors = selectors
+        self.format = format
         # HTTP/1.1 streams are chunked and get pre-framed bytes; HTTP/1.0 ones (an nginx upstream left
         # at its default) get the bare SSE.
         self.chunked = chunked

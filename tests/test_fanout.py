@@ -10,6 +10,7 @@ from hub.brokers.memory import MemoryBroker
 from hub.config import HistoryConfig
 from hub.event import Draft
 from hub.fanout import Fanout
+from hub.formats import Format
 from hub.history import Since
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
@@ -47,8 +48,16 @@ async def started_fanout() -> Fanout:
     return fanout
 
 
-async def attach(fanout: Fanout, *selectors: str, max_buffer: int = 1 << 20, stalled: bool = False):
-    outbox = Outbox(tuple(map(Selector.parse, selectors)), heartbeat_event=False, max_buffer=max_buffer)
+async def attach(
+    fanout: Fanout,
+    *selectors: str,
+    max_buffer: int = 1 << 20,
+    stalled: bool = False,
+    format: Format = Format.SSE,
+):
+    outbox = Outbox(
+        tuple(map(Selector.parse, selectors)), heartbeat_event=False, max_buffer=max_buffer, format=format
+    )
     snapshot = await fanout.subscribe(outbox, Since.parse(None))
     transport = RecordingTransport(stalled)
     fanout.start_writing(outbox, transport, snapshot.position)
@@ -148,4 +157,43 @@ async def test_a_slow_consumer_is_dropped_when_cut_off():
     await asyncio.sleep(0)
     assert slow.close_reason is CloseReason.SLOW_CONSUMER
     assert fanout.connections == 0
+    await fanout.stop()
+
+
+async def test_mixed_formats_encode_each_format_once_and_ndjson_once_per_topic():
+    fanout = await started_fanout()
+    sse = [(await attach(fanout, "a/1"))[1] for _ in range(3)]
+    text = [(await attach(fanout, "a/*", format=Format.TEXT))[1] for _ in range(3)]
+    by_a = [(await attach(fanout, "a/1", format=Format.NDJSON))[1] for _ in range(3)]
+    by_b = [(await attach(fanout, "b/*", format=Format.NDJSON))[1] for _ in range(3)]
+    await fanout.publish([Draft(("a/1", "b/1"), "hi")])
+    await asyncio.sleep(0)
+    for group in (sse, text, by_a, by_b):
+        assert all(len(t.writes) == 1 and t.writes[0] is group[0].writes[0] for t in group)
+    assert text[0].writes[0] == chunked.frame(b"hi")
+    assert b'"topic":"a/1"' in by_a[0].writes[0]
+    assert b'"topic":"b/1"' in by_b[0].writes[0]
+    assert b"data: hi\n" in sse[0].writes[0]
+    await fanout.stop()
+
+
+async def test_an_empty_text_event_writes_nothing_rather_than_an_empty_chunk():
+    fanout = await started_fanout()
+    _, transport = await attach(fanout, "t", format=Format.TEXT)
+    await fanout.publish([Draft(("t",), "")])
+    await asyncio.sleep(0)
+    assert transport.writes == []  # b"0\r\n\r\n" would have ended the stream
+    await fanout.publish([Draft(("t",), "x")])
+    await asyncio.sleep(0)
+    assert transport.writes == [chunked.frame(b"x")]
+    await fanout.stop()
+
+
+async def test_the_sse_only_path_returns_once_the_last_other_format_leaves():
+    fanout = await started_fanout()
+    outbox, _ = await attach(fanout, "a", format=Format.NDJSON)
+    assert fanout._others == 1
+    fanout.unsubscribe(outbox)
+    fanout.unsubscribe(outbox)  # a second unsubscribe counts nothing
+    assert fanout._others == 0
     await fanout.stop()

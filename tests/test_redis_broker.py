@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from hub.errors import Conflict
 from hub.http.state import METRICS
 from tests.support.waiting import settled
 
@@ -284,3 +285,22 @@ async def test_broker_reconnects_are_counted_in_metrics(hub_factory, redis_facto
     await settled(lambda: hub.fanout.broker.ready)
     async with hub.session.get(hub.url + "/metrics") as resp:
         assert "\nhub_broker_reconnects_total 1.0\n" in await resp.text()
+
+
+async def test_history_read_across_a_redis_data_loss_is_refused_not_spliced(hub_factory, redis_factory):
+    redis = redis_factory()
+    hub = await hub_factory(redis.url, redis__connect_timeout=0.5)
+    await settled(lambda: hub.fanout.broker.ready)
+    ids = (await hub.publish([{"topic": "h", "data": i} for i in range(30)]))["ids"]
+    pages = hub.fanout.history("h", None, None, page_size=10)
+    first = await anext(pages)
+    assert [e.id for e in first] == ids[:10]
+    redis.command("FLUSHALL")
+    await hub.publish([{"topic": "h", "data": i} for i in range(30)])  # a new epoch, same seqs
+    with pytest.raises(Conflict):
+        await anext(pages)
+    await pages.aclose()
+    # and an id from before the loss names nothing now
+    async with hub.session.get(hub.url + "/topics/h/history", params={"after": ids[5]}) as resp:
+        assert resp.status == 409
+        assert (await resp.json())["error"]["code"] == "history_lost"

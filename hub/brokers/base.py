@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hub.event import Draft, Event
-from hub.history import Since, Snapshot
+from hub.history import HistoryPage, Position, Since, Snapshot
 from hub.topics import Selector
 
 
@@ -46,6 +46,12 @@ class Broker(ABC):
     @abstractmethod
     async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
         """What a subscriber that is already subscribed needs before live events (see `Snapshot`)."""
+
+    @abstractmethod
+    async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
+        """At most `limit` of `topic`'s retained events with a seq above `after.seq` (all retained when
+        None), oldest first. `after`'s epoch is the caller's to compare with the page's. Raises
+        `BrokerUnavailable`."""
 
     @abstractmethod
     def subscribe(self, selector: Selector) -> asyncio.Future[None]:

@@ -4,6 +4,8 @@ bounded by count and age, retained state, idempotent publish."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -17,6 +19,7 @@ from hub.history import (
     RESET_TOO_MUCH,
     RESET_TRIMMED,
     RESET_UNKNOWN,
+    HistoryPage,
     Position,
     Since,
     SinceKind,
@@ -126,6 +129,18 @@ class MemoryBroker(Broker):
             reset = RESET_TOO_MUCH
         retained = [self._retained[t] for t in topics if t in self._retained]
         return Snapshot(position, merge([retained]), reset)
+
+    async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
+        position = Position(self._epoch, self._seq)
+        history = self._topics.get(topic)
+        if history is None:
+            return HistoryPage(position, [])
+        self._trim(history, time.monotonic())
+        entries = history.entries
+        start = 0 if after is None else bisect.bisect_right(entries, after.seq, key=lambda entry: entry[0])
+        return HistoryPage(
+            position, [event for _, _, event in itertools.islice(entries, start, start + limit)]
+        )
 
     def _history_after(self, topics: list[str], seq: int) -> list[Event]:
         batches = []

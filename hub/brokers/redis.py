@@ -41,6 +41,7 @@ from hub.history import (
     RESET_TOO_MUCH,
     RESET_TRIMMED,
     RESET_UNKNOWN,
+    HistoryPage,
     Position,
     Since,
     SinceKind,
@@ -228,6 +229,25 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis refused the read ({exc})") from None
         epoch, seq, reset, *messages = reply
         return Snapshot(Position(epoch.decode(), int(seq)), merge([_open_all(messages)]), _RESETS[reset])
+
+    async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
+        # Entry ids are `<seq>-0` (see redis_scripts): an exclusive start at `after` is a plain XRANGE.
+        # Redis' counter is a signed 64-bit integer, and XRANGE refuses ids past 64 bits: an `after`
+        # beyond every possible id reads nothing (and the engine answers that it names no place).
+        start = "-" if after is None else f"({min(after.seq, 2**63 - 1)}-0"
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hmget(self._keys.sequence, "epoch", "seq")
+                pipe.xrange(self._keys.history(topic), start, "+", count=limit)
+                (epoch, seq), entries = await pipe.execute()
+        except _REDIS_DOWN as exc:
+            raise BrokerUnavailable(f"redis is unavailable ({exc})") from None
+        except redis.exceptions.ResponseError as exc:
+            log.error("redis refused a history read: %s", exc)
+            raise BrokerUnavailable(f"redis refused the read ({exc})") from None
+        # No epoch yet: Redis has no history at all, so no position a reader holds names a place in it.
+        position = Position(epoch.decode() if epoch else "", int(seq or 0))
+        return HistoryPage(position, _open_all([fields[b"m"] for _, fields in entries]))
 
     async def tick(self) -> None:
         try:

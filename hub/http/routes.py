@@ -11,10 +11,12 @@ from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import sse
-from hub.errors import PayloadTooLarge
+from hub import formats, sse
+from hub.errors import HttpError, PayloadTooLarge
 from hub.fanout import snapshot_bodies
+from hub.formats import CONTENT_TYPES, Format
 from hub.history import Since
+from hub.history_request import parse_history
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
@@ -23,6 +25,7 @@ from hub.outbox import Outbox
 from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
 from hub.redact import redact_query
 from hub.subscribe_request import SubscribeRequest, parse_subscribe
+from hub.topics import Selector, validate_topic
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +34,24 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
+STREAM_HEADERS = {
+    fmt: {
+        **SSE_HEADERS,
+        "Content-Type": content_type,
+        # Publishers choose the bytes: a browser must not guess a text stream into HTML.
+        "X-Content-Type-Options": "nosniff",
+    }
+    for fmt, content_type in CONTENT_TYPES.items()
+}
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     sub = parse_subscribe(
-        request.query.getall("topic", []), request.query, max_topics=config.limits.max_topics
+        request.query.getall("topic", []),
+        request.query,
+        max_topics=config.limits.max_topics,
+        accept=request.headers.get("Accept"),
     )
     guard = request.app[GUARD]
     guard.check_subscribe(request, sub.selectors)
@@ -58,6 +73,7 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
         heartbeat_event=sub.heartbeat_event,
         max_buffer=config.sse.max_buffer,
         chunked=request.version >= HttpVersion11,  # what aiohttp does for a body of unknown length
+        format=sub.format,
     )
     # The header wins: a browser reconnecting sends its newest id there, while its URL still carries
     # the ?lastEventId= it was first opened with.
@@ -65,16 +81,17 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
     snapshot = await fanout.subscribe(outbox, since)
-    response = DetachableResponse(headers=SSE_HEADERS)
+    response = DetachableResponse(headers=STREAM_HEADERS[sub.format])
     # Every end of a live stream closes its connection (the hub, not aiohttp, owns it by then): say so.
     response.force_close()
     detached = False
     try:
-        await response.prepare(request)
-        await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
+        await response.prepare(request)  # sends the headers at once, whatever follows
+        if sub.format is Format.SSE:
+            await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
         # The replay goes through aiohttp's writer, which waits for a slow reader, so a long replay
         # is never mistaken for a slow consumer; live events are held meanwhile.
-        for body in snapshot_bodies(snapshot):
+        for body in snapshot_bodies(snapshot, fmt=sub.format, selectors=sub.selectors):
             await response.write(body)
         transport = request.transport
         if transport is None or transport.is_closing() or outbox.closed:
@@ -129,6 +146,49 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[METRICS].stats())
 
 
+async def topic_history(request: web.Request) -> web.StreamResponse:
+    topic = validate_topic(request.match_info["topic"])
+    query = parse_history(request.query)
+    # Reading a topic's past is reading the topic: the same grant as subscribing to it.
+    request.app[GUARD].check_subscribe(request, [Selector.parse(topic)])
+    pages = request.app[FANOUT].history(topic, query.after, query.limit)
+    # The first page before the headers: an `after` from a lost history is still a clean 409, an outage
+    # a 503.
+    first = await anext(pages, None)
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if query.format == "ndjson":
+        headers["Content-Type"] = "application/x-ndjson"
+        headers["Content-Disposition"] = formats.attachment(topic, "ndjson")
+    else:
+        headers["Content-Type"] = "application/json"
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    empty = True
+    try:
+        if query.format == "json":
+            await response.write(b"[")
+        page = first
+        while page is not None:
+            if query.format == "ndjson":
+                await response.write(b"".join(formats.ndjson_event(event, topic) for event in page))
+            else:
+                await response.write(formats.json_array_items(page, topic, first=empty))
+            empty = False
+            page = await anext(pages, None)
+        if query.format == "json":
+            await response.write(formats.json_array_end(empty))
+    except HttpError as exc:
+        # Too late for a status: cut the body off, so that no client takes a partial history for all.
+        log.warning("history of %r cut off: %s", topic, exc.message)
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionResetError:
+        pass  # the client left before the end of its download
+    finally:
+        await pages.aclose()
+    return response
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -169,6 +229,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(r"/progress/{job:[\s\S]+}", progress)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/stats", stats)
+    # A topic holds `/`s of its own; and any character at all, so that a bad one is a 400 naming it
+    # rather than a 404.
+    app.router.add_get("/topics/{topic:[\\s\\S]+}/history", topic_history, allow_head=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_handler())

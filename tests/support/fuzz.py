@@ -2,8 +2,9 @@
 by the description), they go over a real socket, and every response must conform to the description.
 
 Synchronous (schemathesis sends with `requests`): run `fuzz` in a thread beside the event loop that
-serves the hub. `/events` streams never end, so a 200 stream is read until it has opened (its preamble
-and position line) and then closed by the client, which is also what the leak check afterwards relies on.
+serves the hub. `/events` streams never end, so a 200 stream is read until it has opened (SSE: its
+preamble and position line; NDJSON and text: its headers) and then closed by the client, which is also
+what the leak check afterwards relies on.
 """
 
 from __future__ import annotations
@@ -196,6 +197,11 @@ def send(session: requests.Session, case: Any, base_url: str, noise: dict[str, A
         response._content = head
         setattr(response, STREAM_CUT_SHORT_ATTRIBUTE, True)
         response.close()  # hangs up: the hub must notice and drop the subscription
+    elif response.status_code == 200 and response.request.path_url.startswith("/events"):
+        # An NDJSON or text stream writes nothing until an event comes: its headers say it is open.
+        response._content = b""
+        setattr(response, STREAM_CUT_SHORT_ATTRIBUTE, True)
+        response.close()
     else:
         response.content  # noqa: B018 -- read it whole, so that the connection can be reused
     return schemathesis.Response.from_requests(response, verify=True)

@@ -19,6 +19,7 @@ import orjson
 from hub.errors import BadRequest, HttpError, PayloadTooLarge, UnsupportedMediaType
 from hub.event import Draft
 from hub.publish_request import PublishLimits, media_type, parse_draft, validate_event_name
+from hub.sse_parser import EventTooLarge, ServerSentEvent, SseParser
 
 MEDIA_TYPES = ("text/plain", "application/x-ndjson", "text/event-stream")
 
@@ -153,56 +154,29 @@ class NdjsonLines:
 
 
 class SseEvents:
-    """The SSE grammar (lines end at CRLF, LF or CR; `data:` lines joined with LF; comments dropped)."""
+    """Each SSE event of the body, with its type and data; the upstream's ids and retry are its own."""
 
     def __init__(self, topics: tuple[str, ...], event: str | None, limits: PublishLimits) -> None:
         self._topics = topics
         self._default_event = event
         self._max = limits.max_data_bytes
-        self._lines = _Lines(limits.max_data_bytes + 1024)
-        self._pending_cr = False
-        self._data: list[str] = []
-        self._size = 0
-        self._event: str | None = None
+        self._parser = SseParser(max_size=limits.max_data_bytes)
         self._error: HttpError | None = None
 
     def feed(self, chunk: bytes) -> list[Draft]:
-        return _until_error(self, self._events(self._lines.feed(self._normalize(chunk))))
+        try:
+            events = self._parser.feed(chunk)
+        except EventTooLarge:
+            raise PayloadTooLarge("data_too_large", f"an event's data is over {self._max} bytes") from None
+        return _until_error(self, (self._draft(e) for e in events))
 
     def end(self) -> list[Draft]:
         # A last event without its blank line was cut short: the SSE grammar drops it, and so do we.
-        self._lines.end()
         return _until_error(self, iter(()))
 
-    def _normalize(self, chunk: bytes) -> bytes:
-        # CRLF and lone CR become LF; a CR at a chunk's end may be the first half of a CRLF.
-        if self._pending_cr and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        self._pending_cr = chunk.endswith(b"\r")
-        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-
-    def _events(self, lines: list[bytes]) -> Iterator[Draft]:
-        for raw in lines:
-            line = raw.decode("utf-8", errors="replace")  # lines end at ASCII: no character spans two
-            if not line:
-                if self._data:
-                    yield self._dispatch()
-                self._event = None
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                self._size += len(value.encode("utf-8")) + 1
-                if self._size > self._max:
-                    raise PayloadTooLarge("data_too_large", f"an event's data is over {self._max} bytes")
-                self._data.append(value)
-            elif name == "event":
-                self._event = validate_event_name(value) if value else None
-            # id and retry are the upstream's: the hub assigns its own ids and keeps its own retry.
-
-    def _dispatch(self) -> Draft:
-        draft = Draft(self._topics, "\n".join(self._data), self._event or self._default_event)
-        self._data, self._size = [], 0
-        return draft
+    def _draft(self, event: ServerSentEvent) -> Draft:
+        if len(event.data.encode("utf-8")) > self._max:
+            raise PayloadTooLarge("data_too_large", f"an event's data is over {self._max} bytes")
+        # `message` is the default type, which the wire leaves out: the query's event fills it in.
+        name = validate_event_name(event.event) if event.event != "message" else self._default_event
+        return Draft(self._topics, event.data, name)

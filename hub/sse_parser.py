@@ -19,6 +19,10 @@ import orjson
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+class EventTooLarge(ValueError):
+    """A line, or an event's data, grew past the parser's bound: a stream that would exhaust memory."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSentEvent:
     """One dispatched event. `id` is the last event id when it was dispatched, as a browser reports it."""
@@ -40,6 +44,10 @@ class LineDecoder:
         self._buffer = ""
         # A chunk that ended in `\r` may be followed by the `\n` of the same `\r\n`.
         self._skip_lf = False
+
+    @property
+    def pending_size(self) -> int:
+        return len(self._buffer)
 
     def decode(self, text: str) -> list[str]:
         if self._skip_lf and text.startswith("\n"):
@@ -63,6 +71,11 @@ class EventDecoder:
         self._data: list[str] = []
         self._event = ""
         self._block_retry: int | None = None
+
+    @property
+    def pending_size(self) -> int:
+        """Characters of data gathered for the event not yet dispatched."""
+        return sum(len(d) + 1 for d in self._data)
 
     def decode(self, line: str) -> ServerSentEvent | None:
         if not line:
@@ -93,11 +106,13 @@ class EventDecoder:
 class SseParser:
     """Bytes in, events out: UTF-8 decoding (a sequence split across chunks included), lines, events."""
 
-    def __init__(self, last_event_id: str = "") -> None:
+    def __init__(self, last_event_id: str = "", max_size: int | None = None) -> None:
         self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._lines = LineDecoder()
         self._events = EventDecoder(last_event_id)
         self._started = False
+        # Characters a line, or one event's data, may hold; None: unbounded.
+        self._max_size = max_size
 
     @property
     def last_event_id(self) -> str:
@@ -114,10 +129,15 @@ class SseParser:
             self._started = True
             text = text.removeprefix("\ufeff")
         events = []
+        limit = self._max_size
         for line in self._lines.decode(text):
             event = self._events.decode(line)
             if event is not None:
                 events.append(event)
+            elif limit is not None and self._events.pending_size > limit:
+                raise EventTooLarge(f"an event's data is over {limit} characters")
+        if limit is not None and self._lines.pending_size > limit:
+            raise EventTooLarge(f"a line is over {limit} characters")
         return events
 
 

@@ -117,3 +117,15 @@ def test_encoded_event_parses_back_to_the_same_event(data, id, event, retry, cut
     # The grammar has one line end: every break in the data comes back as \n.
     assert events == [ServerSentEvent(re.sub(r"\r\n|\r", "\n", data), event or "message", id or "", retry)]
     assert parser.last_event_id == (id or "")
+
+
+def test_a_bounded_parser_refuses_a_line_or_an_event_that_never_ends():
+    from hub.sse_parser import EventTooLarge, SseParser
+
+    with pytest.raises(EventTooLarge):
+        SseParser(max_size=100).feed(b"data: " + b"x" * 200)  # no line end yet
+    parser = SseParser(max_size=100)
+    with pytest.raises(EventTooLarge):
+        for _ in range(30):
+            parser.feed(b"data: xxxxxxxx\n")  # lines end, the event does not
+    assert SseParser(max_size=100).feed(b"data: " + b"x" * 90 + b"\n\n")[0].data == "x" * 90

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -160,3 +161,43 @@ async def test_logs_are_json_lines_off_a_terminal_with_one_line_per_stream_not_p
     assert len([m for m in messages if m.startswith("stream closed")]) == 1
     assert "s3cr3t" not in proc.output.decode()
     assert len(lines) < 20  # nothing per event
+
+
+async def test_workers_share_one_port_and_every_worker_delivers(processes, redis_server):
+    proc = HubProcess("--workers", "2", "--redis", redis_server.url, env={"HUB_REDIS_PREFIX": "workers"})
+    processes.append(proc)
+    await proc.ready()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as stats_session:
+
+        async def per_worker() -> dict[int, int]:
+            """Open streams per worker pid: each request on a new connection, which the kernel hands
+            to either worker."""
+            seen: dict[int, int] = {}
+            for _ in range(40):
+                async with stats_session.get(proc.url + "/stats") as resp:
+                    doc = await resp.json()
+                    seen[doc["pid"]] = doc["connections"]
+            return seen
+
+        async with asyncio.timeout(15):
+            while len(await per_worker()) < 2:  # the second worker may still be starting
+                await asyncio.sleep(0.2)
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            streams = []
+            for _ in range(20):
+                resp = await stack.enter_async_context(
+                    session.get(proc.url + "/events", params={"topic": "w"})
+                )
+                stream = SseStream(resp)
+                await stream.until_comment()
+                streams.append(stream)
+            counts = await per_worker()
+            assert len(counts) == 2
+            assert all(n > 0 for n in counts.values()), counts  # both workers hold streams...
+            assert sum(counts.values()) == 20
+            async with session.post(proc.url + "/publish", json={"topic": "w", "data": "to all"}) as pub:
+                doc = await pub.json()
+            for stream in streams:  # ...and an event published to one reaches those of the other
+                assert (await stream.next_event()).id == doc["id"]
+    assert proc.stop() == 0

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,14 +19,6 @@ from hub.server import free_port
 from tests.test_client import listening, take
 
 SECRET = "a-development-secret-of-32-bytes!"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[HubProcess]]:
-    started: list[HubProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 async def hub_cli(*args: str, stdin: bytes = b"", **env: str) -> tuple[int, str, str]:

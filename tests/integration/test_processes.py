@@ -8,21 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
 from bench.processes import HubProcess
 from tests.support.sse_reader import SseStream
-
-
-@pytest.fixture
-def processes() -> Iterator[list[HubProcess]]:
-    started: list[HubProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 async def test_event_published_to_one_process_reaches_subscribers_of_the_other(processes, redis_server):

@@ -106,38 +106,30 @@ async def test_streamed_text_is_relayed_before_the_body_ends(hub):
     assert rest[-1].id == doc["done_id"]
 
 
-async def test_streamed_ndjson_and_sse_bodies(hub):
-    ndjson = b'{"data": 1}\n{"topic": "feed/b", "data": 2, "event": "x"}\n{"data": 3}'
-    sse_body = b'data: {"delta": "a"}\r\n\r\nevent: usage\r\ndata: 7\r\n\r\ndata: [DONE]\r\n\r\n'
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        (
+            "application/x-ndjson",
+            b'{"data": 1}\n{"topic": "feed/b", "data": 2, "event": "x"}\n{"data": 3}',
+            [("message", "1"), ("x", "2"), ("message", "3")],
+        ),
+        (
+            "text/event-stream",
+            b'data: {"delta": "a"}\r\n\r\nevent: usage\r\ndata: 7\r\n\r\ndata: [DONE]\r\n\r\n',
+            [("message", '{"delta": "a"}'), ("usage", "7"), ("message", "[DONE]")],
+        ),
+    ],
+    ids=["ndjson", "sse"],
+)
+async def test_streamed_ndjson_and_sse_bodies(hub, content_type, body, expected):
     async with hub.subscribe("feed/*") as stream:
         status, doc = await hub.post(
-            "/publish/stream",
-            params={"topic": "feed/a"},
-            data=ndjson,
-            headers={"Content-Type": "application/x-ndjson"},
+            "/publish/stream", params={"topic": "feed/a"}, data=body, headers={"Content-Type": content_type}
         )
         assert (status, doc["events"]) == (200, 3)
         got = await stream.take(4)
-        assert [(e.event, e.data) for e in got] == [
-            ("message", "1"),
-            ("x", "2"),
-            ("message", "3"),
-            ("done", '{"events":3}'),
-        ]
-        status, doc = await hub.post(
-            "/publish/stream",
-            params={"topic": "feed/c"},
-            data=sse_body,
-            headers={"Content-Type": "text/event-stream"},
-        )
-        assert (status, doc["events"]) == (200, 3)
-        got = await stream.take(4)
-        assert [(e.event, e.data) for e in got] == [
-            ("message", '{"delta": "a"}'),
-            ("usage", "7"),
-            ("message", "[DONE]"),
-            ("done", '{"events":3}'),
-        ]
+    assert [(e.event, e.data) for e in got] == [*expected, ("done", '{"events":3}')]
 
 
 async def test_a_broken_body_ends_with_an_error_event(hub):

@@ -170,6 +170,10 @@ async def test_stalled_client_is_cut_off_never_delays_others_and_resumes_without
                 assert loop.time() - sent < 1.0
             await settled(lambda: hub.fanout.counters["slow_consumers"] == 1)
             assert hub.fanout.connections == 1
+            async with hub.session.get(hub.url + "/stats") as resp:
+                stats = await resp.json()
+            assert stats["slow_consumer_disconnects"] == 1
+            assert stats["deliveries_dropped"] >= 1  # what it was cut off with, resumed below
     finally:
         writer.close()
     async with hub.subscribe("firehose", headers={"Last-Event-ID": position}) as resumed:

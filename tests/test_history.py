@@ -12,6 +12,7 @@ from yarl import URL
 
 from hub.auth import mint
 from hub.history import parse_id
+from hub.http.state import GUARD
 from tests.support.raw_stream import open_stream
 from tests.support.waiting import settled
 
@@ -205,3 +206,16 @@ async def test_a_client_leaving_mid_download_is_no_error_and_the_hub_serves_on(h
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     _, body = await get_history(hub, "big", limit="2")
     assert len(json.loads(body)) == 2
+
+
+async def test_a_history_download_holds_a_place_among_the_clients_streams(hub_factory):
+    hub = await hub_factory(limits__max_connections_per_ip=1)
+    await hub.publish({"topic": "h/limit", "data": 1})
+    async with hub.subscribe("h/limit"), hub.session.get(hub.url + "/topics/h/limit/history") as resp:
+        assert resp.status == 429
+        assert (await resp.json())["error"]["code"] == "too_many_connections"
+    await settled(lambda: hub.running.runner.app[GUARD].connections.open == 0)
+    async with hub.session.get(hub.url + "/topics/h/limit/history") as resp:
+        assert resp.status == 200
+        assert len(await resp.json()) == 1
+    assert hub.running.runner.app[GUARD].connections.open == 0  # and gives it back

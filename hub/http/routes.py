@@ -16,7 +16,7 @@ from hub.errors import HttpError, PayloadTooLarge
 from hub.fanout import snapshot_bodies
 from hub.formats import CONTENT_TYPES, Format
 from hub.history import Since
-from hub.history_request import parse_history
+from hub.history_request import HistoryRequest, parse_history
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
@@ -149,8 +149,18 @@ async def stats(request: web.Request) -> web.Response:
 async def topic_history(request: web.Request) -> web.StreamResponse:
     topic = validate_topic(request.match_info["topic"])
     query = parse_history(request.query)
+    guard = request.app[GUARD]
     # Reading a topic's past is reading the topic: the same grant as subscribing to it.
-    request.app[GUARD].check_subscribe(request, [Selector.parse(topic)])
+    guard.check_subscribe(request, [Selector.parse(topic)])
+    # A download can be long: it holds a place among the client's streams while it runs.
+    lease = guard.open_stream(request)
+    try:
+        return await _write_history(request, topic, query)
+    finally:
+        lease.release()
+
+
+async def _write_history(request: web.Request, topic: str, query: HistoryRequest) -> web.StreamResponse:
     pages = request.app[FANOUT].history(topic, query.after, query.limit)
     # The first page before the headers: an `after` from a lost history is still a clean 409, an outage
     # a 503.

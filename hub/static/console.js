@@ -2,7 +2,7 @@
 "use strict";
 
 const LOG_LIMIT = 1000; // entries kept: a busy topic must not grow the page without bound
-const WINDOW = 300; // stats samples kept, one a second: the charts show the last five minutes
+const WINDOW = 300; // stats samples kept, one a second: the charts show up to the last five minutes
 const REOPEN_MS = 2000; // after the browser gives up on a stream (a non-200 answer), try again
 
 const $ = (selector) => document.querySelector(selector);
@@ -265,13 +265,23 @@ function chart(canvas, series) {
     ctx.stroke();
     ctx.fillText(formatNumber(top * fraction), 2, y + 4);
   }
-  ctx.fillText(`−${WINDOW / 60} min`, left, height - 2);
+  // The span grows with the data, from one minute to WINDOW seconds: a fresh page shows a shape at once.
+  const span = Math.min(WINDOW, Math.max(60, samples.length));
+  ctx.fillText(span >= 120 ? `−${Math.round(span / 60)} min` : `−${span} s`, left, height - 2);
   ctx.fillText("now", width - 26, height - 2);
-  const x = (i) => left + plotW * ((WINDOW - samples.length + i) / (WINDOW - 1));
+  const x = (i) => left + plotW * ((span - samples.length + i) / (span - 1));
   const y = (v) => 4 + plotH * (1 - v / top);
   for (const s of series) {
     ctx.strokeStyle = cssVar(s.color);
-    ctx.lineWidth = 1.75;
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.lineWidth = s.width || 1.75;
+    if (samples.length < 20) {
+      // Few points: mark each, a lone one would otherwise not show.
+      samples.forEach((sample, i) => {
+        const v = s.value(sample);
+        if (v !== null) ctx.fillRect(x(i) - 2, y(v) - 2, 4, 4);
+      });
+    }
     ctx.beginPath();
     let drawing = false;
     samples.forEach((sample, i) => {
@@ -302,9 +312,10 @@ function formatNumber(n) {
 
 function draw() {
   chart($("#connections-chart"), [{ value: (s) => s.connections, color: "--accent" }]);
+  // Delivered under published, wider: with one subscriber per event the two lines coincide.
   chart($("#rate-chart"), [
+    { value: (s) => s.delivered, color: "--accent2", width: 4 },
     { value: (s) => s.published, color: "--accent" },
-    { value: (s) => s.delivered, color: "--accent2" },
   ]);
 }
 

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.async_api import Browser, BrowserContext
 
+from hub.auth import mint
 from hub.http.state import GUARD
 from tests.support.browser import TIMEOUT_MS, chromium, log_entries, wait_for_entries
 from tests.support.waiting import settled
@@ -167,3 +168,28 @@ async def test_screenshot_of_the_console_with_live_data(hub, context):
     shot = OUTPUT / "console.png"
     await page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000  # docs/console.png, in the README, is a copy of one
+
+
+async def test_with_auth_on_the_page_is_public_and_its_token_field_subscribes_and_publishes(
+    hub_factory, context
+):
+    secret = "console-secret-of-at-least-32-bytes!"
+    hub = await hub_factory(auth__jwt_secret=secret)
+    token = mint(publish=["secured/*"], subscribe=["secured/*"], secret=secret)
+    page = await context.new_page()
+    await page.goto(hub.url + "/")
+    await page.fill('#token-form [name="token"]', token)
+    await page.fill('#subscribe-form [name="topics"]', "secured/*")
+    await page.click('#subscribe-form button[type="submit"]')
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    await page.fill('#publish-form [name="topic"]', "secured/room")
+    await page.fill('#publish-form [name="data"]', "with a token")
+    await page.click('#publish-form button[type="submit"]')
+    (entry,) = await wait_for_entries(page, 1)
+    assert entry["data"] == "with a token"
+
+    # Without the token the hub refuses, and the console says so rather than staying silent.
+    await page.fill('#token-form [name="token"]', "")
+    await page.click('#publish-form button[type="submit"]')
+    await page.wait_for_selector("#publish-result.error")
+    assert "not published" in (await page.text_content("#publish-result") or "")

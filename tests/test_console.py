@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext
 
 from hub.auth import mint
-from hub.http.state import GUARD
+from hub.http.state import CONFIG, GUARD
 from tests.support.browser import TIMEOUT_MS, chromium, log_entries, wait_for_entries
 from tests.support.waiting import settled
 
@@ -77,6 +78,15 @@ async def test_stats_stream_sends_the_stats_every_second_and_releases_its_place(
     assert stats[1]["uptime"] - stats[0]["uptime"] >= 0.9
     # Counted like any stream while open, so that the per-client limit covers it; released once left.
     await settled(lambda: connections.open == 0)
+
+
+async def test_stats_stream_ends_at_shutdown_with_a_retry_rather_than_holding_it_up(hub):
+    async with hub.session.get(hub.url + "/stats/stream") as resp:
+        await resp.content.readuntil(b"event: stats")
+        async with asyncio.timeout(5):  # well under shutdown_timeout: the stream ended on its own
+            await hub.running.stop()
+            rest = await resp.content.read()
+    assert rest.endswith(b"retry: %d\n\n" % hub.running.runner.app[CONFIG].sse.retry)
 
 
 async def test_event_source_in_the_page_gets_named_multiline_and_unicode_events_in_order(hub, context):

@@ -134,7 +134,7 @@ async def test_publish_form_delivers_to_a_second_tab(hub, context):
     await publisher.fill('#publish-form [name="data"]', '{"from": "the other tab"}')
     await publisher.click('#publish-form button[type="submit"]')
     await publisher.wait_for_function(
-        "document.querySelector('#publish-result').textContent.startsWith('published')"
+        "() => document.querySelector('#publish-result').textContent.startsWith('published')"
     )
     published_id = (await publisher.text_content("#publish-result") or "").removeprefix("published ")
 
@@ -150,7 +150,7 @@ async def test_pause_holds_events_and_clear_empties_the_log(hub, context):
     await page.wait_for_selector('#log li[data-kind="open"]')
     await page.click("#pause")
     await hub.publish({"topic": "browser/pause", "data": "held"})
-    await page.wait_for_function("document.querySelector('#log-count').textContent.includes('+1 held')")
+    await page.wait_for_function("() => document.querySelector('#log-count').textContent.includes('+1 held')")
     assert await log_entries(page) == []
     await page.click("#pause")
     (entry,) = await wait_for_entries(page, 1)
@@ -173,7 +173,7 @@ async def test_screenshot_of_the_console_with_live_data(hub, context):
         await page.wait_for_timeout(150 + 50 * (n % 4))
     await wait_for_entries(page, 20)
     # Charts drawn from at least a few stats samples.
-    await page.wait_for_function("document.querySelector('#rate-now').textContent !== '\\u2013'")
+    await page.wait_for_function("() => document.querySelector('#rate-now').textContent !== '\\u2013'")
     OUTPUT.mkdir(exist_ok=True)
     shot = OUTPUT / "console.png"
     await page.screenshot(path=str(shot), full_page=True)

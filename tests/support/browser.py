@@ -37,6 +37,8 @@ async def log_entries(page: Page, kind: str = "event") -> list[dict[str, str]]:
     return result
 
 
+# Predicates are written as functions: a bare expression is evaluated with `eval` inside the page, which
+# the console's Content-Security-Policy forbids once Playwright has to poll.
 async def wait_for_entries(page: Page, count: int, kind: str = "event") -> list[dict[str, str]]:
     await page.wait_for_function(
         '([kind, count]) => document.querySelectorAll(`#log li[data-kind="${kind}"]`).length >= count',

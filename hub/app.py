@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from hub.http.cors import Cors
 from hub.http.errors import json_errors
 from hub.http.guard import Guard
 from hub.http.routes import add_routes, shutdown_block
-from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
+from hub.http.state import CONFIG, FANOUT, GUARD, METRICS, SHUTDOWN
 from hub.metrics import Metrics
 from hub.outbox import CloseReason
 
@@ -34,6 +35,7 @@ def create_app(config: Config) -> web.Application:
         subscribe_timeout=config.sse.subscribe_timeout,
     )
     app[METRICS] = Metrics(app[FANOUT], guard.connections)
+    app[SHUTDOWN] = asyncio.Event()
     app.cleanup_ctx.append(_run_fanout)
     app.on_shutdown.append(_close_streams)
     add_routes(app)
@@ -48,6 +50,7 @@ async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_streams(app: web.Application) -> None:
+    app[SHUTDOWN].set()
     # Jitter, so that a restarted replica is not hit by every client in the same instant.
     retry = app[CONFIG].sse.retry
     app[FANOUT].close_all(shutdown_block(random.randint(retry // 4, retry)), CloseReason.SHUTDOWN)

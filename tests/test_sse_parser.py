@@ -101,11 +101,12 @@ def test_a_hub_stream_parses_as_a_browser_would():
     assert parser.retry == 3000
 
 
-field_text = st.text(st.characters(exclude_characters="\r\n\0"))
+# Unpaired surrogates cannot be encoded as UTF-8 at all, so no stream can carry them: left out.
+field_text = st.text(st.characters(exclude_characters="\r\n\0", exclude_categories=["Cs"]))
 
 
 @given(
-    data=st.text(),
+    data=st.text(st.characters(exclude_categories=["Cs"])),
     id=st.none() | field_text,
     event=st.none() | field_text,
     retry=st.none() | st.integers(0, 2**31),

@@ -17,6 +17,7 @@ from hub.fanout import snapshot_bodies
 from hub.formats import CONTENT_TYPES, Format
 from hub.history import Since
 from hub.history_request import HistoryRequest, parse_history
+from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
@@ -245,3 +246,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_handler())
+    add_console_routes(app)

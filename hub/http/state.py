@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from hub.config import Config
@@ -13,3 +15,5 @@ CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)
 GUARD = web.AppKey("guard", Guard)
 METRICS = web.AppKey("metrics", Metrics)
+# Set when the app starts shutting down: the streams the fan-out does not own (the stats stream) end.
+SHUTDOWN = web.AppKey("shutdown", asyncio.Event)

@@ -1,0 +1,349 @@
+// broadcast-hub console: plain browser JavaScript, no build step, nothing loaded from elsewhere.
+"use strict";
+
+const LOG_LIMIT = 1000; // entries kept: a busy topic must not grow the page without bound
+const WINDOW = 300; // stats samples kept, one a second: the charts show up to the last five minutes
+const REOPEN_MS = 2000; // after the browser gives up on a stream (a non-200 answer), try again
+
+const $ = (selector) => document.querySelector(selector);
+const logList = $("#log");
+const subscriptionList = $("#subscriptions");
+const state = { paused: false, held: [], count: 0, nextSub: 1 };
+
+function words(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
+
+function clock(date) {
+  const pad = (n, width = 2) => String(n).padStart(width, "0");
+  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
+}
+
+function pretty(data) {
+  try {
+    return JSON.stringify(JSON.parse(data), null, 2);
+  } catch {
+    return data; // not JSON: shown exactly as sent
+  }
+}
+
+// One log line. `kind` is "event" for delivered events, else what happened to the stream.
+function entry(kind, type, { id = "", data = "", sub = "" } = {}) {
+  const li = document.createElement("li");
+  li.dataset.kind = kind;
+  li.dataset.event = type;
+  li.dataset.id = id;
+  li.dataset.sub = sub;
+  const cells = [
+    ["span", "time", clock(new Date())],
+    ["span", "type", type],
+    ["span", "id", id],
+    ["pre", "data", kind === "event" || kind === "reset" ? pretty(data) : data],
+  ];
+  for (const [tag, cls, text] of cells) {
+    const el = document.createElement(tag);
+    el.className = cls;
+    el.textContent = text;
+    li.append(el);
+  }
+  if (state.paused && kind === "event") {
+    state.held.push(li);
+    updateCount();
+    return;
+  }
+  show(li);
+}
+
+function show(li) {
+  const atBottom = logList.scrollHeight - logList.scrollTop - logList.clientHeight < 40;
+  logList.append(li);
+  state.count += 1;
+  while (logList.childElementCount > LOG_LIMIT) logList.firstElementChild.remove();
+  if (atBottom) logList.scrollTop = logList.scrollHeight;
+  updateCount();
+}
+
+function updateCount() {
+  const held = state.held.length ? ` (+${state.held.length} held)` : "";
+  $("#log-count").textContent = `${state.count}${held}`;
+}
+
+function token() {
+  return $("#token-form").elements.token.value.trim();
+}
+
+// --- subscriptions -------------------------------------------------------------------------------
+
+function subscribe(topics, events, lastEventId) {
+  const sub = { n: state.nextSub++, topics, events: new Set(["message", ...events]), lastId: lastEventId || "" };
+  sub.label = `#${sub.n} ${topics.join(" ")}`;
+  const li = document.createElement("li");
+  li.dataset.sub = String(sub.n);
+  const code = document.createElement("code");
+  code.textContent = sub.label;
+  const status = document.createElement("span");
+  status.className = "status";
+  const close = document.createElement("button");
+  close.type = "button";
+  close.textContent = "Close";
+  close.addEventListener("click", () => {
+    sub.closed = true;
+    sub.source.close();
+    clearTimeout(sub.timer);
+    li.remove();
+    entry("closed", "closed", { sub: sub.label, data: "closed from the console" });
+  });
+  li.append(code, status, close);
+  subscriptionList.append(li);
+  sub.status = status;
+  open(sub, sub.lastId);
+  return sub;
+}
+
+function open(sub, lastEventId) {
+  const params = new URLSearchParams();
+  for (const topic of sub.topics) params.append("topic", topic);
+  // Only on the first connection: the browser's own reconnects send Last-Event-ID, which the hub prefers.
+  if (lastEventId) params.set("lastEventId", lastEventId);
+  if (token()) params.set("token", token());
+  const source = new EventSource(`/events?${params}`);
+  sub.source = source;
+  setStatus(sub.status, "connecting", "connecting");
+  let opened = false;
+  source.addEventListener("open", () => {
+    setStatus(sub.status, "open", "open");
+    entry("open", opened ? "reconnected" : "open", { sub: sub.label, id: sub.lastId, data: sub.label });
+    opened = true;
+  });
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) {
+      // The browser gave up (an error status such as 401 or 503): it will not retry on its own.
+      setStatus(sub.status, "error", "closed");
+      entry("error", "closed", { sub: sub.label, data: `stream refused; reopening in ${REOPEN_MS / 1000} s` });
+      if (!sub.closed) sub.timer = setTimeout(() => open(sub, sub.lastId), REOPEN_MS);
+    } else {
+      setStatus(sub.status, "connecting", "reconnecting");
+      entry("error", "reconnecting", { sub: sub.label, id: sub.lastId, data: "connection lost; the browser reconnects" });
+    }
+  });
+  const onEvent = (event) => {
+    if (event.lastEventId) sub.lastId = event.lastEventId;
+    const kind = event.type === "reset" ? "reset" : "event";
+    entry(kind, event.type, { id: event.lastEventId, data: event.data, sub: sub.label });
+  };
+  sub.onEvent = onEvent;
+  for (const name of [...sub.events, "reset"]) source.addEventListener(name, onEvent);
+}
+
+// EventSource dispatches named events only to listeners of that name: a name published from this page
+// is listened for from now on.
+function listenFor(name) {
+  for (const sub of subs) {
+    if (!sub.events.has(name)) {
+      sub.events.add(name);
+      sub.source.addEventListener(name, sub.onEvent);
+    }
+  }
+}
+
+function setStatus(el, stateName, text) {
+  el.dataset.state = stateName;
+  el.textContent = text;
+}
+
+const subs = [];
+
+$("#subscribe-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.target.elements;
+  const topics = words(form.topics.value);
+  if (!topics.length) return;
+  subs.push(subscribe(topics, words(form.events.value), form.lastEventId.value.trim()));
+  const publishTopic = $("#publish-form").elements.topic;
+  if (!publishTopic.value && !topics[0].includes("*")) publishTopic.value = topics[0];
+});
+
+// --- publish -------------------------------------------------------------------------------------
+
+$("#publish-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target.elements;
+  const result = $("#publish-result");
+  const body = { topic: form.topic.value.trim() };
+  const name = form.event.value.trim();
+  if (name) body.event = name;
+  const text = form.data.value;
+  try {
+    body.data = JSON.parse(text);
+  } catch {
+    body.data = text; // plain text is a valid event too
+  }
+  const headers = { "Content-Type": "application/json" };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  result.className = "";
+  result.textContent = "publishing…";
+  try {
+    const response = await fetch("/publish", { method: "POST", headers, body: JSON.stringify(body) });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error?.message || answer.message || response.statusText);
+    result.textContent = `published ${answer.id}`;
+    if (name) listenFor(name);
+  } catch (error) {
+    result.className = "error";
+    result.textContent = `not published: ${error.message}`;
+  }
+});
+
+// --- pause and clear -----------------------------------------------------------------------------
+
+$("#pause").addEventListener("click", (event) => {
+  state.paused = !state.paused;
+  event.target.setAttribute("aria-pressed", String(state.paused));
+  event.target.textContent = state.paused ? "Resume" : "Pause";
+  if (!state.paused) {
+    for (const li of state.held.splice(0)) show(li);
+  }
+});
+
+$("#clear").addEventListener("click", () => {
+  logList.replaceChildren();
+  state.held = [];
+  state.count = 0;
+  updateCount();
+});
+
+// --- stats charts --------------------------------------------------------------------------------
+
+const samples = []; // {t, connections, published, delivered}: rates per second between two stats
+let previous = null;
+
+function onStats(event) {
+  const stats = JSON.parse(event.data);
+  const now = Date.now();
+  const sample = { t: now, connections: stats.connections, published: null, delivered: null };
+  // A restarted hub (another pid) starts its counters at zero: no rate across it.
+  if (previous && previous.pid === stats.pid && now > previous.t) {
+    const seconds = (now - previous.t) / 1000;
+    sample.published = Math.max(0, stats.events_published - previous.events_published) / seconds;
+    sample.delivered = Math.max(0, stats.deliveries - previous.deliveries) / seconds;
+  }
+  previous = { ...stats, t: now };
+  samples.push(sample);
+  if (samples.length > WINDOW) samples.shift();
+  $("#connections-now").textContent = String(stats.connections);
+  $("#rate-now").textContent = sample.published === null ? "–" : sample.published.toFixed(1);
+  draw();
+}
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+function chart(canvas, series) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (canvas.width !== Math.round(width * ratio)) canvas.width = Math.round(width * ratio);
+  if (canvas.height !== Math.round(height * ratio)) canvas.height = Math.round(height * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const values = series.flatMap((s) => samples.map(s.value).filter((v) => v !== null));
+  const top = niceMax(Math.max(1, ...values));
+  const left = 36;
+  const plotW = width - left - 4;
+  const plotH = height - 18;
+  ctx.font = `11px ${getComputedStyle(document.body).fontFamily}`;
+  ctx.fillStyle = cssVar("--muted");
+  ctx.strokeStyle = cssVar("--line");
+  ctx.lineWidth = 1;
+  for (const fraction of [0, 0.5, 1]) {
+    const y = 4 + plotH * (1 - fraction);
+    ctx.beginPath();
+    ctx.moveTo(left, Math.round(y) + 0.5);
+    ctx.lineTo(width - 4, Math.round(y) + 0.5);
+    ctx.stroke();
+    ctx.fillText(formatNumber(top * fraction), 2, y + 4);
+  }
+  // The span grows with the data, from one minute to WINDOW seconds: a fresh page shows a shape at once.
+  const span = Math.min(WINDOW, Math.max(60, samples.length));
+  ctx.fillText(span >= 120 ? `−${Math.round(span / 60)} min` : `−${span} s`, left, height - 2);
+  ctx.fillText("now", width - 26, height - 2);
+  const x = (i) => left + plotW * ((span - samples.length + i) / (span - 1));
+  const y = (v) => 4 + plotH * (1 - v / top);
+  for (const s of series) {
+    ctx.strokeStyle = cssVar(s.color);
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.lineWidth = s.width || 1.75;
+    if (samples.length < 20) {
+      // Few points: mark each, a lone one would otherwise not show.
+      samples.forEach((sample, i) => {
+        const v = s.value(sample);
+        if (v !== null) ctx.fillRect(x(i) - 2, y(v) - 2, 4, 4);
+      });
+    }
+    ctx.beginPath();
+    let drawing = false;
+    samples.forEach((sample, i) => {
+      const v = s.value(sample);
+      if (v === null) {
+        drawing = false;
+        return;
+      }
+      if (drawing) ctx.lineTo(x(i), y(v));
+      else ctx.moveTo(x(i), y(v));
+      drawing = true;
+    });
+    ctx.stroke();
+  }
+}
+
+function niceMax(value) {
+  const magnitude = 10 ** Math.floor(Math.log10(value));
+  for (const step of [1, 2, 5, 10]) if (step * magnitude >= value) return step * magnitude;
+  return value;
+}
+
+function formatNumber(n) {
+  if (n >= 1e6) return `${+(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e3) return `${+(n / 1e3).toFixed(1)}k`;
+  return String(+n.toFixed(1));
+}
+
+function draw() {
+  chart($("#connections-chart"), [{ value: (s) => s.connections, color: "--accent" }]);
+  // Delivered under published, wider: with one subscriber per event the two lines coincide.
+  chart($("#rate-chart"), [
+    { value: (s) => s.delivered, color: "--accent2", width: 4 },
+    { value: (s) => s.published, color: "--accent" },
+  ]);
+}
+
+function watchStats() {
+  const status = $("#hub-status");
+  const source = new EventSource("/stats/stream");
+  source.addEventListener("open", () => setStatus(status, "open", "hub: connected"));
+  source.addEventListener("error", () => {
+    setStatus(status, "error", "hub: unreachable, retrying");
+    if (source.readyState === EventSource.CLOSED) setTimeout(watchStats, REOPEN_MS);
+  });
+  source.addEventListener("stats", onStats);
+}
+
+window.addEventListener("resize", draw);
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", draw);
+
+// --- start: ?topic=a&topic=b&event=name&lastEventId=…&token=… subscribes at once ----------------
+
+const query = new URLSearchParams(location.search);
+if (query.get("token")) $("#token-form").elements.token.value = query.get("token");
+const initialTopics = query.getAll("topic").flatMap(words);
+if (initialTopics.length) {
+  const form = $("#subscribe-form").elements;
+  form.topics.value = initialTopics.join(" ");
+  form.events.value = ["message", ...query.getAll("event").flatMap(words)].join(" ");
+  form.lastEventId.value = query.get("lastEventId") || "";
+  $("#subscribe-form").requestSubmit();
+}
+watchStats();
+draw();

@@ -1,0 +1,205 @@
+"""The web console in a real browser (Debian's Chromium, headless), and the stats stream behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from playwright.async_api import Browser, BrowserContext
+
+from hub.auth import mint
+from hub.http.state import CONFIG, GUARD
+from tests.support.browser import TIMEOUT_MS, chromium, log_entries, wait_for_entries
+from tests.support.waiting import settled
+
+OUTPUT = Path(__file__).parent / "output"
+
+
+@pytest.fixture
+def broker_kind() -> str:
+    return "memory"  # the page sees the same stream whatever the broker: one is enough
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context
+    await context.close()
+
+
+def console_url(hub, **params) -> str:
+    return hub.url + "/?" + urlencode(params, doseq=True)
+
+
+async def test_page_and_files_are_served_from_the_package(hub):
+    async with hub.session.get(hub.url + "/") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        page = await resp.text()
+    assert '<script src="/static/console.js"' in page
+    # Nothing loaded from elsewhere: the console works offline.
+    assert "http://" not in page
+    assert "https://" not in page
+    for name, content_type in [("console.js", "text/javascript"), ("console.css", "text/css")]:
+        async with hub.session.get(f"{hub.url}/static/{name}") as resp:
+            assert resp.status == 200
+            assert resp.content_type == content_type
+    async with hub.session.get(hub.url + "/static/..%2Fopenapi.json") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "not_found"
+
+
+async def test_stats_stream_sends_the_stats_every_second_and_releases_its_place(hub):
+    connections = hub.running.runner.app[GUARD].connections
+    async with hub.session.get(hub.url + "/stats/stream") as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        blocks: list[bytes] = []
+        buffer = b""
+        while len(blocks) < 3:
+            buffer += await resp.content.readany()
+            *done, buffer = buffer.split(b"\n\n")
+            blocks.extend(done)
+    assert blocks[0].startswith(b"retry: ")
+    stats = [json.loads(block.split(b"data: ", 1)[1]) for block in blocks[1:]]
+    assert all(block.startswith(b"event: stats\n") for block in blocks[1:])
+    assert stats[0]["pid"] == stats[1]["pid"]
+    assert stats[1]["uptime"] - stats[0]["uptime"] >= 0.9
+    # Counted like any stream while open, so that the per-client limit covers it; released once left.
+    await settled(lambda: connections.open == 0)
+
+
+async def test_stats_stream_ends_at_shutdown_with_a_retry_rather_than_holding_it_up(hub):
+    async with hub.session.get(hub.url + "/stats/stream") as resp:
+        await resp.content.readuntil(b"event: stats")
+        async with asyncio.timeout(5):  # well under shutdown_timeout: the stream ended on its own
+            await hub.running.stop()
+            rest = await resp.content.read()
+    assert rest.endswith(b"retry: %d\n\n" % hub.running.runner.app[CONFIG].sse.retry)
+
+
+async def test_event_source_in_the_page_gets_named_multiline_and_unicode_events_in_order(hub, context):
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="browser/order", event="update"))
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    sent = [
+        {"topic": "browser/order", "data": {"n": 1, "text": "héllo ✓ 🌍"}},
+        {"topic": "browser/order", "event": "update", "data": "first line\nsecond line\r\nthird"},
+        {"topic": "browser/order", "data": "日本語のテキスト"},
+        {"topic": "browser/order", "event": "update", "data": [1, 2, 3]},
+    ]
+    ids = [(await hub.publish(body))["id"] for body in sent]
+    entries = await wait_for_entries(page, len(sent))
+    assert [entry["id"] for entry in entries] == ids
+    assert [entry["event"] for entry in entries] == ["message", "update", "message", "update"]
+    assert json.loads(entries[0]["data"]) == {"n": 1, "text": "héllo ✓ 🌍"}
+    # EventSource joins data lines with \n, whatever line break was published.
+    assert entries[1]["data"] == "first line\nsecond line\nthird"
+    assert entries[2]["data"] == "日本語のテキスト"
+    assert json.loads(entries[3]["data"]) == [1, 2, 3]
+
+
+async def test_reset_is_shown_when_resuming_from_an_id_the_hub_cannot_vouch_for(hub, context):
+    await hub.publish({"topic": "browser/reset", "data": "before"})
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="browser/reset", lastEventId="zzzzzz-5"))
+    resets = await wait_for_entries(page, 1, kind="reset")
+    assert "reason" in json.loads(resets[0]["data"])
+    assert await page.locator('#log li[data-kind="reset"]').is_visible()
+
+
+async def test_publish_form_delivers_to_a_second_tab(hub, context):
+    watcher = await context.new_page()
+    await watcher.goto(hub.url + "/")
+    await watcher.fill('#subscribe-form [name="topics"]', "tabs/*")
+    await watcher.fill('#subscribe-form [name="events"]', "message note")
+    await watcher.click('#subscribe-form button[type="submit"]')
+    await watcher.wait_for_selector('#log li[data-kind="open"]')
+
+    publisher = await context.new_page()
+    await publisher.goto(hub.url + "/")
+    await publisher.fill('#publish-form [name="topic"]', "tabs/one")
+    await publisher.fill('#publish-form [name="event"]', "note")
+    await publisher.fill('#publish-form [name="data"]', '{"from": "the other tab"}')
+    await publisher.click('#publish-form button[type="submit"]')
+    await publisher.wait_for_function(
+        "() => document.querySelector('#publish-result').textContent.startsWith('published')"
+    )
+    published_id = (await publisher.text_content("#publish-result") or "").removeprefix("published ")
+
+    (entry,) = await wait_for_entries(watcher, 1)
+    assert entry["id"] == published_id
+    assert entry["event"] == "note"
+    assert json.loads(entry["data"]) == {"from": "the other tab"}
+
+
+async def test_pause_holds_events_and_clear_empties_the_log(hub, context):
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="browser/pause"))
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    await page.click("#pause")
+    await hub.publish({"topic": "browser/pause", "data": "held"})
+    await page.wait_for_function("() => document.querySelector('#log-count').textContent.includes('+1 held')")
+    assert await log_entries(page) == []
+    await page.click("#pause")
+    (entry,) = await wait_for_entries(page, 1)
+    assert entry["data"] == "held"
+    await page.click("#clear")
+    assert await page.locator("#log li").count() == 0
+
+
+async def test_screenshot_of_the_console_with_live_data(hub, context):
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="demo/**", event="price"))
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    # A few seconds of varying traffic, so that the charts have a shape.
+    for n in range(12):
+        await hub.publish(
+            {"topic": "demo/prices", "event": "price", "data": {"symbol": "ACME", "price": 100 + n}}
+        )
+        if n % 3:
+            await hub.publish({"topic": "demo/chat", "data": f"message {n} ✓"})
+        await page.wait_for_timeout(150 + 50 * (n % 4))
+    await wait_for_entries(page, 20)
+    # Charts drawn from at least a few stats samples.
+    await page.wait_for_function("() => document.querySelector('#rate-now').textContent !== '\\u2013'")
+    OUTPUT.mkdir(exist_ok=True)
+    shot = OUTPUT / "console.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000  # docs/console.png, in the README, is a copy of one
+
+
+async def test_with_auth_on_the_page_is_public_and_its_token_field_subscribes_and_publishes(
+    hub_factory, context
+):
+    secret = "console-secret-of-at-least-32-bytes!"
+    hub = await hub_factory(auth__jwt_secret=secret)
+    token = mint(publish=["secured/*"], subscribe=["secured/*"], secret=secret)
+    page = await context.new_page()
+    await page.goto(hub.url + "/")
+    await page.fill('#token-form [name="token"]', token)
+    await page.fill('#subscribe-form [name="topics"]', "secured/*")
+    await page.click('#subscribe-form button[type="submit"]')
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    await page.fill('#publish-form [name="topic"]', "secured/room")
+    await page.fill('#publish-form [name="data"]', "with a token")
+    await page.click('#publish-form button[type="submit"]')
+    (entry,) = await wait_for_entries(page, 1)
+    assert entry["data"] == "with a token"
+
+    # Without the token the hub refuses, and the console says so rather than staying silent.
+    await page.fill('#token-form [name="token"]', "")
+    await page.click('#publish-form button[type="submit"]')
+    await page.wait_for_selector("#publish-result.error")
+    assert "not published" in (await page.text_content("#publish-result") or "")

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    from hub.vector import Stamp
 
 EPOCH_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
@@ -47,6 +51,10 @@ class Event:
     event: str | None = None
     retry: int | None = None
     retain: bool = False
+    # On a cluster: what the hub had received of each partition, and the event's topics that live in
+    # other partitions (it reaches the hub once per partition, each copy with that partition's topics).
+    stamp: Stamp | None = None
+    cross: tuple[str, ...] = ()
 
     @classmethod
     def from_draft(cls, id: str, draft: Draft) -> Event:

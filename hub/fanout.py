@@ -20,9 +20,10 @@ from hub.brokers.base import Broker
 from hub.errors import BrokerUnavailable, Conflict
 from hub.event import Draft, Event
 from hub.formats import Format
-from hub.history import RESET_EPOCH, Position, Since, Snapshot, parse_id
+from hub.history import RESET_EPOCH, ContinuityLost, Cursor, Position, Since, Snapshot
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
+from hub.vector import VectorCursor
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ RESYNC = sse.encode_retry(500)
 
 MAX_HELD = 10_000  # live events held for one subscriber while it reads its replay
 HISTORY_PAGE = 1000  # events read from the broker at a time for a history download
+
+
+def relabeled(event: Event, event_id: str) -> Event:
+    """`event` under the id one subscriber gets (on a cluster, its partitions' positions)."""
+    if event_id == event.id:
+        return event
+    return Event(event_id, event.topics, event.data, event.event, event.retry, event.retain)
 
 
 def event_body(event: Event) -> bytes:
@@ -125,6 +133,7 @@ class Fanout:
         self._outboxes: _Group = {}
         self._replaying: _Group = {}
         self._others = 0  # subscribers in a format other than SSE: while none, on_event stays SSE-only
+        self._relabeled = 0  # ...or reading several cluster partitions: each needs its own kind of id
         self._dirty: list[Outbox] = []
         self._flush_handle: asyncio.Handle | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -203,7 +212,7 @@ class Fanout:
                 raise Conflict("history_lost", "the broker lost its history during the read")
             if page.events:
                 yield page.events
-                after = parse_id(page.events[-1].id)
+                after = page.last
                 if left is not None:
                     left -= len(page.events)
             if len(page.events) < want:
@@ -263,7 +272,7 @@ class Fanout:
             self.unsubscribe(outbox)
             raise
 
-    def start_writing(self, outbox: Outbox, transport: asyncio.Transport, position: Position) -> None:
+    def start_writing(self, outbox: Outbox, transport: asyncio.Transport, position: Cursor) -> None:
         """Go live after the snapshot up to `position` was written: the held live events after it
         first. Synchronous, so no event can slip in between."""
         held, outbox.held = outbox.held or [], None
@@ -272,15 +281,19 @@ class Fanout:
             return
         frames = []
         for event in held:
-            event_id = parse_id(event.id)
-            if event_id is None or event_id.epoch != position.epoch:
+            try:
+                event_id = position.place(event)
+            except ContinuityLost:
                 # the broker lost its data while we read: only a fresh resume can tell what is missing
                 outbox.close(CloseReason.RESYNC)
                 return
-            if event_id.seq > position.seq:
-                frame = encoded_for(outbox, event)
+            if event_id is not None:
+                frame = encoded_for(outbox, relabeled(event, event_id))
                 if frame:
                     frames.append(frame)
+        if isinstance(position, VectorCursor) and position.relabels:
+            outbox.cursor = position
+            self._relabeled += 1
         outbox.pending[:0] = frames
         for selector in outbox.selectors:
             group = self._group(selector, create=True)
@@ -295,6 +308,8 @@ class Fanout:
         self._replaying.pop(outbox, None)
         if outbox.format is not Format.SSE:
             self._others -= 1
+        if outbox.cursor is not None:
+            self._relabeled -= 1
         outbox.close(CloseReason.CLIENT_GONE)
         for selector in outbox.selectors:
             group = self._group(selector, create=False)
@@ -335,7 +350,7 @@ class Fanout:
         targets = self._match(event.topics, parts)
         if not targets:
             return
-        if self._others:
+        if self._others or self._relabeled:
             self._deliver_mixed(event, targets)
             return
         frame = event_frame(event)
@@ -357,18 +372,26 @@ class Fanout:
         self._schedule_flush()
 
     def _deliver_mixed(self, event: Event, targets: Iterable[Outbox]) -> None:
-        """`on_event` while some stream is in another format: each format that a target uses encoded
-        once, NDJSON once per topic it is delivered under."""
-        encoded: dict[tuple[Format, bool, str], bytes] = {}
+        """`on_event` while some stream is in another format, or reads several cluster partitions:
+        each kind of frame a target needs encoded once (NDJSON once per topic it is delivered under,
+        cluster ids once per set of partitions)."""
+        encoded: dict[tuple[Format, bool, str, str], bytes] = {}
         dirty = self._dirty
         count = 0
+        stamp = event.stamp
         for outbox in targets:
             fmt = outbox.format
             topic = formats.first_topic(event, outbox.selectors) if fmt is Format.NDJSON else ""
-            key = (fmt, outbox.chunked, topic)
+            event_id = event.id
+            cursor = outbox.cursor
+            if cursor is not None and stamp is not None:
+                if cursor.duplicate(event):
+                    continue  # it comes through a lower partition of this subscriber's too
+                event_id = stamp.id_for(cursor.mask)
+            key = (fmt, outbox.chunked, topic, event_id)
             data = encoded.get(key)
             if data is None:
-                data = encoded[key] = encoded_for(outbox, event)
+                data = encoded[key] = encoded_for(outbox, relabeled(event, event_id))
             count += 1
             if not data:
                 continue  # empty text: nothing to write, and an empty chunk would end the stream

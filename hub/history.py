@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 from hub.event import EPOCH_ALPHABET, Event
 
-MAX_LAST_EVENT_ID = 200
+MAX_LAST_EVENT_ID = 1200  # a cluster id names a position per partition (see `hub.vector`)
+
+
+class ContinuityLost(Exception):
+    """An event is from another epoch than the position it is compared with: the broker lost data."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -21,8 +26,19 @@ class Position:
     epoch: str
     seq: int
 
+    # One counter orders every event, so a live event's own id is the id every subscriber gets.
+    relabels = False
+
     def __str__(self) -> str:
         return f"{self.epoch}-{self.seq}"
+
+    def place(self, event: Event) -> str | None:
+        """The id to send `event` under after a snapshot at this position, or None when the snapshot
+        covered it. Raises `ContinuityLost` for an event of another epoch."""
+        position = parse_id(event.id)
+        if position is None or position.epoch != self.epoch:
+            raise ContinuityLost
+        return event.id if position.seq > self.seq else None
 
 
 def parse_id(text: str) -> Position | None:
@@ -69,6 +85,14 @@ class Since:
         return cls(SinceKind.AFTER, position, last_event_id)
 
 
+class Cursor(Protocol):
+    """Where a subscriber's snapshot ends: `Position`, or on a cluster `hub.vector.VectorCursor`."""
+
+    relabels: bool
+
+    def place(self, event: Event) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What a subscriber gets before live events, read atomically with the broker's position.
@@ -76,7 +100,7 @@ class Snapshot:
     Live events up to `position` are covered by `events` (or predate the subscription); live events
     after it follow. With `reset` set, `events` is the retained state to resync from."""
 
-    position: Position
+    position: Cursor
     events: list[Event] = field(default_factory=list)
     reset: str | None = None
 
@@ -88,6 +112,12 @@ class HistoryPage:
 
     position: Position
     events: list[Event]
+    last: Position | None = None  # the last event's position, where the next page starts; None: empty
+
+    @classmethod
+    def of(cls, position: Position, events: list[Event]) -> HistoryPage:
+        """A page of events whose ids are plain positions (one counter per broker)."""
+        return cls(position, events, parse_id(events[-1].id) if events else None)
 
 
 def merge(batches: list[list[Event]]) -> list[Event]:

@@ -15,6 +15,7 @@ from hub import chunked
 from hub.event import Event
 from hub.formats import Format
 from hub.topics import Selector
+from hub.vector import VectorCursor
 
 
 class CloseReason(Enum):
@@ -28,6 +29,7 @@ class Outbox:
     __slots__ = (
         "chunked",
         "close_reason",
+        "cursor",
         "format",
         "heartbeat_event",
         "held",
@@ -58,6 +60,9 @@ class Outbox:
         self.held: list[Event] | None = []
         self.transport: asyncio.Transport | None = None  # None until the stream is live
         self.close_reason: CloseReason | None = None
+        # On a cluster, for a subscriber of several partitions: its snapshot's cursor, which names the
+        # id each live event gets for it (None: every event's own id will do).
+        self.cursor: VectorCursor | None = None
 
     @property
     def closed(self) -> bool:

@@ -134,11 +134,11 @@ class MemoryBroker(Broker):
         position = Position(self._epoch, self._seq)
         history = self._topics.get(topic)
         if history is None:
-            return HistoryPage(position, [])
+            return HistoryPage.of(position, [])
         self._trim(history, time.monotonic())
         entries = history.entries
         start = 0 if after is None else bisect.bisect_right(entries, after.seq, key=lambda entry: entry[0])
-        return HistoryPage(
+        return HistoryPage.of(
             position, [event for _, _, event in itertools.islice(entries, start, start + limit)]
         )
 

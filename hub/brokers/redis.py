@@ -148,6 +148,7 @@ class RedisBroker(Broker):
             self._history.max_events,
             int(self._history.max_age * 1000),
             len(drafts),
+            "",
         ]
         for draft in drafts:
             args.append(len(draft.topics))
@@ -190,7 +191,7 @@ class RedisBroker(Broker):
         if not catch_up:
             # Every message up to this position has now been read and delivered, so a later catch-up
             # starts here: it must not send a live subscriber events older than its snapshot.
-            self._advance(snapshot.position)
+            self._advance(_position(snapshot))
         return snapshot
 
     def _advance(self, position: Position) -> None:
@@ -213,6 +214,10 @@ class RedisBroker(Broker):
             self._tick_channel,
             token,
             self._history.max_replay,
+            "PUBLISH",
+            "",
+            0,
+            "",
             len(exact),
             *exact,
             len(patterns),
@@ -247,7 +252,7 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis refused the read ({exc})") from None
         # No epoch yet: Redis has no history at all, so no position a reader holds names a place in it.
         position = Position(epoch.decode() if epoch else "", int(seq or 0))
-        return HistoryPage(position, _open_all([fields[b"m"] for _, fields in entries]))
+        return HistoryPage.of(position, _open_all([fields[b"m"] for _, fields in entries]))
 
     async def tick(self) -> None:
         try:
@@ -465,8 +470,8 @@ class RedisBroker(Broker):
             if last is not None and self._sink is not None:
                 log.warning("redis lost events (%s): closing streams so they resync", snapshot.reset)
                 self._sink.on_lost(snapshot.reset)
-            self._advance(snapshot.position)
-            held = [m for m in held if envelope_id(m).startswith(snapshot.position.epoch.encode() + b"-")]
+            self._advance(_position(snapshot))
+            held = [m for m in held if envelope_id(m).startswith(_position(snapshot).epoch.encode() + b"-")]
             events = []
         else:
             events = snapshot.events
@@ -475,7 +480,7 @@ class RedisBroker(Broker):
             if seq_of(event.id) > floor and self._sink is not None:
                 self._sink.on_event(event)
                 self._last_id = event.id.encode()
-        self._advance(snapshot.position)
+        self._advance(_position(snapshot))
         log.info(
             "redis subscription live: caught up %d events after %s to %s, then %d live",
             len(events),
@@ -488,6 +493,11 @@ class RedisBroker(Broker):
             if not future.done():
                 future.set_result(None)
         self._deferred.clear()
+
+
+def _position(snapshot: Snapshot) -> Position:
+    assert isinstance(snapshot.position, Position)  # one Redis: one counter
+    return snapshot.position
 
 
 def _open_all(messages: Sequence[bytes]) -> list[Event]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 # KEYS: sequence hash, topic registry, retained hash, this call's token (its first answer, for retries
 # and Idempotency-Key). ARGV: prefix, token lifetime (s), a fresh epoch, this hub's last seen epoch and
-# seq, max events per topic, max age (ms; 0 = none), the event count, then per event: its topic count,
-# the topics, its body, '1' to retain. Returns the ids joined by spaces.
+# seq, max events per topic, max age (ms; 0 = none), the event count, the shard channel ('' on one Redis:
+# each topic's own channel), then per event: its topic count, the topics, its body, '1' to retain.
+# Returns the ids joined by spaces.
+# On a cluster, `prefix` carries the partition's hash tag, so every key touched lives in one slot, and
+# each event goes out once on its partition's sharded channel (SPUBLISH) instead of once per topic.
 PUBLISH = """
 local done = redis.call('GET', KEYS[4])
 if done then
@@ -36,7 +39,8 @@ now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local max_events = ARGV[6]
 local max_age = tonumber(ARGV[7])
 local ids = {}
-local i = 9
+local shard_channel = ARGV[9]
+local i = 10
 for e = 1, tonumber(ARGV[8]) do
   local n = tonumber(ARGV[i])
   local body = ARGV[i + n + 1]
@@ -66,7 +70,12 @@ for e = 1, tonumber(ARGV[8]) do
     if retain then
       redis.call('HSET', retained_key, topic, message)
     end
-    redis.call('PUBLISH', prefix .. ':t:' .. topic, message)
+    if shard_channel == '' then
+      redis.call('PUBLISH', prefix .. ':t:' .. topic, message)
+    end
+  end
+  if shard_channel ~= '' then
+    redis.call('SPUBLISH', shard_channel, message)
   end
   ids[e] = id
   i = i + n + 3
@@ -78,11 +87,14 @@ return result
 
 # KEYS: sequence hash, topic registry, retained hash. ARGV: prefix, a fresh epoch, mode ('new',
 # 'earliest', 'after', 'unknown'), the after-id's epoch and seq, a channel and token to publish when done,
-# the most events to replay (past it: reset 'too_much'), the exact topic count, the topics, the pattern
-# count, then per pattern: its segment count, its segments joined by '/', '1' if it ends in `**`.
-# Returns {epoch, seq, reset reason or '', envelopes...}.
+# the most events to replay (past it: reset 'too_much'), 'SPUBLISH' on a cluster (else 'PUBLISH'), a
+# continuity check ('' or the topic, seq and envelope of the last event the hub received: after a
+# failover, the promoted replica may lack it and hand its seq out again), the exact topic count, the
+# topics, the pattern count, then per pattern: its segment count, its segments joined by '/', '1' if it
+# ends in `**`. Returns {epoch, seq, reset reason or '', envelopes...}.
 # The token reaches the hub's subscriber connection after every message published before this read, so
-# once it arrives, no live message older than the snapshot can still be in flight.
+# once it arrives, no live message older than the snapshot can still be in flight. On a cluster it also
+# carries the position read, as `<token> <epoch>-<seq>`.
 SNAPSHOT = """
 local seq_key, topics_key, retained_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
@@ -92,11 +104,26 @@ if not epoch then
   redis.call('HSET', seq_key, 'epoch', epoch)
 end
 local seq = tonumber(redis.call('HGET', seq_key, 'seq') or '0')
-if ARGV[3] == 'after' and ARGV[4] == epoch and tonumber(ARGV[5]) > seq then
-  -- an id from the future: Redis came back with less than it had handed out, so ids would repeat
-  epoch = ARGV[2]
-  seq = tonumber(ARGV[5])
-  redis.call('HSET', seq_key, 'epoch', epoch, 'seq', seq)
+if ARGV[3] == 'after' and ARGV[4] == epoch then
+  -- An id from the future, or a last event that is not what the hub received: Redis came back with
+  -- less than it had handed out, so ids would repeat. A new epoch tells them apart.
+  local lost = tonumber(ARGV[5]) > seq
+  if not lost and ARGV[10] ~= '' then
+    local history = prefix .. ':h:' .. ARGV[10]
+    local entry = redis.call('XRANGE', history, ARGV[11] .. '-0', ARGV[11] .. '-0')[1]
+    if entry then
+      lost = entry[2][2] ~= ARGV[12]
+    else
+      local head = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
+      -- gone by trimming is not loss (the trimmed check below answers it); a hole is
+      lost = not head or tonumber(string.match(head[1], '^(%d+)')) <= tonumber(ARGV[11])
+    end
+  end
+  if lost then
+    epoch = ARGV[2]
+    seq = math.max(seq, tonumber(ARGV[5]))
+    redis.call('HSET', seq_key, 'epoch', epoch, 'seq', seq)
+  end
 end
 
 local function split(text)
@@ -114,7 +141,7 @@ local function add(topic)
     topics[#topics + 1] = topic
   end
 end
-local i = 9
+local i = 13
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
   add(ARGV[i])
@@ -178,7 +205,11 @@ local function retained()
 end
 
 local function done()
-  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  if ARGV[9] == 'SPUBLISH' then
+    redis.call('SPUBLISH', ARGV[6], ARGV[7] .. ' ' .. out[1] .. '-' .. out[2])
+  else
+    redis.call('PUBLISH', ARGV[6], ARGV[7])
+  end
   return out
 end
 

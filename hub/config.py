@@ -33,12 +33,22 @@ class ServerConfig:
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON lines elsewhere
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+MAX_PARTITIONS = 64
+
+
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     url: str = ""  # empty: the in-process memory broker
     prefix: str = "hub"  # namespaces keys and channels; pub/sub channels ignore the db number
     connect_timeout: float = 5.0
     max_connections: int = 64  # command connections per process; callers queue beyond it
+    cluster: bool = False  # a Redis Cluster (also implied by a redis+cluster:// URL)
+    partitions: int = 16  # on a cluster: hash-tag partitions topics are grouped into (see hub.partitions)
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.cluster or self.url.startswith(CLUSTER_SCHEMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +256,10 @@ def build(
         own = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}
         kwargs[name] = cls(**own)
     config = Config(**kwargs)
+    if not 1 <= config.redis.partitions <= MAX_PARTITIONS:
+        raise ConfigError(f"redis.partitions: must be from 1 to {MAX_PARTITIONS}")
+    if config.redis.cluster and not config.redis.url:
+        raise ConfigError("redis.cluster: needs redis.url, one node of the cluster")
     if config.server.workers > 1 and not config.redis.url:
         raise ConfigError("server.workers: more than one worker needs redis.url")
     _check_security(config)

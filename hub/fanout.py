@@ -17,7 +17,7 @@ import orjson
 
 from hub import chunked, formats, sse
 from hub.brokers.base import Broker
-from hub.errors import BrokerUnavailable, Conflict
+from hub.errors import BadRequest, BrokerUnavailable, Conflict
 from hub.event import Draft, Event
 from hub.formats import Format
 from hub.history import RESET_EPOCH, ContinuityLost, Cursor, Position, Since, Snapshot
@@ -192,12 +192,17 @@ class Fanout:
         return ids
 
     async def history(
-        self, topic: str, after: Position | None, limit: int | None, page_size: int = HISTORY_PAGE
+        self, topic: str, after_id: str | None, limit: int | None, page_size: int = HISTORY_PAGE
     ) -> AsyncGenerator[list[Event], None]:
         """`topic`'s retained events after `after`, oldest first, at most `limit`, page by page: nothing
         holds more than one page. Raises `Conflict` when `after` is from another epoch (or later than
         anything issued), and when the broker loses its data between two pages: the pages read so far
-        then belong to a history that is gone."""
+        then belong to a history that is gone. Raises `BadRequest` for an id this hub did not issue."""
+        after: Position | None = None
+        if after_id is not None:
+            after = await self.broker.resolve_after(topic, after_id)
+            if after is None:
+                raise BadRequest("invalid_parameter", f"after {after_id!r} is not an event id of this hub")
         epoch = None
         left = limit
         while left is None or left > 0:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hub.errors import BadRequest
-from hub.history import MAX_LAST_EVENT_ID, Position, parse_id
+from hub.history import MAX_LAST_EVENT_ID
 
 HISTORY_FORMATS = ("json", "ndjson")
 MAX_LIMIT = 1_000_000_000  # no real bound: without `limit` a download is every retained event anyway
@@ -14,19 +14,15 @@ MAX_LIMIT = 1_000_000_000  # no real bound: without `limit` a download is every 
 
 @dataclass(frozen=True, slots=True)
 class HistoryRequest:
-    after: Position | None
+    after: str | None  # an event id, which only the broker can place (see `Broker.resolve_after`)
     limit: int | None  # None: every retained event
     format: str  # one of HISTORY_FORMATS
 
 
 def parse_history(query: Mapping[str, str]) -> HistoryRequest:
-    after_text = query.get("after", "")
-    after = None
-    if after_text:
-        after = parse_id(after_text)
-        if after is None:
-            shown = after_text[:MAX_LAST_EVENT_ID]
-            raise BadRequest("invalid_parameter", f"after {shown!r} is not an event id of this hub")
+    after = query.get("after") or None
+    if after is not None and len(after) > MAX_LAST_EVENT_ID:
+        raise BadRequest("invalid_parameter", f"after {after[:60]!r}... is not an event id of this hub")
     limit = None
     limit_text = query.get("limit")
     if limit_text is not None:

@@ -16,9 +16,8 @@ from collections.abc import Iterable
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from hub.config import MAX_PARTITIONS
 from hub.topics import Selector
-
-MAX_PARTITIONS = 64
 
 
 class Partitions:
@@ -33,6 +32,7 @@ class Partitions:
         self.prefixes = tuple(f"{prefix}:{{{tag}}}" for tag in tags)
         self.channels = tuple(f"{prefix}:{{{tag}}}:events".encode() for tag in tags)
         self._by_slot = {slot: p for p, slot in enumerate(self.slots)}
+        self._by_channel = {channel: p for p, channel in enumerate(self.channels)}
 
     def of_topic(self, topic: str) -> int:
         return zlib.crc32(topic.encode()) % self.count
@@ -51,6 +51,9 @@ class Partitions:
 
     def of_slot(self, slot: int) -> int | None:
         return self._by_slot.get(slot)
+
+    def of_channel(self, channel: bytes) -> int | None:
+        return self._by_channel.get(channel)
 
 
 def _spread_tag(partition: int, count: int) -> str:

@@ -37,7 +37,7 @@ def redis_factory() -> Iterator[Callable[..., RedisProcess]]:
         server.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def broker_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -51,9 +51,10 @@ async def hub_factory(broker_kind: str, request: pytest.FixtureRequest) -> Async
     async def make(redis_url: str | None = None, **overrides: Any) -> HubUnderTest:
         values = {k.replace("__", "."): v for k, v in overrides.items()}
         values.setdefault("server.port", 0)
-        if broker_kind == "redis":
+        if broker_kind in ("redis", "cluster"):
             if redis_url is None:
-                redis_url = request.getfixturevalue("redis_server").url
+                server = "redis_server" if broker_kind == "redis" else "redis_cluster"
+                redis_url = request.getfixturevalue(server).url
             values.setdefault("redis.url", redis_url)
             values.setdefault("redis.prefix", prefix)
         running = await start(hub_config.build(overrides=values))
@@ -69,3 +70,12 @@ async def hub_factory(broker_kind: str, request: pytest.FixtureRequest) -> Async
 @pytest.fixture
 async def hub(hub_factory: HubFactory) -> HubUnderTest:
     return await hub_factory()
+
+
+class _TmpCluster:
+    url = "redis+cluster://127.0.0.1:17001"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> _TmpCluster:
+    return _TmpCluster()

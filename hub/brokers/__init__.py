@@ -7,6 +7,10 @@ from hub.config import Config
 
 
 def create_broker(config: Config) -> Broker:
+    if config.redis.url and config.redis.is_cluster:
+        from hub.brokers.cluster import RedisClusterBroker
+
+        return RedisClusterBroker(config.redis, config.history, config.publish.idempotency_window)
     if config.redis.url:
         from hub.brokers.redis import RedisBroker
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hub.event import Draft, Event
-from hub.history import HistoryPage, Position, Since, Snapshot
+from hub.history import HistoryPage, Position, Since, Snapshot, parse_id
 from hub.topics import Selector
 
 
@@ -52,6 +52,11 @@ class Broker(ABC):
         """At most `limit` of `topic`'s retained events with a seq above `after.seq` (all retained when
         None), oldest first. `after`'s epoch is the caller's to compare with the page's. Raises
         `BrokerUnavailable`."""
+
+    async def resolve_after(self, topic: str, text: str) -> Position | None:
+        """The place in `topic`'s history that an id a client holds names, or None if it is no id of
+        this broker's. A position from a lost history comes back in an epoch no page will have."""
+        return parse_id(text)
 
     @abstractmethod
     def subscribe(self, selector: Selector) -> asyncio.Future[None]:

@@ -98,6 +98,8 @@ class RedisClusterBroker(Broker):
         self._publish_script = self._client.register_script(redis_scripts.PUBLISH)
         self._snapshot_script = self._client.register_script(redis_scripts.SNAPSHOT)
         self._history_script = self._client.register_script(HISTORY_PAGE)
+        # redis-py's cluster pool fails past max_connections instead of waiting: callers queue here.
+        self._commands = asyncio.Semaphore(config.max_connections)
         self.node = secrets.token_hex(6)
         self._sink: BrokerSink | None = None
         n = parts.count
@@ -221,9 +223,10 @@ class RedisClusterBroker(Broker):
         token_key = f"{prefix}:{'idem' if keyed else 'pub'}:{token}"
         keys = [f"{prefix}:seq", f"{prefix}:topics", f"{prefix}:retained", token_key, *histories]
         try:
-            reply = await self._publish_script(keys=keys, args=args)
+            async with self._commands:
+                reply = await self._publish_script(keys=keys, args=args)
         except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis cluster is unavailable ({exc}); not accepted") from None
+            raise BrokerUnavailable(f"redis cluster is unavailable ({exc!r}); not accepted") from None
         return list(reply.decode().split(" "))
 
     async def tick(self) -> None:
@@ -233,7 +236,8 @@ class RedisClusterBroker(Broker):
         payload = f"!t{self.node}.{self._tick_round}".encode()
         try:
             channels = self._parts.channels
-            await asyncio.gather(*(self._client.spublish(channels[p], payload) for p in partitions))
+            async with self._commands:
+                await asyncio.gather(*(self._client.spublish(channels[p], payload) for p in partitions))
         except _REDIS_DOWN:
             raise BrokerUnavailable() from None
 
@@ -312,7 +316,10 @@ class RedisClusterBroker(Broker):
         prefixes = self._parts.prefixes
         listed = list(partitions)
         try:
-            found = await asyncio.gather(*(self._client.hget(f"{prefixes[p]}:seq", "epoch") for p in listed))
+            async with self._commands:
+                found = await asyncio.gather(
+                    *(self._client.hget(f"{prefixes[p]}:seq", "epoch") for p in listed)
+                )
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis cluster is unavailable ({exc})") from None
         return {p: _text(e) for p, e in zip(listed, found, strict=True)}
@@ -358,7 +365,8 @@ class RedisClusterBroker(Broker):
         if sync:
             self._syncs[token] = (p, synced)
         try:
-            reply = await self._snapshot_script(keys=keys, args=args)
+            async with self._commands:
+                reply = await self._snapshot_script(keys=keys, args=args)
             epoch, seq, reset, *messages = reply
             position = Position(epoch.decode(), int(seq))
             if sync:
@@ -377,9 +385,10 @@ class RedisClusterBroker(Broker):
         prefix = self._parts.prefixes[p]
         start = "-" if after is None else f"({min(after.seq, 2**63 - 1)}-0"
         try:
-            epoch, seq, entries = await self._history_script(
-                keys=[f"{prefix}:seq", f"{prefix}:h:{topic}"], args=[start, limit]
-            )
+            async with self._commands:
+                epoch, seq, entries = await self._history_script(
+                    keys=[f"{prefix}:seq", f"{prefix}:h:{topic}"], args=[start, limit]
+                )
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis cluster is unavailable ({exc})") from None
         position = Position(epoch.decode() if epoch else "", int(seq or 0))

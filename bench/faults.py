@@ -89,6 +89,12 @@ class Report:
 
 
 def _seq(event_id: str) -> tuple[str, int]:
+    """(ordering domain, seq) of a publish id: one Redis orders every event by one counter (`epoch-seq`);
+    a cluster orders the events of each partition (a one-topic event's id is `digest_p.seq`)."""
+    if "_" in event_id:
+        head, _, entry = event_id.partition("_")
+        partition, _, seq = entry.partition(".")
+        return f"{head}/{partition}", int(seq)
     epoch, _, seq = event_id.rpartition("-")
     return epoch, int(seq)
 
@@ -99,14 +105,27 @@ def _out_of_order(a: str, b: str) -> bool:
     return epoch_a == epoch_b and seq_a >= seq_b
 
 
+def _after(event_id: str, floor_id: str) -> bool:
+    """Whether a published event comes after the position a subscriber was reset to."""
+    if "_" not in floor_id:
+        return _seq(event_id)[0] == _seq(floor_id)[0] and _seq(event_id) > _seq(floor_id)
+    # A cluster floor names a seq per partition; the publish id's own digest covers its partition only.
+    partition, seq = _seq(event_id)[0].partition("/")[2], _seq(event_id)[1]
+    floor = dict(entry.split(".") for entry in floor_id.split("_")[1:])
+    return seq > int(floor.get(partition, -1))
+
+
 def check(
     subscribers: list[Subscriber],
     acked: dict[str, Acked],
     report: Report,
     verbose: bool = False,
 ) -> None:
+    by_data = {f'{{"p":{info.publisher},"n":{info.number}}}': event_id for event_id, info in acked.items()}
     for sub in subscribers:
-        ids = [event_id for event_id, _ in sub.received]
+        # Events by the id their publish was acknowledged with: on a cluster, a subscriber of several
+        # partitions gets ids naming all of them, so the data tells which event it is.
+        ids = [by_data.get(data, event_id) for event_id, data in sub.received]
         report.delivered += len(ids)
         report.duplicated += len(ids) - len(set(ids))
         report.reordered += sum(1 for a, b in itertools.pairwise(ids) if _out_of_order(a, b))
@@ -118,12 +137,11 @@ def check(
         # After a reset, only what follows its position is owed; before it, the client was told.
         owed_from = sub.resets[-1] if sub.resets else 0
         got = set(ids[owed_from:])
-        floor = _seq(sub.reset_positions[-1]) if sub.reset_positions else None
+        floor = sub.reset_positions[-1] if sub.reset_positions else None
         expected = [
             event_id
             for event_id, info in acked.items()
-            if sub.matches(info.topic)
-            and (floor is None or (_seq(event_id)[0] == floor[0] and _seq(event_id) > floor))
+            if sub.matches(info.topic) and (floor is None or _after(event_id, floor))
         ]
         report.expected += len(expected)
         missing = [event_id for event_id in expected if event_id not in got]

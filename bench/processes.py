@@ -12,10 +12,75 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeAlias
 
 from hub.server import free_port
+
+# Bulk strings decode with surrogateescape, so binary keys read from Redis go back to it unchanged.
+Reply: TypeAlias = "str | int | list[Reply] | RedisReplyError | None"
+
+
+class RedisReplyError(Exception):
+    """An error reply from redis-server (`ERR …`, `MOVED …`, `BUSYKEY …`)."""
+
+
+class RespConnection:
+    """One connection to a local redis-server for several commands, replies parsed (RESP2)."""
+
+    def __init__(self, port: int, timeout: float = 2) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self._stream = self._sock.makefile("rb")
+
+    def __enter__(self) -> RespConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stream.close()
+        self._sock.close()
+
+    def call(self, *args: str | bytes | int) -> Reply:
+        reply = self.roundtrip(args)[0]
+        if isinstance(reply, RedisReplyError):
+            raise reply
+        return reply
+
+    def roundtrip(self, args: Sequence[str | bytes | int]) -> tuple[Reply, bytes]:
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg if isinstance(arg, bytes) else str(arg).encode("utf-8", "surrogateescape")
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        self._sock.sendall(b"".join(parts))
+        raw = bytearray()
+        return self._read(raw), bytes(raw)
+
+    def _read(self, raw: bytearray) -> Reply:
+        line = self._stream.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError(f"redis-server closed the connection mid-reply: {bytes(raw + line)!r}")
+        raw += line
+        kind, body = line[:1], line[1:-2].decode("utf-8", "surrogateescape")
+        if kind == b"+":
+            return body
+        if kind == b"-":
+            return RedisReplyError(body)
+        if kind == b":":
+            return int(body)
+        if kind == b"$":
+            if int(body) < 0:
+                return None
+            data = self._stream.read(int(body) + 2)
+            if len(data) != int(body) + 2:
+                raise ConnectionError("redis-server closed the connection mid-reply")
+            raw += data
+            return data[:-2].decode("utf-8", "surrogateescape")
+        if kind == b"*":
+            return None if int(body) < 0 else [self._read(raw) for _ in range(int(body))]
+        raise ConnectionError(f"not a RESP2 reply: {line!r}")
 
 
 class RedisProcess:
@@ -59,13 +124,15 @@ class RedisProcess:
         except OSError:
             return False
 
-    def command(self, *args: str) -> bytes:
-        payload = b"*%d\r\n" % len(args) + b"".join(
-            b"$%d\r\n%b\r\n" % (len(a.encode()), a.encode()) for a in args
-        )
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-            sock.sendall(payload)
-            return sock.recv(65536)
+    def command(self, *args: str | bytes | int) -> bytes:
+        """One command on a new connection; its whole reply as raw RESP, an error reply included."""
+        with RespConnection(self.port) as conn:
+            return conn.roundtrip(args)[1]
+
+    def call(self, *args: str | bytes | int, timeout: float = 2) -> Reply:
+        """One command on a new connection; its reply parsed, an error reply raised."""
+        with RespConnection(self.port, timeout) as conn:
+            return conn.call(*args)
 
     def numsub(self, channel: str) -> int:
         reply = self.command("PUBSUB", "NUMSUB", channel).split(b"\r\n")

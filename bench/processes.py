@@ -108,15 +108,26 @@ class RedisProcess:
             "--logfile", str(self.dir / "redis.log"),
             *self.args,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # a bad argument is reported on stderr, before redis-server opens its log file
+        with (self.dir / "output.log").open("ab") as output:
+            self.proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()}")
+                raise RuntimeError(f"redis-server exited:\n{self.log()}")
             if self.ping():
                 return self
             time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        raise RuntimeError(f"redis-server did not start:\n{self.log()}")
+
+    def log(self, lines: int = 1000) -> str:
+        """The last lines of what it wrote: its output, then its log file."""
+        out = []
+        for name in ("output.log", "redis.log"):
+            path = self.dir / name
+            if path.exists():
+                out += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(out)
 
     def ping(self) -> bool:
         try:

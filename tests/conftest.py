@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.processes import RedisProcess
+from bench.processes import RedisCluster, RedisProcess
 from hub import config as hub_config
 from hub.server import start
 from tests.support.hub_client import HubUnderTest
@@ -35,6 +35,30 @@ def redis_factory() -> Iterator[Callable[..., RedisProcess]]:
     yield make
     for server in started:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Three primaries, no replicas, shared by the session: a test that moves slots or fails nodes over
+    starts its own with redis_cluster_factory."""
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def redis_cluster_factory() -> Iterator[Callable[..., RedisCluster]]:
+    """Start more Redis Clusters (`make(primaries=3, replicas=1)`); each is closed after the test."""
+    started: list[RedisCluster] = []
+
+    def make(primaries: int = 3, replicas: int = 0, **kwargs: Any) -> RedisCluster:
+        cluster = RedisCluster(primaries, replicas, **kwargs)
+        started.append(cluster)
+        return cluster.start()
+
+    yield make
+    for cluster in started:
+        cluster.close()
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
@@ -71,11 +95,3 @@ async def hub_factory(broker_kind: str, request: pytest.FixtureRequest) -> Async
 async def hub(hub_factory: HubFactory) -> HubUnderTest:
     return await hub_factory()
 
-
-class _TmpCluster:
-    url = "redis+cluster://127.0.0.1:17001"
-
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> _TmpCluster:
-    return _TmpCluster()

@@ -1,13 +1,16 @@
-"""The Dockerfile, docker-compose.yml and nginx config, checked by reading them (no Docker engine here):
-what a mistake in one of them would break - ports, the HUB_* names the hub reads, the health check's
-path, the files they mount and include."""
+"""The Dockerfile, docker-compose.yml, docker-compose.cluster.yml and nginx config, checked by reading them
+(no Docker engine here): what a mistake in one of them would break - ports, the HUB_* names the hub reads,
+the health check's path, the files they mount and include, the Redis Cluster's nodes and addresses."""
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import re
 import shlex
 from pathlib import Path
 
+import pytest
 import yaml
 
 from hub import config as hub_config
@@ -35,8 +38,11 @@ def env_of(instructions: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
-def compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.cluster.yml"]
+
+
+def compose(name: str = "docker-compose.yml") -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
 
 
 def hub_services(doc: dict) -> dict[str, dict]:
@@ -98,8 +104,9 @@ def test_compose_runs_two_replicas_on_redis_with_aof_on_a_volume():
         assert "redis" in svc["depends_on"]
 
 
-def test_nginx_fronts_every_replica_on_its_port_and_streams():
-    doc = compose()
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES)
+def test_nginx_fronts_every_replica_on_its_port_and_streams(compose_file):
+    doc = compose(compose_file)
     nginx = doc["services"]["nginx"]
     mounts = dict(reversed(v.split(":")[:2]) for v in nginx["volumes"])
     conf_path = mounts["/etc/nginx/nginx.conf"]
@@ -130,6 +137,114 @@ def test_nginx_fronts_every_replica_on_its_port_and_streams():
     assert seconds > 2 * hub_config.build().sse.heartbeat_interval
 
 
-def test_no_secret_is_baked_into_the_image_or_the_compose_file():
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES)
+def test_no_secret_is_baked_into_the_image_or_the_compose_file(compose_file):
     assert not any("SECRET" in k for k in env_of(dockerfile()))
-    assert not any("SECRET" in k for svc in hub_services(compose()).values() for k in svc["environment"])
+    hubs = hub_services(compose(compose_file))
+    assert not any("SECRET" in k for svc in hubs.values() for k in svc["environment"])
+
+
+def redis_nodes(doc: dict) -> dict[str, dict]:
+    return {
+        name: svc for name, svc in doc["services"].items() if "--cluster-enabled" in svc.get("command", [])
+    }
+
+
+def options(command: list[str]) -> dict[str, str]:
+    """`redis-server --name value ...` as {"--name": "value"}."""
+    assert command[0] == "redis-server"
+    names, values = command[1::2], command[2::2]
+    assert len(names) == len(values), command
+    assert all(name.startswith("--") for name in names), command
+    return dict(zip(names, values, strict=True))
+
+
+def node_port(node: dict) -> str:
+    return options(node["command"]).get("--port", "6379")
+
+
+def create_service(doc: dict) -> tuple[str, str]:
+    """The one-shot service that creates the cluster, and its shell script."""
+    ((name, script),) = [
+        (name, svc["command"][-1]) for name, svc in doc["services"].items() if "--cluster create" in str(svc)
+    ]
+    return name, script
+
+
+def test_cluster_compose_runs_six_nodes_with_aof_and_their_state_on_their_own_volumes():
+    doc = compose("docker-compose.cluster.yml")
+    nodes = redis_nodes(doc)
+    assert len(nodes) == 6
+    volumes = []
+    for name, node in nodes.items():
+        opts = options(node["command"])
+        assert opts["--cluster-enabled"] == "yes", name
+        assert opts["--appendonly"] == "yes", name
+        (mount,) = node["volumes"]
+        volume, _, target = mount.partition(":")
+        assert volume in doc["volumes"], name
+        volumes.append(volume)
+        # the AOF and nodes.conf (the node's identity, its view of the others) outlive the container
+        assert opts.get("--dir", "/data") == target == "/data", name
+        assert opts["--cluster-config-file"].startswith(f"{target}/"), name
+        check = node["healthcheck"]["test"]
+        assert (check[:2], check[-1]) == (["CMD", "redis-cli"], "ping"), name
+        assert dict(itertools.pairwise(check)).get("-p", "6379") == node_port(node), name
+    assert len(set(volumes)) == 6, "two nodes on one volume would share one nodes.conf"
+
+
+def test_cluster_nodes_have_fixed_addresses_outside_the_range_other_containers_get():
+    doc = compose("docker-compose.cluster.yml")
+    (pool,) = doc["networks"]["default"]["ipam"]["config"]
+    subnet, others = ipaddress.ip_network(pool["subnet"]), ipaddress.ip_network(pool["ip_range"])
+    assert others.subnet_of(subnet)
+    addresses = [
+        ipaddress.ip_address(node["networks"]["default"]["ipv4_address"])
+        for node in redis_nodes(doc).values()
+    ]
+    assert len(set(addresses)) == 6
+    for address in addresses:
+        assert address in subnet
+        assert address not in others
+        assert address not in (subnet.network_address, subnet.broadcast_address, next(subnet.hosts()))
+
+
+def test_cluster_is_created_once_from_all_six_nodes_with_a_replica_each():
+    doc = compose("docker-compose.cluster.yml")
+    nodes = redis_nodes(doc)
+    name, script = create_service(doc)
+    # compose reads $VAR and ${VAR} in the file itself: the shell's own $ must be written $$
+    assert "$" not in script.replace("$$", ""), script
+    (line,) = [line for line in script.splitlines() if "--cluster create" in line]
+    words = shlex.split(line.replace(";;", ""))
+    listed = words[words.index("create") + 1 :]
+    addresses = listed[: next(i for i, word in enumerate(listed) if word.startswith("--"))]
+    assert sorted(addresses) == sorted(f"{node}:{node_port(svc)}" for node, svc in nodes.items())
+    assert words[words.index("--cluster-replicas") + 1] == "1"
+    assert "--cluster-yes" in words
+    # on a later `up` the nodes come back already joined, where `--cluster create` would fail
+    assert "cluster_slots_assigned:0" in script
+    depends = doc["services"][name]["depends_on"]
+    assert depends == {node: {"condition": "service_healthy"} for node in nodes}
+
+
+def test_cluster_compose_hubs_start_on_a_node_of_the_created_cluster_behind_a_trusted_nginx():
+    doc = compose("docker-compose.cluster.yml")
+    nodes = redis_nodes(doc)
+    creator, _ = create_service(doc)
+    hubs = hub_services(doc)
+    assert len(hubs) >= 2
+    (pool,) = doc["networks"]["default"]["ipam"]["config"]
+    for name, svc in hubs.items():
+        env = svc["environment"]
+        assert set(env) <= KNOWN_ENV, f"{name}: {set(env) - KNOWN_ENV} are not read by the hub"
+        host, port = re.fullmatch(r"redis\+cluster://([\w-]+):(\d+)", env["HUB_REDIS_URL"]).groups()
+        assert host in nodes, f"{name}: {host} is not a node of the cluster"
+        assert port == node_port(nodes[host])
+        hub_config.build(env={k: str(v) for k, v in env.items()})  # the hub would start with it
+        assert svc["depends_on"] == {creator: {"condition": "service_completed_successfully"}}
+        if "healthcheck" in svc:
+            assert "/healthz" in str(svc["healthcheck"]["test"])
+        # nginx gets its address from the pool: the hubs must take its X-Forwarded-For
+        trusted = [ipaddress.ip_network(net) for net in env["HUB_SERVER_TRUSTED_PROXIES"].split(",")]
+        assert any(ipaddress.ip_network(pool["ip_range"]).subnet_of(net) for net in trusted), name

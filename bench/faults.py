@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from bench.processes import HubProcess, RedisProcess
+from bench.processes import HubProcess, RedisCluster, RedisProcess
+from hub.partitions import Partitions
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class FaultPlan:
     downtime: float = 1.0
     seed: int = 1
     aof: bool = True  # without it a Redis restart loses everything: subscribers must get a reset
+    # On a Redis Cluster (3 primaries with a replica each) instead of one Redis: `redis_kills` then
+    # SIGKILL the primary serving a fault topic (its replica takes over; the node comes back as a
+    # replica), and each reshard moves a fault topic's slot to another primary while events flow.
+    cluster: bool = False
+    reshards: int = 0
 
 
 @dataclass
@@ -79,6 +85,8 @@ class Report:
     reconnects: int = 0
     redis_kills: int = 0
     hub_kills: int = 0
+    reshards: int = 0
+    catch_ups: int = 0  # times a hub process caught a subscription up from history (its logs say)
     seconds: float = 0.0
 
     def ok(self) -> bool:
@@ -157,7 +165,7 @@ def check(
 
 
 class FaultRun:
-    def __init__(self, plan: FaultPlan, redis: RedisProcess, hubs: list[HubProcess]) -> None:
+    def __init__(self, plan: FaultPlan, redis: RedisProcess | RedisCluster, hubs: list[HubProcess]) -> None:
         self.plan = plan
         self.redis = redis
         self.hubs = hubs
@@ -240,17 +248,20 @@ class FaultRun:
 
     async def faults(self) -> None:
         plan = self.plan
-        kills = ["redis"] * plan.redis_kills + ["hub"] * plan.hub_kills
+        kills = ["redis"] * plan.redis_kills + ["hub"] * plan.hub_kills + ["reshard"] * plan.reshards
         self.rng.shuffle(kills)
+        loop = asyncio.get_running_loop()
         duration = plan.events_per_publisher * plan.publish_interval
         gap = duration / (len(kills) + 1)
         for n, what in enumerate(kills):
             await asyncio.sleep(gap * 0.6 if n else gap * 0.5)
-            if what == "redis":
+            if isinstance(self.redis, RedisCluster) and what in ("redis", "reshard"):
+                await loop.run_in_executor(None, self._cluster_fault, self.redis, what)
+            elif what == "redis" and isinstance(self.redis, RedisProcess):
                 self.redis.kill()
                 self.report.redis_kills += 1
                 await asyncio.sleep(plan.downtime)
-                await asyncio.get_running_loop().run_in_executor(None, self.redis.start)
+                await loop.run_in_executor(None, self.redis.start)
             else:
                 victim = self.rng.randrange(len(self.hubs))
                 self.up[victim] = False
@@ -260,6 +271,20 @@ class FaultRun:
                 self.hubs[victim].start()
                 await self.hubs[victim].ready()
                 self.up[victim] = True
+
+    def _cluster_fault(self, cluster: RedisCluster, what: str) -> None:
+        """Fail over, or move the slot of, the partition of a fault topic (in a thread: it blocks)."""
+        parts = Partitions(16, "hub")
+        slot = parts.slots[parts.of_topic(f"fault/{self.rng.randrange(self.plan.topics)}")]
+        owner = cluster.node_for_slot(slot)
+        if what == "redis":
+            cluster.kill_primary(owner)
+            self.report.redis_kills += 1
+            time.sleep(self.plan.downtime)
+            cluster.restart(owner)
+        else:
+            cluster.reshard([slot], to=next(p for p in cluster.primaries() if p is not owner))
+            self.report.reshards += 1
 
     async def run(self, settle: float = 15.0) -> Report:
         plan = self.plan
@@ -304,7 +329,11 @@ class FaultRun:
 
 async def run_fault_test(plan: FaultPlan) -> Report:
     persistence = ("--appendonly", "yes", "--appendfsync", "always") if plan.aof else ()
-    redis = RedisProcess(*persistence).start()
+    redis: RedisProcess | RedisCluster
+    if plan.cluster:
+        redis = RedisCluster(3, 1, args=persistence).start()
+    else:
+        redis = RedisProcess(*persistence).start()
     hubs = [
         HubProcess(
             "--redis", redis.url, env={"HUB_SSE_HEARTBEAT_INTERVAL": "1", "HUB_REDIS_CONNECT_TIMEOUT": "1"}
@@ -314,6 +343,7 @@ async def run_fault_test(plan: FaultPlan) -> Report:
     try:
         await asyncio.gather(*(hub.ready() for hub in hubs))
         report = await FaultRun(plan, redis, hubs).run()
+        report.catch_ups = sum(h.output.decode().count("caught up") for h in hubs)
         if not report.ok():
             for i, hub in enumerate(hubs):
                 for line in hub.output.decode().splitlines():

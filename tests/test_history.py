@@ -11,8 +11,8 @@ import pytest
 from yarl import URL
 
 from hub.auth import mint
-from hub.history import parse_id
 from hub.http.state import GUARD
+from tests.support.ids import plain, seq_in, vector
 from tests.support.raw_stream import open_stream
 from tests.support.waiting import settled
 
@@ -121,14 +121,29 @@ async def test_bad_topic_after_limit_or_format_is_a_json_400(hub, topic, params)
     assert json.loads(body)["error"]["code"] in ("invalid_topic", "invalid_selector", "invalid_parameter")
 
 
-async def test_an_id_from_another_or_a_future_history_is_a_409(hub):
+def id_like(published_id: str, broker_kind: str, *, seq: int | str, other_history: bool = False) -> str:
+    """An id of the form `published_id` has (a one-topic event's) at another seq; with `other_history`,
+    from a history that is gone (one Redis: another epoch; a cluster: another digest of the epochs)."""
+    if broker_kind == "cluster":
+        head, seqs = vector(published_id)
+        (p,) = seqs  # the event's own partition
+    else:
+        head, _ = plain(published_id)
+    if other_history:
+        head = ("a" if head[0] != "a" else "b") + head[1:]
+    return f"{head}_{p}.{seq}" if broker_kind == "cluster" else f"{head}-{seq}"
+
+
+async def test_an_id_from_another_or_a_future_history_is_a_409(hub, broker_kind):
     doc = await hub.publish({"topic": "e", "data": 1})
-    epoch, seq = doc["id"].rsplit("-", 1)
-    other_epoch = ("a" if epoch[0] != "a" else "b") + epoch[1:]
-    for after in (f"{other_epoch}-1", f"{epoch}-{int(seq) + 1000}"):
+    seq = seq_in(doc["id"])
+    for after in (
+        id_like(doc["id"], broker_kind, seq=1, other_history=True),
+        id_like(doc["id"], broker_kind, seq=seq + 1000),
+    ):
         _, body = await get_history(hub, "e", expect=409, after=after)
         assert json.loads(body)["error"]["code"] == "history_lost"
-    _, body = await get_history(hub, "e", after=f"{epoch}-0")
+    _, body = await get_history(hub, "e", after=id_like(doc["id"], broker_kind, seq=0))
     assert [e["id"] for e in json.loads(body)] == [doc["id"]]
 
 
@@ -170,10 +185,9 @@ async def test_a_large_history_streams_in_order_without_being_held_in_memory(hub
                 if line in (b"[", b"]", b""):
                     continue
                 event = json.loads(line)
-                position = parse_id(event["id"])
-                assert position is not None
-                assert position.seq > last_seq  # in order, and each once
-                last_seq = position.seq
+                seq = seq_in(event["id"])
+                assert seq > last_seq  # in order, and each once
+                last_seq = seq
                 count += 1
         peak = tracemalloc.get_traced_memory()[1] - baseline
     finally:
@@ -185,10 +199,12 @@ async def test_a_large_history_streams_in_order_without_being_held_in_memory(hub
     assert peak < size / 5, (peak, size)
 
 
-async def test_an_after_id_past_any_possible_sequence_is_a_409_not_a_broker_error(hub):
+async def test_an_after_id_past_any_possible_sequence_is_a_409_not_a_broker_error(hub, broker_kind):
     doc = await hub.publish({"topic": "e", "data": 1})
-    epoch = doc["id"].rsplit("-", 1)[0]
-    _, body = await get_history(hub, "e", expect=409, after=f"{epoch}-{10**30}")
+    # Past Redis's 2**63-1 stream ids. A cluster id's seq has at most 19 digits (a longer one is no id of
+    # the hub's, a 400): the largest it can name is past 2**63-1 too.
+    seq = "9" * 19 if broker_kind == "cluster" else 10**30
+    _, body = await get_history(hub, "e", expect=409, after=id_like(doc["id"], broker_kind, seq=seq))
     assert json.loads(body)["error"]["code"] == "history_lost"
 
 

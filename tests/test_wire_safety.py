@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.ids import names_event
+
 FIELDS = ("id", "event", "data", "retry")
 PWN = "pwn"  # every hostile value tries to smuggle this in
 
@@ -63,7 +65,8 @@ async def test_hostile_publish_is_refused_and_writes_nothing(hub, body):
             assert PWN not in "".join(f"{k}{v}" for k, v in resp.headers.items())
         marker = await hub.publish({"topic": "t", "data": "marker"})
         event = await stream.next_event()
-        assert (event.id, event.event, event.data) == (marker["id"], "message", "marker")
+        assert (event.event, event.data) == ("message", "marker")
+        assert names_event(event.id, marker["id"]), (event.id, marker["id"])
         assert PWN not in stream.raw.decode()
         assert_only_hub_fields(bytes(stream.raw))
 

@@ -94,4 +94,3 @@ async def hub_factory(broker_kind: str, request: pytest.FixtureRequest) -> Async
 @pytest.fixture
 async def hub(hub_factory: HubFactory) -> HubUnderTest:
     return await hub_factory()
-

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.processes import RedisCluster
+
 HERE = Path(__file__).parent
 BUILD = HERE / ".build"
 HUB_CORE, LOAD_CORE = "0", "1"
@@ -43,6 +45,7 @@ class Scenario:
     hold: float = 0.0  # idle: keep connections open this long, measure memory
     two_hubs: bool = False  # redis: subscribers split over two hub processes on one Redis
     redis: bool = False  # the hub runs on Redis (always, with two_hubs)
+    cluster: bool = False  # ...on a Redis Cluster of three primaries instead of one Redis
     pubconns: int = 1  # publisher connections; they split the topics, so each topic keeps its order
     timeout: float = 60.0
 
@@ -57,9 +60,21 @@ SCENARIOS = {
         Scenario("idle", subs=10_000, events=0, hold=3.0),
         Scenario("idle-50k", subs=50_000, events=0, hold=3.0, timeout=120.0),
         Scenario("redis", subs=1000, events=2000, two_hubs=True),
+        Scenario("redis-cluster", subs=1000, events=2000, two_hubs=True, cluster=True),
         # acknowledged publishes from one hub process into Redis, batched as publishers do
         Scenario(
             "redis-publish", subs=200, events=40_000, topics=200, batch=50, pipeline=8, pubconns=4, redis=True
+        ),
+        Scenario(
+            "cluster-publish",
+            subs=200,
+            events=40_000,
+            topics=200,
+            batch=50,
+            pipeline=8,
+            pubconns=4,
+            redis=True,
+            cluster=True,
         ),
     ]
 }
@@ -138,6 +153,19 @@ def redis_server() -> Iterator[str]:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def redis_cluster() -> Iterator[str]:
+    """Three primaries, on the generator's core like the single Redis."""
+    cluster = RedisCluster(3, 0, args=("--maxclients", "60000")).start()
+    try:
+        for node in cluster.nodes:
+            assert node.proc is not None
+            subprocess.run(["taskset", "-pc", LOAD_CORE, str(node.proc.pid)], check=True, capture_output=True)
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
 def server_cmd(server: str, port: int, redis_url: str | None) -> list[str]:
     python = sys.executable
     if server == "hub":
@@ -162,7 +190,10 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
         raise RuntimeError(f"needs {scenario.subs + 1000} open files, and this machine allows {limit}")
     needs_redis = server == "baseline" or ((scenario.two_hubs or scenario.redis) and server == "hub")
     with contextlib.ExitStack() as stack:
-        redis_url = stack.enter_context(redis_server()) if needs_redis else None
+        redis_url = None
+        if needs_redis:
+            hub_on_cluster = scenario.cluster and server == "hub"
+            redis_url = stack.enter_context(redis_cluster() if hub_on_cluster else redis_server())
         ports = [free_port()] + ([free_port()] if scenario.two_hubs and server == "hub" else [])
         env = {"HUB_LIMITS_MAX_BODY_BYTES": str(64 * 1024 * 1024), "HUB_LIMITS_MAX_BATCH": "10000"}
         procs = [

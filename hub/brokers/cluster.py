@@ -38,6 +38,7 @@ from hub.errors import BrokerUnavailable
 from hub.event import Draft, EnvelopeError, Event, new_epoch, open_envelope
 from hub.history import (
     RESET_EPOCH,
+    RESET_PARTIAL,
     RESET_TOO_MUCH,
     RESET_TRIMMED,
     RESET_UNKNOWN,
@@ -259,6 +260,10 @@ class RedisClusterBroker(Broker):
                 known = await self._current_epochs(vector.seqs)
                 if digest(sorted(known.items())) != vector.digest:
                     reset = RESET_EPOCH
+                elif not set(mask) <= vector.seqs.keys():
+                    # An id of another subscription (or a publish id): it cannot say what this one
+                    # missed in the partitions it does not name.
+                    reset = RESET_PARTIAL
                 else:
                     after = {p: s for p, s in vector.seqs.items() if p in mask}
                     epochs = known
@@ -272,7 +277,7 @@ class RedisClusterBroker(Broker):
             elif p in after:
                 mode, position = "after", Position(epochs[p], after[p])
             else:
-                mode, position = "new", None  # a partition this id does not name: from now on
+                mode, position = "new", None  # no Last-Event-ID: retained state, then live
             reads.append(self._read_partition(p, chosen, mode, position, None, sync=True))
         results = await asyncio.gather(*reads, return_exceptions=True)
         for result in results:

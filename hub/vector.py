@@ -15,6 +15,7 @@ replay, the live events held for it are placed after its snapshot by `VectorCurs
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,14 @@ def digest(epochs: Iterable[tuple[int, str]]) -> str:
 
 def format_vector(entries: Sequence[tuple[int, str, int]]) -> str:
     """The id for (partition, epoch, seq) entries, given in ascending partition order."""
-    head = digest((p, epoch) for p, epoch, _ in entries)
+    head = _digest_of(tuple((p, epoch) for p, epoch, _ in entries))
     return head + "".join(f"_{p}.{seq}" for p, _, seq in entries)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(epochs: tuple[tuple[int, str], ...]) -> str:
+    # Epochs change only when Redis loses data, and a process sees few sets of partitions: hash once.
+    return digest(epochs)
 
 
 @dataclass(frozen=True, slots=True)

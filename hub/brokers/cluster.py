@@ -237,9 +237,9 @@ class RedisClusterBroker(Broker):
         payload = f"!t{self.node}.{self._tick_round}".encode()
         try:
             channels = self._parts.channels
-            async with self._commands:
+            async with self._commands, asyncio.timeout(self._config.connect_timeout):
                 await asyncio.gather(*(self._client.spublish(channels[p], payload) for p in partitions))
-        except _REDIS_DOWN:
+        except (*_REDIS_DOWN, TimeoutError):
             raise BrokerUnavailable() from None
 
     # reading

@@ -256,8 +256,9 @@ class RedisBroker(Broker):
 
     async def tick(self) -> None:
         try:
-            await self._client.publish(self._tick_channel, b"")
-        except _REDIS_DOWN:
+            async with asyncio.timeout(self._config.connect_timeout):
+                await self._client.publish(self._tick_channel, b"")
+        except (*_REDIS_DOWN, TimeoutError):
             raise BrokerUnavailable() from None
 
     # subscribing

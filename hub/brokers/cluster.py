@@ -18,7 +18,6 @@ Commands (publish, snapshots, history) go through redis-py's cluster client, whi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -67,6 +66,7 @@ _REDIS_DOWN = (
 )
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
+CLOSE_TIMEOUT = 2.0
 # KEYS: the partition's sequence hash, a topic's history. ARGV: exclusive start, count.
 HISTORY_PAGE = """
 local position = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
@@ -146,9 +146,13 @@ class RedisClusterBroker(Broker):
             tasks.append(self._refresh_task)
         for task in tasks:
             task.cancel()
+        # Bounded, and the loops also check `_closed`: on Python 3.11 a cancellation can be lost inside
+        # the Redis client (a timeout expiring at the same moment), and the loop would go round again.
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a link that failed while closing is no news
         self._links.clear()
         self._route.clear()
         for _, future in self._waiters:
@@ -493,7 +497,7 @@ class RedisClusterBroker(Broker):
         """Read the slot map again and move every partition whose slot moved to its new node's link."""
         backoff = BACKOFF_MIN
         try:
-            while True:
+            while not self._closed:
                 try:
                     await self._client.nodes_manager.initialize()
                 except Exception as exc:
@@ -727,7 +731,7 @@ class _Link:
     async def _run(self) -> None:
         broker = self.broker
         backoff = BACKOFF_MIN
-        while self.partitions:
+        while self.partitions and not broker._closed:
             writer: asyncio.StreamWriter | None = None
             served = False
             try:

@@ -14,7 +14,6 @@ reconnects with capped, jittered backoff and re-subscribes everything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -67,6 +66,7 @@ _RESETS = {
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
+CLOSE_TIMEOUT = 2.0
 
 
 class RedisBroker(Broker):
@@ -111,17 +111,22 @@ class RedisBroker(Broker):
         self._syncs: dict[bytes, tuple[asyncio.Future[None], bool]] = {}
         self._deferred: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def start(self, sink: BrokerSink) -> None:
         self._sink = sink
         self._task = asyncio.create_task(self._supervise(), name="hub-redis-subscriber")
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            task.cancel()
+            # Bounded, and the supervisor also checks `_closed`: on Python 3.11 a cancellation can be
+            # lost inside the Redis client (a timeout expiring at the same moment).
+            await asyncio.wait([task], timeout=CLOSE_TIMEOUT)
+            if task.done() and not task.cancelled():
+                task.exception()
         for entries in self._waiters.values():
             for futures in entries:
                 for future in futures:
@@ -301,7 +306,7 @@ class RedisBroker(Broker):
 
     async def _supervise(self) -> None:
         backoff = BACKOFF_MIN
-        while True:
+        while not self._closed:
             writer: asyncio.StreamWriter | None = None
             was_live = False
             try:

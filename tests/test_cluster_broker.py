@@ -1,0 +1,110 @@
+"""What only a Redis Cluster can do to the hub: shards that stop, slots that move, one link per node.
+
+The rest of the broker contract runs on the cluster too, through `broker_kind` in every broker test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from bench.processes import RedisCluster
+from hub.partitions import Partitions
+from tests.support.waiting import settled
+
+pytestmark = pytest.mark.parametrize("broker_kind", ["cluster"], indirect=True)
+
+
+def _partitions(hub) -> Partitions:
+    return hub.fanout.broker._parts
+
+
+async def test_one_link_per_node_and_one_sharded_subscription_per_partition(hub_factory, redis_cluster):
+    hub = await hub_factory(redis_cluster.url)
+    parts = _partitions(hub)
+    topics = [f"many/{i}" for i in range(60)]
+    wanted = {parts.of_topic(t) for t in topics}
+    async with contextlib.AsyncExitStack() as stack:
+        for topic in topics:
+            await stack.enter_async_context(hub.subscribe(topic))
+        node = hub.fanout.broker.node
+
+        def links() -> list[int]:
+            return [
+                str(primary.call("CLIENT", "LIST")).count(f"-sub-{node}")
+                for primary in redis_cluster.primaries()
+            ]
+
+        await settled(lambda: sum(links()) == 3)
+        assert links() == [1, 1, 1]  # sixty topics, three connections: one per node
+        subscribed = set()
+        for primary in redis_cluster.primaries():
+            for channel in primary.call("PUBSUB", "SHARDCHANNELS", f"{parts.prefixes[0].split(':')[0]}:*"):
+                subscribed.add(parts.of_channel(channel if isinstance(channel, bytes) else channel.encode()))
+        assert wanted | {hub.fanout.broker._home} == subscribed - {None}
+
+
+async def test_a_stopped_shard_stops_heartbeats_and_readiness_until_it_returns(
+    hub_factory, redis_cluster_factory
+):
+    cluster: RedisCluster = await asyncio.to_thread(redis_cluster_factory, node_timeout_ms=5000)
+    hub = await hub_factory(cluster.url, sse__heartbeat_interval=0.2, redis__connect_timeout=0.5)
+    parts = _partitions(hub)
+
+    async def readyz() -> int:
+        async with hub.session.get(hub.url + "/readyz") as resp:
+            return resp.status
+
+    async with hub.subscribe("shard/alive", heartbeat="event") as stream:
+        assert [e.event for e in await stream.take(2)] == ["heartbeat", "heartbeat"]
+        assert await readyz() == 200
+        node = cluster.node_for_slot(parts.slots[parts.of_topic("shard/alive")])
+        cluster.pause(node)
+        try:
+            with contextlib.suppress(TimeoutError):
+                while True:  # what was already under way
+                    await stream.next_event(timeout=0.3)
+            with pytest.raises(TimeoutError):
+                await stream.next_event(timeout=1.5)  # then silence: the client can tell
+            async with asyncio.timeout(5):
+                while await readyz() != 503:
+                    await asyncio.sleep(0.1)
+        finally:
+            cluster.resume(node)
+        assert (await stream.next_event(timeout=10)).event == "heartbeat"
+        await settled(lambda: hub.fanout.ready)
+        assert await readyz() == 200
+
+
+async def test_a_live_subscriber_follows_its_topic_to_another_shard_without_a_gap(
+    hub_factory, redis_cluster_factory
+):
+    cluster: RedisCluster = await asyncio.to_thread(redis_cluster_factory)
+    hub = await hub_factory(cluster.url)
+    slot = _partitions(hub).slots[_partitions(hub).of_topic("moving")]
+    async with hub.subscribe("moving", "moving/**") as stream:
+        published = []
+
+        async def publish_steadily() -> None:
+            for i in range(150):
+                while True:
+                    status, _ = await hub.post("/publish", json={"topic": "moving", "data": i},
+                                               headers={"Idempotency-Key": f"moving-{i}"})  # fmt: skip
+                    if status == 200:
+                        break
+                    assert status == 503  # TRYAGAIN while the slot migrates: not accepted, retried
+                    await asyncio.sleep(0.01)
+                published.append(i)
+                await asyncio.sleep(0.005)
+
+        publisher = asyncio.create_task(publish_steadily())
+        await asyncio.sleep(0.2)
+        owner = cluster.node_for_slot(slot)
+        target = next(p for p in cluster.primaries() if p is not owner)
+        await asyncio.to_thread(cluster.reshard, [slot], target)
+        await publisher
+        got = [int(e.data) for e in await stream.take(150)]
+    assert cluster.node_for_slot(slot) is target
+    assert got == published == list(range(150))
+    assert hub.fanout.broker.reconnects == 0  # followed the slot: no connection was lost

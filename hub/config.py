@@ -45,6 +45,8 @@ class RedisConfig:
     max_connections: int = 64  # command connections per process; callers queue beyond it
     cluster: bool = False  # a Redis Cluster (also implied by a redis+cluster:// URL)
     partitions: int = 16  # on a cluster: hash-tag partitions topics are grouped into (see hub.partitions)
+    wait_replicas: int = 0  # on a cluster: replicas that must have an event before its publish is answered
+    wait_timeout: float = 1.0  # seconds to wait for them; fewer in time answers 503
 
     @property
     def is_cluster(self) -> bool:
@@ -120,6 +122,7 @@ _POSITIVE = {
     "server.shutdown_timeout",
     "redis.connect_timeout",
     "redis.max_connections",
+    "redis.wait_timeout",
     "sse.heartbeat_interval",
     "sse.max_buffer",
     "sse.subscribe_timeout",
@@ -132,6 +135,7 @@ _POSITIVE = {
     "limits.max_topics",
 }
 _NOT_NEGATIVE = {
+    "redis.wait_replicas",
     "history.max_age",
     "limits.max_connections",
     "limits.max_connections_per_ip",

@@ -108,3 +108,26 @@ async def test_a_live_subscriber_follows_its_topic_to_another_shard_without_a_ga
     assert cluster.node_for_slot(slot) is target
     assert got == published == list(range(150))
     assert hub.fanout.broker.reconnects == 0  # followed the slot: no connection was lost
+
+
+async def test_with_wait_replicas_an_acknowledged_event_survives_its_primary_failing(
+    hub_factory, redis_cluster_factory
+):
+    cluster: RedisCluster = await asyncio.to_thread(redis_cluster_factory, replicas=1)
+    hub = await hub_factory(cluster.url, redis__wait_replicas=1, redis__wait_timeout=0.5)
+    slot = _partitions(hub).slots[_partitions(hub).of_topic("kept")]
+    primary = cluster.node_for_slot(slot)
+    acked = [(await hub.publish({"topic": "kept", "data": i}))["id"] for i in range(20)]
+    # Killed the moment the last publish was answered: its replica had every event by then.
+    await asyncio.to_thread(cluster.kill_primary, primary)
+    async with hub.subscribe("kept", lastEventId="earliest") as stream:
+        got = await stream.take(20, timeout=20)
+    assert [e.event for e in got] == ["message"] * 20  # no reset: nothing acknowledged was lost
+    assert [int(e.data) for e in got] == list(range(20))
+    assert [e.id for e in got] == acked
+
+    replica = cluster.replicas_of(cluster.node_for_slot(slot))
+    assert replica == []  # the old primary is down: the new one has no replica to confirm
+    status, doc = await hub.post("/publish", json={"topic": "kept", "data": "unconfirmed"})
+    assert status == 503
+    assert "replicas confirmed" in doc["error"]["message"]

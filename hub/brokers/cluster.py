@@ -67,6 +67,7 @@ _REDIS_DOWN = (
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
 CLOSE_TIMEOUT = 2.0
+REFRESH_INTERVAL = 0.25  # slot map reads while a partition has no working link
 # KEYS: the partition's sequence hash, a topic's history. ARGV: exclusive start, count.
 HISTORY_PAGE = """
 local position = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
@@ -229,10 +230,42 @@ class RedisClusterBroker(Broker):
         keys = [f"{prefix}:seq", f"{prefix}:topics", f"{prefix}:retained", token_key, *histories]
         try:
             async with self._commands:
-                reply = await self._publish_script(keys=keys, args=args)
+                if self._config.wait_replicas:
+                    reply = await self._publish_waited(keys, args)
+                else:
+                    reply = await self._publish_script(keys=keys, args=args)
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis cluster is unavailable ({exc!r}); not accepted") from None
         return list(reply.decode().split(" "))
+
+    async def _publish_waited(self, keys: list[str], args: list[bytes | str | int]) -> bytes:
+        """The publish script and a WAIT on one connection of the partition's primary (WAIT counts the
+        replicas that have that connection's writes): answered once enough replicas have the event."""
+        config = self._config
+        node = self._client.get_node_from_key(keys[0])
+        script = self._publish_script
+        for body in (None, redis_scripts.PUBLISH):  # EVALSHA, and EVAL where the node lacks it
+            pipe = self._client.pipeline(transaction=False)
+            # execute_command: the pipeline refuses its evalsha() method, not the command
+            if body is None:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            else:
+                pipe.execute_command("EVAL", body, len(keys), *keys, *args)
+            timeout_ms = int(config.wait_timeout * 1000)
+            pipe.execute_command("WAIT", config.wait_replicas, timeout_ms, target_nodes=node)
+            reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                continue
+            for result in (reply, acked):
+                if isinstance(result, Exception):
+                    raise result
+            if int(acked) < config.wait_replicas:
+                raise BrokerUnavailable(
+                    f"{acked} of {config.wait_replicas} replicas confirmed the event within"
+                    f" {config.wait_timeout} s; retry with the same Idempotency-Key"
+                )
+            return bytes(reply)
+        raise BrokerUnavailable("redis refused the publish script")
 
     async def tick(self) -> None:
         self._tick_round += 1
@@ -494,7 +527,10 @@ class RedisClusterBroker(Broker):
             self._refresh_task = asyncio.create_task(self._refresh(), name="hub-cluster-refresh")
 
     async def _refresh(self) -> None:
-        """Read the slot map again and move every partition whose slot moved to its new node's link."""
+        """Read the slot map again and move every partition whose slot moved to its new node's link.
+
+        Goes on reading it while a partition stays on a link that cannot connect: a failed primary is
+        still in the map until its replica is promoted, a few seconds later."""
         backoff = BACKOFF_MIN
         try:
             while not self._closed:
@@ -513,6 +549,7 @@ class RedisClusterBroker(Broker):
                         unplaced = True
                         continue
                     if link is old:
+                        unplaced = unplaced or link.writer is None
                         continue
                     if old is not None:
                         old.remove(p)
@@ -523,7 +560,7 @@ class RedisClusterBroker(Broker):
                     link.add(p)
                 if not unplaced:
                     return
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(REFRESH_INTERVAL)
         finally:
             self._refresh_task = None
 

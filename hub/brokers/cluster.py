@@ -180,23 +180,25 @@ class RedisClusterBroker(Broker):
             for p, topics in mine.items():
                 groups.setdefault(p, []).append((i, topics))
         token = secrets.token_hex(12) if idempotency_key is None else idempotency_key
-        calls = [self._publish_partition(p, items, drafts, bodies, token, idempotency_key is not None)
-                 for p, items in sorted(groups.items())]  # fmt: skip
-        # Shielded: a client hanging up must not cancel script calls half-way through their replies.
-        results = await asyncio.shield(asyncio.gather(*calls, return_exceptions=True))
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        keyed = idempotency_key is not None
+        calls = [
+            self._script_call(p, items, drafts, bodies, token, keyed) for p, items in sorted(groups.items())
+        ]
+        try:
+            async with self._commands:
+                # Shielded: a client hanging up must not cancel the calls half-way through their replies.
+                replies = await asyncio.shield(self._run_scripts(calls))
+        except _REDIS_DOWN as exc:
+            raise BrokerUnavailable(f"redis cluster is unavailable ({exc!r}); not accepted") from None
         entries: list[list[tuple[int, str, int]]] = [[] for _ in drafts]
-        for (p, items), result in zip(sorted(groups.items()), results, strict=True):
-            assert not isinstance(result, BaseException)
-            for (i, _), id_ in zip(items, result, strict=True):
+        for (p, items), reply in zip(sorted(groups.items()), replies, strict=True):
+            for (i, _), id_ in zip(items, reply.decode().split(" "), strict=True):
                 position = parse_id(id_)
                 assert position is not None
                 entries[i].append((p, position.epoch, position.seq))
         return [format_vector(e) for e in entries]
 
-    async def _publish_partition(
+    def _script_call(
         self,
         p: int,
         items: list[tuple[int, list[str]]],
@@ -204,7 +206,8 @@ class RedisClusterBroker(Broker):
         bodies: list[bytes],
         token: str,
         keyed: bool,
-    ) -> list[str]:
+    ) -> tuple[list[str], list[bytes | str | int]]:
+        """The keys and arguments of the publish script for partition p's share of a publish."""
         prefix = self._parts.prefixes[p]
         args: list[bytes | str | int] = [
             prefix,
@@ -227,44 +230,54 @@ class RedisClusterBroker(Broker):
         # Every key declared: while the slot migrates, Redis then answers TRYAGAIN before running
         # anything, instead of failing the script half-way through on a key that has already moved.
         token_key = f"{prefix}:{'idem' if keyed else 'pub'}:{token}"
-        keys = [f"{prefix}:seq", f"{prefix}:topics", f"{prefix}:retained", token_key, *histories]
-        try:
-            async with self._commands:
-                if self._config.wait_replicas:
-                    reply = await self._publish_waited(keys, args)
-                else:
-                    reply = await self._publish_script(keys=keys, args=args)
-        except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis cluster is unavailable ({exc!r}); not accepted") from None
-        return list(reply.decode().split(" "))
+        return [f"{prefix}:seq", f"{prefix}:topics", f"{prefix}:retained", token_key, *histories], args
 
-    async def _publish_waited(self, keys: list[str], args: list[bytes | str | int]) -> bytes:
-        """The publish script and a WAIT on one connection of the partition's primary (WAIT counts the
-        replicas that have that connection's writes): answered once enough replicas have the event."""
+    async def _run_scripts(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[bytes]:
+        """Every partition's script call of one publish in one pipeline: one round trip per node, not
+        one per partition. With `wait_replicas`, a WAIT follows each node's calls on the same connection
+        (WAIT counts the replicas that have that connection's writes)."""
         config = self._config
-        node = self._client.get_node_from_key(keys[0])
-        script = self._publish_script
-        for body in (None, redis_scripts.PUBLISH):  # EVALSHA, and EVAL where the node lacks it
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for body in (None, redis_scripts.PUBLISH):  # EVALSHA, then EVAL where a node lacks the script
             pipe = self._client.pipeline(transaction=False)
-            # execute_command: the pipeline refuses its evalsha() method, not the command
-            if body is None:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            else:
-                pipe.execute_command("EVAL", body, len(keys), *keys, *args)
-            timeout_ms = int(config.wait_timeout * 1000)
-            pipe.execute_command("WAIT", config.wait_replicas, timeout_ms, target_nodes=node)
-            reply, acked = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, redis.exceptions.NoScriptError):
-                continue
-            for result in (reply, acked):
-                if isinstance(result, Exception):
-                    raise result
-            if int(acked) < config.wait_replicas:
-                raise BrokerUnavailable(
-                    f"{acked} of {config.wait_replicas} replicas confirmed the event within"
-                    f" {config.wait_timeout} s; retry with the same Idempotency-Key"
+            nodes = {}
+            for k in todo:
+                keys, args = calls[k]
+                # execute_command: the cluster pipeline refuses its evalsha() method, not the command
+                if body is None:
+                    pipe.execute_command("EVALSHA", self._publish_script.sha, len(keys), *keys, *args)
+                else:
+                    pipe.execute_command("EVAL", body, len(keys), *keys, *args)
+                if config.wait_replicas:
+                    node = self._client.get_node_from_key(keys[0])
+                    if node is None:
+                        raise BrokerUnavailable("no node of the cluster serves this partition now")
+                    nodes[node.name] = node
+            for node in nodes.values():
+                pipe.execute_command(
+                    "WAIT", config.wait_replicas, int(config.wait_timeout * 1000), target_nodes=node
                 )
-            return bytes(reply)
+            results = await pipe.execute(raise_on_error=False)
+            for acked in results[len(todo) :]:
+                if isinstance(acked, Exception):
+                    raise acked
+                if int(acked) < config.wait_replicas:
+                    raise BrokerUnavailable(
+                        f"{acked} of {config.wait_replicas} replicas confirmed the event within"
+                        f" {config.wait_timeout} s; retry with the same Idempotency-Key"
+                    )
+            missing = []
+            for k, reply in zip(todo, results, strict=False):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    missing.append(k)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    replies[k] = bytes(reply)
+            if not missing:
+                return replies
+            todo = missing
         raise BrokerUnavailable("redis refused the publish script")
 
     async def tick(self) -> None:

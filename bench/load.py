@@ -30,6 +30,9 @@ from bench.processes import RedisCluster
 HERE = Path(__file__).parent
 BUILD = HERE / ".build"
 HUB_CORE, LOAD_CORE = "0", "1"
+# Throughput scenarios (rate 0): the generator waits between read rounds as long as the last round took,
+# at most this long, so that each read drains several frames. Latency scenarios read at once.
+READ_WINDOW_MS = 50
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,8 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
         ]  # fmt: skip
         if len(ports) > 1:
             cmd += ["--split-port", str(ports[1])]
+        if scenario.rate == 0:
+            cmd += ["--read-window-ms", str(READ_WINDOW_MS)]
         if scenario.hold:
             cmd += ["--hold", str(scenario.hold)]
             gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

@@ -5,6 +5,9 @@
  * "data: <seq> <t_ns> <padding>": seq says which event it is (event seq goes to topic seq % topics), t_ns
  * when it was published (CLOCK_MONOTONIC), for latency. Per subscriber it checks order and counts lost
  * and duplicated events. The publisher POSTs JSON batches over keep-alive connections, pipelined.
+ * With --read-window-ms W (throughput scenarios), the generator lets frames pile up in the kernel between
+ * read rounds, so that one read (and the ACK it sends) serves several frames: it then costs a fraction of
+ * the CPU per delivered event, and latency figures include up to W ms of that wait.
  * Prints one JSON object. Options: see usage().
  */
 #define _GNU_SOURCE
@@ -53,12 +56,13 @@ static long long events = 1000, rate = 0; /* rate: events per second, 0 = as fas
 static double timeout_s = 60, hold_s = 0;
 static int source_ips = 1, split_port = 0; /* split_port: odd subscribers go there */
 static long long *lat; static long long nlat, caplat;
-static long long published;
+static long long published, reads, delivered;
+static double read_window_ms = 0; /* 0: read every ready connection at once (latency scenarios) */
 
 static void usage(void) {
     fprintf(stderr, "loadgen --port P --subs N --topics T --events M [--batch B] [--pipeline D]"
                     " [--rate R] [--size S] [--timeout S] [--hold S] [--path /events?topic=t%%d]"
-                    " [--pubconns K] [--source-ips K]\n");
+                    " [--pubconns K] [--source-ips K] [--read-window-ms W]\n");
     exit(2);
 }
 
@@ -116,6 +120,16 @@ static void publish_batch(conn_t *c) {
     published += n;
 }
 
+static void pump_publishers(conn_t *conns, long long t0) {
+    long long now = now_ns();
+    for (int i = 0; i < pubconns; i++) {
+        conn_t *c = &conns[subs + i];
+        while (c->next < events && c->in_flight < pipeline &&
+               (rate == 0 || published < (now - t0) * rate / 1000000000LL))
+            publish_batch(c);
+    }
+}
+
 static void take_latency(long long t) {
     if (nlat == caplat) { caplat = caplat ? caplat * 2 : 1 << 20; lat = realloc(lat, (size_t)caplat * 8); }
     lat[nlat++] = t;
@@ -141,7 +155,7 @@ static void parse_sub(conn_t *c) {
             if (seq < c->expected_next) {
                 if (seq == c->expected_next - topics) c->dup++; else c->reordered++;
             } else {
-                c->received++;
+                c->received++; delivered++;
                 c->expected_next = seq + topics;
             }
             take_latency(now - t);
@@ -174,7 +188,7 @@ static void on_readable(conn_t *c) {
     ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);
     if (r == 0) { fprintf(stderr, "server closed a %s connection\n", c->kind == SUB ? "subscriber" : "publisher"); exit(1); }
     if (r < 0) { if (errno == EAGAIN) return; perror("read"); exit(1); }
-    c->len += (size_t)r;
+    c->len += (size_t)r; reads++;
     if (c->kind == SUB) parse_sub(c); else parse_pub(c);
 }
 
@@ -196,6 +210,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--path")) path = v;
         else if (!strcmp(a, "--source-ips")) source_ips = atoi(v);
         else if (!strcmp(a, "--split-port")) split_port = atoi(v);
+        else if (!strcmp(a, "--read-window-ms")) read_window_ms = atof(v);
         else usage();
         i++;
     }
@@ -210,7 +225,7 @@ int main(int argc, char **argv) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
     }
-    struct epoll_event evs[1024];
+    struct epoll_event evs[1024], evs_pub[64];
     /* connect and subscribe everyone, then wait until every stream is open */
     int opened = 0, requested = 0;
     long long start = now_ns();
@@ -240,52 +255,76 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
+    /* Publishers get their own epoll set, nested in the main one: during a read window (below) the
+     * generator waits on the publishers alone, so their pipeline stays full while frames pile up. */
+    int ep_pub = epoll_create1(0);
     for (int i = 0; i < pubconns; i++) {
         conn_t *c = &conns[subs + i];
         c->kind = PUB; c->fd = connect_to(i, port); c->index = i;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+        epoll_ctl(ep_pub, EPOLL_CTL_ADD, c->fd, &ev);
     }
+    struct epoll_event pub_ev = {.events = EPOLLIN, .data.ptr = NULL}; /* NULL: "a publisher is readable" */
+    epoll_ctl(ep, EPOLL_CTL_ADD, ep_pub, &pub_ev);
     struct timespec settle = {0, 200000000}; nanosleep(&settle, NULL); /* publisher connections up */
     long long expected_total = 0;
     for (int i = 0; i < subs; i++) expected_total += events / topics + (i % topics < events % topics);
     printf("{\"phase\": \"publish\"}\n"); fflush(stdout); /* the runner samples server CPU from here */
     double cpu0 = cpu_s();
-    long long t0 = now_ns(), t_published = 0, delivered = 0;
+    long long t0 = now_ns(), t_published = 0, window_ns = 0, window_max_ns = (long long)(read_window_ms * 1e6);
+    reads = 0;
     while (1) {
-        long long now = now_ns();
-        for (int i = 0; i < pubconns; i++) {
-            conn_t *c = &conns[subs + i];
-            while (c->next < events && c->in_flight < pipeline &&
-                   (rate == 0 || published < (now - t0) * rate / 1000000000LL))
-                publish_batch(c);
-        }
+        pump_publishers(conns, t0);
         if (!t_published && published >= events) {
             long long answered_all = 1;
             for (int i = 0; i < pubconns; i++) answered_all &= conns[subs + i].in_flight == 0;
             if (answered_all) t_published = now_ns();
         }
+        /* Read window (throughput scenarios only): before reading the subscribers again, wait as long as
+         * the last read round took, up to window_max, answering only the publishers. Each read then
+         * drains several frames, and its syscall and ACK are shared by them; a frame waits at most one
+         * window plus one round before it is read, and is stamped (latency) when it is read. */
+        long long until = now_ns() + window_ns, left;
+        while ((left = until - now_ns()) > 0) {
+            struct timespec t = {left / 1000000000, left % 1000000000};
+            int n = epoll_pwait2(ep_pub, evs, 64, &t, NULL);
+            for (int k = 0; k < n; k++) on_readable(evs[k].data.ptr);
+            pump_publishers(conns, t0);
+        }
+        /* A read round: every ready connection, once. */
         int n = epoll_wait(ep, evs, 1024, rate ? 1 : 10);
-        for (int k = 0; k < n; k++) on_readable(evs[k].data.ptr);
-        delivered = 0;
-        for (int i = 0; i < subs; i++) delivered += conns[i].received;
+        long long busy_from = now_ns();
+        for (;;) {
+            for (int k = 0; k < n; k++) {
+                if (evs[k].data.ptr) { on_readable(evs[k].data.ptr); continue; }
+                int m = epoll_wait(ep_pub, evs_pub, 64, 0);
+                for (int j = 0; j < m; j++) on_readable(evs_pub[j].data.ptr);
+            }
+            if (n < 1024) break;
+            n = epoll_wait(ep, evs, 1024, 0);
+        }
+        if (window_max_ns) {
+            window_ns = now_ns() - busy_from;
+            if (window_ns > window_max_ns) window_ns = window_max_ns;
+        }
+        if (t_published) window_ns = 0; /* all is published: read the tail at once */
         if (t_published && delivered >= expected_total) break;
         if ((now_ns() - t0) / 1e9 > timeout_s) break;
     }
     long long t1 = now_ns();
     long long dup = 0, reordered = 0;
     for (int i = 0; i < subs; i++) { dup += conns[i].dup; reordered += conns[i].reordered; }
+    double cpu = cpu_s() - cpu0; /* the run's work, not the sort below */
     qsort(lat, (size_t)nlat, 8, cmp_ll);
-    double cpu = cpu_s() - cpu0;
     double secs = (t1 - t0) / 1e9, pub_secs = (t_published ? t_published - t0 : t1 - t0) / 1e9;
     printf("{\"subscribers\": %d, \"events\": %lld, \"published\": %lld, \"expected\": %lld, "
            "\"delivered\": %lld, \"lost\": %lld, \"duplicated\": %lld, \"out_of_order\": %lld, "
            "\"seconds\": %.4f, \"publish_seconds\": %.4f, \"deliveries_per_s\": %.0f, "
            "\"publishes_per_s\": %.0f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
-           "\"generator_cpu_s\": %.3f, \"connect_s\": %.3f}\n",
+           "\"generator_cpu_s\": %.3f, \"connect_s\": %.3f, \"reads\": %lld}\n",
            subs, events, published, expected_total, delivered, expected_total - delivered, dup, reordered,
            secs, pub_secs, delivered / secs, published / pub_secs,
            nlat ? lat[nlat / 2] / 1e6 : 0, nlat ? lat[(long long)(nlat * 0.99)] / 1e6 : 0,
-           nlat ? lat[nlat - 1] / 1e6 : 0, cpu, connect_s);
+           nlat ? lat[nlat - 1] / 1e6 : 0, cpu, connect_s, reads);
     return 0;
 }

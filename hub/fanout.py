@@ -55,6 +55,9 @@ HEARTBEATS = {
 RESYNC = sse.encode_retry(500)
 
 
+# Under load, flushes are at least this far apart (seconds): a quiet hub writes each event at once, a
+# busy one coalesces what arrives within a millisecond into one write per subscriber.
+FLUSH_GAP = 0.001
 STOP_TIMEOUT = 2.0  # seconds to wait for the heartbeat task at shutdown
 MAX_HELD = 10_000  # live events held for one subscriber while it reads its replay
 HISTORY_PAGE = 1000  # events read from the broker at a time for a history download
@@ -136,6 +139,7 @@ class Fanout:
         self._relabeled = 0  # ...or reading several cluster partitions: each needs its own kind of id
         self._dirty: list[Outbox] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._flushed_at = 0.0  # loop time the last flush ended
         self._heartbeat_task: asyncio.Task[None] | None = None
         # Read at scrape time by /metrics and /stats: plain integers, nothing on the hot path.
         self.counters: dict[str, int] = dict.fromkeys(
@@ -467,13 +471,20 @@ class Fanout:
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None and self._dirty:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._flushed_at < FLUSH_GAP:
+                # Flushing back to back: the hub is busy, and one write per subscriber per event is
+                # most of its work. Let the events of the next moment gather into the same writes.
+                self._flush_handle = loop.call_at(self._flushed_at + FLUSH_GAP, self._flush)
+            else:
+                self._flush_handle = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
         dirty, self._dirty = self._dirty, []
         for outbox in dirty:
             self._flush_one(outbox)
+        self._flushed_at = asyncio.get_running_loop().time()
 
     def _flush_one(self, outbox: Outbox) -> None:
         frames = len(outbox.pending)

@@ -55,9 +55,11 @@ HEARTBEATS = {
 RESYNC = sse.encode_retry(500)
 
 
-# Under load, flushes are at least this far apart (seconds): a quiet hub writes each event at once, a
-# busy one coalesces what arrives within a millisecond into one write per subscriber.
-FLUSH_GAP = 0.001
+# Under load, a flush waits as long as the last one took (within these bounds, seconds) after it
+# ended: a quiet hub writes each event at once; a busy one gives about half its time to what arrives,
+# which then goes out in one write per subscriber. The bound keeps the added latency to milliseconds.
+FLUSH_GAP_MIN = 0.001
+FLUSH_GAP_MAX = 0.005
 STOP_TIMEOUT = 2.0  # seconds to wait for the heartbeat task at shutdown
 MAX_HELD = 10_000  # live events held for one subscriber while it reads its replay
 HISTORY_PAGE = 1000  # events read from the broker at a time for a history download
@@ -140,6 +142,7 @@ class Fanout:
         self._dirty: list[Outbox] = []
         self._flush_handle: asyncio.Handle | None = None
         self._flushed_at = 0.0  # loop time the last flush ended
+        self._flush_gap = FLUSH_GAP_MIN
         self._heartbeat_task: asyncio.Task[None] | None = None
         # Read at scrape time by /metrics and /stats: plain integers, nothing on the hot path.
         self.counters: dict[str, int] = dict.fromkeys(
@@ -472,19 +475,22 @@ class Fanout:
     def _schedule_flush(self) -> None:
         if self._flush_handle is None and self._dirty:
             loop = asyncio.get_running_loop()
-            if loop.time() - self._flushed_at < FLUSH_GAP:
+            if loop.time() - self._flushed_at < self._flush_gap:
                 # Flushing back to back: the hub is busy, and one write per subscriber per event is
                 # most of its work. Let the events of the next moment gather into the same writes.
-                self._flush_handle = loop.call_at(self._flushed_at + FLUSH_GAP, self._flush)
+                self._flush_handle = loop.call_at(self._flushed_at + self._flush_gap, self._flush)
             else:
                 self._flush_handle = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         dirty, self._dirty = self._dirty, []
         for outbox in dirty:
             self._flush_one(outbox)
-        self._flushed_at = asyncio.get_running_loop().time()
+        self._flushed_at = loop.time()
+        self._flush_gap = min(max(self._flushed_at - started, FLUSH_GAP_MIN), FLUSH_GAP_MAX)
 
     def _flush_one(self, outbox: Outbox) -> None:
         frames = len(outbox.pending)

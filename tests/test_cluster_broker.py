@@ -114,7 +114,10 @@ async def test_with_wait_replicas_an_acknowledged_event_survives_its_primary_fai
     hub_factory, redis_cluster_factory
 ):
     cluster: RedisCluster = await asyncio.to_thread(redis_cluster_factory, replicas=1)
-    hub = await hub_factory(cluster.url, redis__wait_replicas=1, redis__wait_timeout=0.5)
+    # A subscriber arriving during the failover waits for it: the hub finds the promoted replica.
+    hub = await hub_factory(
+        cluster.url, redis__wait_replicas=1, redis__wait_timeout=0.5, sse__subscribe_timeout=20
+    )
     slot = _partitions(hub).slots[_partitions(hub).of_topic("kept")]
     primary = cluster.node_for_slot(slot)
     acked = [(await hub.publish({"topic": "kept", "data": i}))["id"] for i in range(20)]

@@ -31,6 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
+from hub.brokers.redis import RedisReplyError, expect_ok
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
@@ -38,8 +39,6 @@ from hub.event import Draft, EnvelopeError, Event, new_epoch, open_envelope
 from hub.history import (
     RESET_EPOCH,
     RESET_PARTIAL,
-    RESET_TOO_MUCH,
-    RESET_TRIMMED,
     RESET_UNKNOWN,
     HistoryPage,
     Position,
@@ -55,8 +54,6 @@ from hub.vector import Stamp, VectorCursor, digest, format_vector, parse_vector
 log = logging.getLogger(__name__)
 
 PUBLISH_TOKEN_TTL = 120
-_RESETS = {b"": None, b"epoch": RESET_EPOCH, b"trimmed": RESET_TRIMMED, b"unknown": RESET_UNKNOWN,
-           b"too_much": RESET_TOO_MUCH}  # fmt: skip
 _REDIS_DOWN = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -433,7 +430,7 @@ class RedisClusterBroker(Broker):
             raise BrokerUnavailable("the redis cluster subscription did not keep up") from None
         finally:
             self._syncs.pop(token, None)
-        return position, _RESETS[reset], messages
+        return position, redis_scripts.RESETS[reset], messages
 
     async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
         p = self._parts.of_topic(topic)
@@ -826,7 +823,7 @@ class _Link:
             if password:
                 username = kwargs.get("username")
                 writer.write(pack(b"AUTH", *((username, password) if username else (password,))))
-                await _expect_ok(reader)
+                await expect_ok(reader)
         return reader, writer
 
     def _on_reply(self, reply: Any) -> None:
@@ -838,7 +835,7 @@ class _Link:
                 if p is not None:
                     broker._on_moved(self, p)
                     return
-            raise RedisLinkError(text)
+            raise RedisReplyError(text)
         if not isinstance(reply, list):
             return  # +OK to CLIENT SETNAME
         kind = reply[0]
@@ -858,10 +855,6 @@ class _Link:
                 broker._on_moved(self, p)  # Redis unsubscribes us when the slot leaves this node
 
 
-class RedisLinkError(Exception):
-    """Redis refused a command on a subscriber link."""
-
-
 def _seq(message: bytes) -> int:
     return int(message[message.index(b"-") + 1 : message.index(b" ")])
 
@@ -878,18 +871,3 @@ def _text(value: bytes | str | None) -> str:
 
 def _dedupe(messages: Iterable[bytes]) -> list[bytes]:
     return list({_seq(m): m for m in messages}.values())
-
-
-async def _expect_ok(reader: asyncio.StreamReader) -> None:
-    parser = hiredis.Reader()
-    while True:
-        data = await reader.read(4096)
-        if not data:
-            raise EOFError("redis closed the connection during AUTH")
-        parser.feed(data)
-        reply = parser.gets()
-        if reply is False:
-            continue
-        if isinstance(reply, hiredis.ReplyError):
-            raise RedisLinkError(f"AUTH refused: {reply}")
-        return

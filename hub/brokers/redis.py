@@ -36,10 +36,6 @@ from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
 from hub.event import Draft, EnvelopeError, Event, envelope_id, new_epoch, open_envelope
 from hub.history import (
-    RESET_EPOCH,
-    RESET_TOO_MUCH,
-    RESET_TRIMMED,
-    RESET_UNKNOWN,
     HistoryPage,
     Position,
     Since,
@@ -56,13 +52,6 @@ log = logging.getLogger(__name__)
 # A call retried after a lost connection is answered from its token, so retrying is exactly-once.
 PUBLISH_TOKEN_TTL = 120
 PUBLISH_RETRIES = 3
-_RESETS = {
-    b"": None,
-    b"epoch": RESET_EPOCH,
-    b"trimmed": RESET_TRIMMED,
-    b"unknown": RESET_UNKNOWN,
-    b"too_much": RESET_TOO_MUCH,
-}
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
@@ -238,7 +227,9 @@ class RedisBroker(Broker):
             log.error("redis refused a snapshot: %s", exc)
             raise BrokerUnavailable(f"redis refused the read ({exc})") from None
         epoch, seq, reset, *messages = reply
-        return Snapshot(Position(epoch.decode(), int(seq)), merge([_open_all(messages)]), _RESETS[reset])
+        return Snapshot(
+            Position(epoch.decode(), int(seq)), merge([_open_all(messages)]), redis_scripts.RESETS[reset]
+        )
 
     async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
         # Entry ids are `<seq>-0` (see redis_scripts): an exclusive start at `after` is a plain XRANGE.
@@ -355,7 +346,7 @@ class RedisBroker(Broker):
                 username = kwargs.get("username")
                 auth = (username, password) if username else (password,)
                 writer.write(pack(b"AUTH", *auth))
-                await _expect_ok(reader)
+                await expect_ok(reader)
         return reader, writer
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -521,7 +512,8 @@ class RedisReplyError(Exception):
     """Redis refused a command on the subscriber connection."""
 
 
-async def _expect_ok(reader: asyncio.StreamReader) -> None:
+async def expect_ok(reader: asyncio.StreamReader) -> None:
+    """Read the answer to AUTH on a raw connection: +OK, or raise."""
     parser = hiredis.Reader()
     while True:
         data = await reader.read(4096)

@@ -10,6 +10,8 @@ trimmed, exactly).
 
 from __future__ import annotations
 
+from hub.history import RESET_EPOCH, RESET_TOO_MUCH, RESET_TRIMMED, RESET_UNKNOWN
+
 # KEYS: sequence hash, topic registry, retained hash, this call's token (its first answer, for retries
 # and Idempotency-Key). ARGV: prefix, token lifetime (s), a fresh epoch, this hub's last seen epoch and
 # seq, max events per topic, max age (ms; 0 = none), the event count, the shard channel ('' on one Redis:
@@ -247,3 +249,12 @@ end
 retained()
 return done()
 """
+
+# The SNAPSHOT script's reset reason, as the client is told it.
+RESETS = {
+    b"": None,
+    b"epoch": RESET_EPOCH,
+    b"trimmed": RESET_TRIMMED,
+    b"unknown": RESET_UNKNOWN,
+    b"too_much": RESET_TOO_MUCH,
+}

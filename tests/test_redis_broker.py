@@ -304,3 +304,14 @@ async def test_history_read_across_a_redis_data_loss_is_refused_not_spliced(hub_
     async with hub.session.get(hub.url + "/topics/h/history", params={"after": ids[5]}) as resp:
         assert resp.status == 409
         assert (await resp.json())["error"]["code"] == "history_lost"
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"], indirect=True)
+async def test_a_redis_with_a_password_serves_the_fan_out_connection_too(hub_factory, redis_factory):
+    redis = redis_factory()
+    redis.call("CONFIG", "SET", "requirepass", "s3cret-pass")  # after start: its readiness PING has no AUTH
+    hub = await hub_factory(f"redis://:s3cret-pass@127.0.0.1:{redis.port}")
+    await settled(lambda: hub.fanout.broker.ready)  # the raw subscriber connection sent AUTH
+    async with hub.subscribe("locked") as stream:
+        await hub.publish({"topic": "locked", "data": "in"})
+        assert (await stream.next_event()).data == "in"

@@ -31,7 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
-from hub.brokers.redis import RedisReplyError, expect_ok
+from hub.brokers.redis import RedisReplyError, authenticate
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
@@ -819,11 +819,7 @@ class _Link:
         async with asyncio.timeout(config.connect_timeout):
             tls = ssl.create_default_context() if config.url.startswith("rediss") else None
             reader, writer = await asyncio.open_connection(*self.address, ssl=tls)
-            password = kwargs.get("password")
-            if password:
-                username = kwargs.get("username")
-                writer.write(pack(b"AUTH", *((username, password) if username else (password,))))
-                await expect_ok(reader)
+            await authenticate(reader, writer, kwargs)
         return reader, writer
 
     def _on_reply(self, reply: Any) -> None:

@@ -341,12 +341,7 @@ class RedisBroker(Broker):
                 reader, writer = await asyncio.open_connection(
                     kwargs.get("host", "localhost"), kwargs.get("port", 6379), ssl=tls
                 )
-            password = kwargs.get("password")
-            if password:
-                username = kwargs.get("username")
-                auth = (username, password) if username else (password,)
-                writer.write(pack(b"AUTH", *auth))
-                await expect_ok(reader)
+            await authenticate(reader, writer, kwargs)
         return reader, writer
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -512,8 +507,18 @@ class RedisReplyError(Exception):
     """Redis refused a command on the subscriber connection."""
 
 
-async def expect_ok(reader: asyncio.StreamReader) -> None:
-    """Read the answer to AUTH on a raw connection: +OK, or raise."""
+async def authenticate(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kwargs: dict[str, Any]
+) -> None:
+    """AUTH on a raw connection with the credentials of redis-py's connection kwargs, if any."""
+    password = kwargs.get("password")
+    if password:
+        username = kwargs.get("username")
+        writer.write(pack(b"AUTH", *((username, password) if username else (password,))))
+        await _expect_ok(reader)
+
+
+async def _expect_ok(reader: asyncio.StreamReader) -> None:
     parser = hiredis.Reader()
     while True:
         data = await reader.read(4096)

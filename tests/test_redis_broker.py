@@ -315,3 +315,51 @@ async def test_a_redis_with_a_password_serves_the_fan_out_connection_too(hub_fac
     async with hub.subscribe("locked") as stream:
         await hub.publish({"topic": "locked", "data": "in"})
         assert (await stream.next_event()).data == "in"
+
+
+def publish_connections(hub, redis) -> list[dict[str, str]]:
+    name = f"{hub.fanout.broker._config.prefix}-pub-{hub.fanout.broker.node}"
+    clients = [
+        dict(field.split("=", 1) for field in line.split(" ") if "=" in field)
+        for line in redis.command("CLIENT", "LIST").decode().splitlines()
+    ]
+    return [c for c in clients if c.get("name") == name]
+
+
+async def test_concurrent_publishes_share_one_pipelined_connection(hub, redis_server):
+    async with hub.subscribe("busy") as stream:
+        docs = await asyncio.gather(*(hub.publish({"topic": "busy", "data": i}) for i in range(100)))
+        events = await stream.take(100)
+        assert sorted(e.id for e in events) == sorted(d["id"] for d in docs)
+        assert len(publish_connections(hub, redis_server)) == 1
+
+
+async def test_a_lost_publish_connection_is_replaced_and_nothing_is_published_twice(hub, redis_server):
+    async with hub.subscribe("kept") as stream:
+        await hub.publish({"topic": "kept", "data": "before"})
+        (conn,) = publish_connections(hub, redis_server)
+        redis_server.call("CLIENT", "KILL", "ID", conn["id"])
+        await hub.publish({"topic": "kept", "data": "after"})
+        assert [e.data for e in await stream.take(2)] == ["before", "after"]
+        with pytest.raises(TimeoutError):
+            await stream.next_event(timeout=0.3)
+        assert [c["id"] for c in publish_connections(hub, redis_server)] != [conn["id"]]
+
+
+async def test_publishing_goes_on_after_redis_forgets_its_scripts(hub, redis_server):
+    async with hub.subscribe("scripted") as stream:
+        await hub.publish({"topic": "scripted", "data": 1})
+        redis_server.call("SCRIPT", "FLUSH")
+        await hub.publish({"topic": "scripted", "data": 2})
+        assert [e.data for e in await stream.take(2)] == ["1", "2"]
+
+
+async def test_the_db_number_of_the_url_holds_the_hubs_keys(hub_factory, redis_factory):
+    redis = redis_factory()
+    hub = await hub_factory(f"{redis.url}/5")
+    async with hub.subscribe("numbered") as stream:
+        doc = await hub.publish({"topic": "numbered", "data": "in db 5"})
+        assert (await stream.next_event()).id == doc["id"]
+    keyspace = redis.command("INFO", "keyspace").decode()
+    assert "db5:keys=" in keyspace
+    assert "db0:" not in keyspace

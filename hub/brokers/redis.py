@@ -14,6 +14,7 @@ reconnects with capped, jittered backoff and re-subscribes everything.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import secrets
@@ -30,6 +31,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
+from hub.brokers.command_link import CommandLink, LinkDown
 from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
@@ -56,6 +58,7 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
 CLOSE_TIMEOUT = 2.0
+PUBLISH_SHA = hashlib.sha1(redis_scripts.PUBLISH.encode()).hexdigest().encode()
 
 
 class RedisBroker(Broker):
@@ -78,9 +81,14 @@ class RedisBroker(Broker):
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
         self._client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
-        self._publish_script = self._client.register_script(redis_scripts.PUBLISH)
         self._snapshot_script = self._client.register_script(redis_scripts.SNAPSHOT)
         self.node = secrets.token_hex(6)
+        # Publishes go over a connection of their own, pipelined: concurrent ones share round trips.
+        setup = [pack(b"CLIENT", b"SETNAME", f"{config.prefix}-pub-{self.node}")]
+        db = int(pool.connection_kwargs.get("db") or 0)
+        if db:
+            setup.append(pack(b"SELECT", db))
+        self._link = CommandLink(self._connect, setup=setup, timeout=config.connect_timeout)
         self._tick_channel = self._keys.tick(self.node)
         self._sink: BrokerSink | None = None
         # name -> selectors subscribed under it, with their counts (`*` and `**` share one glob)
@@ -121,6 +129,7 @@ class RedisBroker(Broker):
                 for future in futures:
                     future.cancel()
         self._waiters.clear()
+        await self._link.close()
         await self._client.aclose()
         self._sink = None
 
@@ -133,7 +142,16 @@ class RedisBroker(Broker):
     async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
         seen = parse_id(self._last_id.decode())
         keys = self._keys
+        if idempotency_key is None:
+            token = keys.publish_token(secrets.token_hex(12))
+        else:
+            token = keys.idempotency(idempotency_key)
         args: list[bytes | str | int] = [
+            4,
+            keys.sequence,
+            keys.topics,
+            keys.retained,
+            token,
             keys.prefix,
             PUBLISH_TOKEN_TTL if idempotency_key is None else int(self._idempotency_window),
             new_epoch(),
@@ -149,21 +167,30 @@ class RedisBroker(Broker):
             args.extend(draft.topics)
             args.append(draft.body())
             args.append(1 if draft.retain else 0)
-        if idempotency_key is None:
-            token = keys.publish_token(secrets.token_hex(12))
-        else:
-            token = keys.idempotency(idempotency_key)
-        try:
-            # Shielded: a client hanging up must not cancel a script call half-way through its reply.
-            ids = await asyncio.shield(
-                self._publish_script(keys=[keys.sequence, keys.topics, keys.retained, token], args=args)
-            )
-        except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis is unavailable ({exc}); the event was not accepted") from None
-        except redis.exceptions.ResponseError as exc:
-            log.error("redis refused a publish: %s", exc)
-            raise BrokerUnavailable(f"redis refused the publish ({exc})") from None
-        return list(ids.decode().split(" "))
+        reply = await self._run_publish(args)
+        if isinstance(reply, hiredis.ReplyError):
+            log.error("redis refused a publish: %s", reply)
+            raise BrokerUnavailable(f"redis refused the publish ({reply})")
+        return list(reply.decode().split(" "))
+
+    async def _run_publish(self, args: list[bytes | str | int]) -> Any:
+        """The publish script's reply. A call whose connection was lost is sent again: its token
+        makes the script answer a repeat from what the first run did, so it runs exactly once."""
+        backoff = 0.02
+        for attempt in range(PUBLISH_RETRIES + 1):
+            try:
+                reply = await self._link.call(pack(b"EVALSHA", PUBLISH_SHA, *args))
+                if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+                    reply = await self._link.call(pack(b"EVAL", redis_scripts.PUBLISH, *args))
+                return reply
+            except LinkDown as exc:
+                if attempt == PUBLISH_RETRIES:
+                    raise BrokerUnavailable(f"redis is unavailable ({exc})") from None
+            except TimeoutError:
+                raise BrokerUnavailable("redis did not answer in time") from None
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, 0.5)
+        raise AssertionError("unreachable")
 
     async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
         return await self._snapshot(selectors, since, catch_up=False)

@@ -1,0 +1,162 @@
+"""Commands over one raw RESP connection, pipelined: the Redis broker's publish path.
+
+redis-py spends tens of microseconds of Python on every call (a pooled connection checked out, a retry
+wrapper, a timeout, a script object's checks) and gives each concurrent call a connection of its own, so
+concurrent publishes cost a round trip and a pair of syscalls each. Here a call's command is written in
+the loop iteration it is made, together with every other call of that iteration, and the replies come
+back in order over the one connection: concurrent publishes share their round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import hiredis
+
+Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+READ_SIZE = 1 << 16
+CLOSE_TIMEOUT = 1.0
+
+
+class LinkDown(ConnectionError):
+    """The connection failed, or was lost before the reply came: the command may or may not have run."""
+
+
+class CommandLink:
+    def __init__(self, open_connection: Opener, *, setup: Sequence[bytes] = (), timeout: float) -> None:
+        """`setup`: packed commands every new connection sends first (CLIENT SETNAME, SELECT); each
+        must succeed. `timeout` bounds a call from its start, connecting included."""
+        self._open = open_connection
+        self._setup = tuple(setup)
+        self._timeout = timeout
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        # One future per command written (or about to be) on the current connection, in order.
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._outgoing: list[bytes] = []
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def call(self, command: bytes) -> Any:
+        """The reply to `command` (packed RESP). An error reply is returned as a `hiredis.ReplyError`,
+        not raised. Raises `LinkDown`, or `TimeoutError` when no reply came in time; the connection is
+        then dropped, since what it answers later could no longer be matched to its command.
+
+        Cancelling the caller leaves the command running: its reply is read and discarded."""
+        if self._closed:
+            raise LinkDown("the link is closed")
+        loop = asyncio.get_running_loop()
+        writer = self._writer
+        try:
+            async with asyncio.timeout(self._timeout):
+                if writer is None:
+                    if self._connecting is None:
+                        self._connecting = asyncio.create_task(self._connect(), name="hub-redis-link")
+                    # Shielded: the attempt serves every caller waiting on it, not only this one.
+                    await asyncio.shield(self._connecting)
+                    writer = self._writer
+                    if writer is None:
+                        raise LinkDown("the connection was lost as it opened")
+                future: asyncio.Future[Any] = loop.create_future()
+                self._waiting.append(future)
+                self._outgoing.append(command)
+                if len(self._outgoing) == 1:
+                    loop.call_soon(self._write, writer)
+                return await future
+        except TimeoutError:
+            if writer is not None:
+                self._drop(writer, LinkDown("redis did not answer in time"))
+            raise
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        writer, task = self._writer, self._reader_task
+        if writer is not None:
+            self._drop(writer, LinkDown("the link is closed"))
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
+        if task is not None:
+            await asyncio.wait([task], timeout=CLOSE_TIMEOUT)
+
+    async def _connect(self) -> None:
+        try:
+            reader, writer = await self._open()
+            try:
+                parser = hiredis.Reader()
+                if self._setup:
+                    writer.write(b"".join(self._setup))
+                    for _ in self._setup:
+                        reply = await _next_reply(reader, parser)
+                        if isinstance(reply, hiredis.ReplyError):
+                            raise LinkDown(f"redis refused the connection's setup: {reply}")
+            except BaseException:
+                writer.close()
+                raise
+            if self._closed:
+                writer.close()
+                return
+            self._writer = writer
+            reading = self._read(reader, writer, parser)
+            self._reader_task = asyncio.create_task(reading, name="hub-link-reader")
+        except LinkDown:
+            raise
+        except (OSError, EOFError, hiredis.ProtocolError) as exc:
+            raise LinkDown(f"cannot connect to redis: {exc}") from None
+        finally:
+            self._connecting = None
+
+    def _write(self, writer: asyncio.StreamWriter) -> None:
+        if writer is self._writer and self._outgoing:
+            writer.write(b"".join(self._outgoing))
+            self._outgoing.clear()
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parser: Any) -> None:
+        waiting = self._waiting
+        try:
+            while True:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    raise EOFError("redis closed the connection")
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    if not waiting:
+                        raise hiredis.ProtocolError("a reply no command asked for")
+                    future = waiting.popleft()
+                    if not future.done():  # its caller gave up: the reply is read and dropped
+                        future.set_result(reply)
+        except (OSError, EOFError, hiredis.ProtocolError) as exc:
+            self._drop(writer, LinkDown(f"lost the redis connection: {exc}"))
+
+    def _drop(self, writer: asyncio.StreamWriter, error: LinkDown) -> None:
+        """End `writer`'s connection, if it is still the current one: every command on it fails."""
+        if writer is not self._writer:
+            return
+        self._writer = None
+        self._outgoing.clear()
+        waiting, self._waiting = self._waiting, deque()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(error)
+        writer.close()
+        task, self._reader_task = self._reader_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+
+async def _next_reply(reader: asyncio.StreamReader, parser: Any) -> Any:
+    while (reply := parser.gets()) is False:
+        data = await reader.read(READ_SIZE)
+        if not data:
+            raise EOFError("redis closed the connection")
+        parser.feed(data)
+    return reply

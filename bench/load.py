@@ -49,21 +49,27 @@ class Scenario:
     two_hubs: bool = False  # redis: subscribers split over two hub processes on one Redis
     redis: bool = False  # the hub runs on Redis (always, with two_hubs)
     cluster: bool = False  # ...on a Redis Cluster of three primaries instead of one Redis
-    pubconns: int = 1  # publisher connections; they split the topics, so each topic keeps its order
+    # Publisher connections: fewer than the topics, they split the topics (each topic keeps one order);
+    # more, they all publish to every topic and order is checked per publisher.
+    pubconns: int = 1
     timeout: float = 60.0
 
 
 SCENARIOS = {
     s.name: s
     for s in [
-        Scenario("fanout", subs=1000, events=2000),
+        # 64 publishers, each posting its next event once the last is answered (as HTTP clients do):
+        # "as fast as they are accepted" by the hub, not by one client's round trips through it.
+        Scenario("fanout", subs=1000, events=2000, pubconns=64, pipeline=1),
         Scenario("fanout-10k", subs=10_000, events=200),
         Scenario("latency", subs=1000, events=1000, rate=100),
         Scenario("topics", subs=2000, events=20_000, topics=2000, batch=50, pipeline=8, pubconns=4),
         Scenario("idle", subs=10_000, events=0, hold=3.0),
         Scenario("idle-50k", subs=50_000, events=0, hold=3.0, timeout=120.0),
-        Scenario("redis", subs=1000, events=2000, two_hubs=True),
-        Scenario("redis-cluster", subs=1000, events=2000, two_hubs=True, cluster=True),
+        Scenario("redis", subs=1000, events=2000, pubconns=64, pipeline=1, two_hubs=True),
+        Scenario(
+            "redis-cluster", subs=1000, events=2000, pubconns=64, pipeline=1, two_hubs=True, cluster=True
+        ),
         # acknowledged publishes from one hub process into Redis, batched as publishers do
         Scenario(
             "redis-publish", subs=200, events=40_000, topics=200, batch=50, pipeline=8, pubconns=4, redis=True

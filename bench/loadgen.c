@@ -4,7 +4,9 @@
  * Subscribers GET `path` (with %d replaced by subscriber % topics) and count events by their data line,
  * "data: <seq> <t_ns> <padding>": seq says which event it is (event seq goes to topic seq % topics), t_ns
  * when it was published (CLOCK_MONOTONIC), for latency. Per subscriber it checks order and counts lost
- * and duplicated events. The publisher POSTs JSON batches over keep-alive connections, pipelined.
+ * and duplicated events. The publishers POST JSON batches over keep-alive connections, pipelined; with
+ * more publishers than topics, every publisher publishes to every topic, and order is checked per
+ * publisher (the hub orders concurrent publishers' events as it accepts them).
  * With --read-window-ms W (throughput scenarios), the generator lets frames pile up in the kernel between
  * read rounds, so that one read (and the ACK it sends) serves several frames: it then costs a fraction of
  * the CPU per delivered event, and latency figures include up to W ms of that wait.
@@ -28,7 +30,7 @@ enum { SUB = 1, PUB = 2 };
 
 typedef struct {
     int kind, fd, topic, connected;
-    long long expected_next, received, dup, reordered;
+    long long *expected_next, received, dup, reordered; /* expected_next: one per lane */
     char *buf; size_t len, cap;       /* unparsed input */
     int headers_done;
     long long in_flight, sent, answered, next; /* publisher: next = its next candidate seq */
@@ -56,6 +58,7 @@ static long long events = 1000, rate = 0; /* rate: events per second, 0 = as fas
 static double timeout_s = 60, hold_s = 0;
 static int source_ips = 1, split_port = 0; /* split_port: odd subscribers go there */
 static long long *lat; static long long nlat, caplat;
+static int lanes = 1; /* publishers each topic has: 1, or pubconns when they outnumber the topics */
 static long long published, reads, delivered;
 static double read_window_ms = 0; /* 0: read every ready connection at once (latency scenarios) */
 
@@ -97,7 +100,12 @@ static void send_all(int fd, const char *data, size_t n) {
 
 static char *pad;
 /* Several publisher connections split the topics between them (topic % pubconns), so each topic's
- * events still come from one connection, in order. */
+ * events come from one connection, in order; when they outnumber the topics, they take turns on every
+ * topic instead (seq / topics % pubconns), and each publisher's events on a topic keep their order. */
+static int publisher_of(long long seq) {
+    return (int)(lanes > 1 ? (seq / topics) % pubconns : (seq % topics) % pubconns);
+}
+
 static void publish_batch(conn_t *c) {
     static char body[1 << 22], req[(1 << 22) + 512];
     size_t b = 0;
@@ -105,7 +113,7 @@ static void publish_batch(conn_t *c) {
     body[b++] = '[';
     while (n < batch && c->next < events) {
         long long seq = c->next++;
-        if ((seq % topics) % pubconns != c->index) continue;
+        if (publisher_of(seq) != c->index) continue;
         b += (size_t)sprintf(body + b, "%s{\"topic\":\"t%lld\",\"data\":\"%lld %lld %s\"}",
                              n ? "," : "", seq % topics, seq, now_ns(), pad);
         n++;
@@ -152,11 +160,12 @@ static void parse_sub(conn_t *c) {
             char *q = p + 6;
             long long seq = strtoll(q, &q, 10);
             long long t = strtoll(q, &q, 10);
-            if (seq < c->expected_next) {
-                if (seq == c->expected_next - topics) c->dup++; else c->reordered++;
+            long long step = (long long)topics * lanes, *expected = &c->expected_next[lanes > 1 ? publisher_of(seq) : 0];
+            if (seq < *expected) {
+                if (seq == *expected - step) c->dup++; else c->reordered++;
             } else {
                 c->received++; delivered++;
-                c->expected_next = seq + topics;
+                *expected = seq + step;
             }
             take_latency(now - t);
         }
@@ -214,13 +223,16 @@ int main(int argc, char **argv) {
         else usage();
         i++;
     }
+    if (pubconns > topics) lanes = pubconns;
     pad = malloc((size_t)size + 1); memset(pad, 'x', (size_t)size); pad[size] = 0;
     int ep = epoll_create1(0);
     conn_t *conns = calloc((size_t)(subs + pubconns), sizeof(conn_t));
     char req[512];
     for (int i = 0; i < subs; i++) {
         conn_t *c = &conns[i];
-        c->kind = SUB; c->topic = i % topics; c->expected_next = c->topic;
+        c->kind = SUB; c->topic = i % topics;
+        c->expected_next = malloc((size_t)lanes * sizeof(long long));
+        for (int l = 0; l < lanes; l++) c->expected_next[l] = c->topic + (long long)topics * l;
         c->fd = connect_to(i, split_port && i % 2 ? split_port : port);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);

@@ -9,11 +9,12 @@ from hub import chunked
 from hub.brokers.memory import MemoryBroker
 from hub.config import HistoryConfig
 from hub.event import Draft
-from hub.fanout import Fanout
+from hub.fanout import FLUSH_SLICE, Fanout
 from hub.formats import Format
 from hub.history import Since
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
+from tests.support.waiting import settled
 
 
 class RecordingTransport(asyncio.Transport):
@@ -70,7 +71,8 @@ async def test_an_event_is_encoded_once_for_all_subscribers_without_tasks():
     tasks = len(asyncio.all_tasks())
     await fanout.publish([Draft(("room",), "hello")])
     assert len(asyncio.all_tasks()) == tasks
-    await asyncio.sleep(0)
+    for _ in range(2):  # two slices of writes (FLUSH_SLICE)
+        await asyncio.sleep(0)
     first = transports[0].writes[0]
     assert b"data: hello\n" in first
     assert all(len(t.writes) == 1 and t.writes[0] is first for t in transports)
@@ -85,6 +87,22 @@ async def test_frames_of_one_loop_iteration_go_out_in_one_write():
     await asyncio.sleep(0)
     assert len(transport.writes) == 1
     assert transport.writes[0].count(b"data: ") == 51
+    await fanout.stop()
+
+
+async def test_a_long_flush_lets_the_loop_run_between_slices_and_keeps_each_streams_order():
+    fanout = await started_fanout()
+    transports = [(await attach(fanout, "wide"))[1] for _ in range(FLUSH_SLICE * 2 + 10)]
+    await fanout.publish([Draft(("wide",), "first")])
+    await asyncio.sleep(0)
+    assert sum(1 for t in transports if t.writes) == FLUSH_SLICE  # then the loop went round
+    await fanout.publish([Draft(("wide",), "second")])  # arrives mid-flush
+    await settled(lambda: all(b"second" in b"".join(t.writes) for t in transports))
+    for i, transport in enumerate(transports):
+        data = [line for w in transport.writes for line in w.split(b"\n") if line.startswith(b"data: ")]
+        assert data == [b"data: first", b"data: second"]
+        # not yet written when "second" came: both in one write; written already: one write each
+        assert len(transport.writes) == (2 if i < FLUSH_SLICE else 1)
     await fanout.stop()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -140,7 +140,9 @@ class Fanout:
         self._live: dict[Selector, asyncio.Future[None]] = {}
         self._outboxes: _Group = {}
         self._replaying: _Group = {}
-        self._others = 0  # subscribers in a format other than SSE: while none, on_event stays SSE-only
+        # Subscribers in another format than SSE, or not chunked (HTTP/1.0): while there are none,
+        # on_event appends the one chunked SSE frame to every target without looking at it.
+        self._others = 0
         self._relabeled = 0  # ...or reading several cluster partitions: each needs its own kind of id
         self._dirty: list[Outbox] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -269,7 +271,7 @@ class Fanout:
         Raises `BrokerUnavailable` (and registers nothing) if the broker does not answer in time."""
         self._outboxes[outbox] = None
         self._replaying[outbox] = None
-        if outbox.format is not Format.SSE:
+        if outbox.format is not Format.SSE or not outbox.chunked:
             self._others += 1
         waits = []
         for selector in outbox.selectors:
@@ -327,7 +329,7 @@ class Fanout:
         if self._outboxes.pop(outbox, False) is False:
             return
         self._replaying.pop(outbox, None)
-        if outbox.format is not Format.SSE:
+        if outbox.format is not Format.SSE or not outbox.chunked:
             self._others -= 1
         if outbox.cursor is not None:
             self._relabeled -= 1
@@ -375,21 +377,13 @@ class Fanout:
             self._deliver_mixed(event, targets)
             return
         frame = event_frame(event)
-        raw: bytes | None = None  # for the rare HTTP/1.0 stream, which is not chunked
         dirty = self._dirty
-        count = 0
         for outbox in targets:
             pending = outbox.pending
             if not pending:
                 dirty.append(outbox)
-            if outbox.chunked:
-                pending.append(frame)
-            else:
-                if raw is None:
-                    raw = event_body(event)
-                pending.append(raw)
-            count += 1
-        self.counters["deliveries"] += count
+            pending.append(frame)
+        self.counters["deliveries"] += len(targets)
         self._schedule_flush()
 
     def _deliver_mixed(self, event: Event, targets: Iterable[Outbox]) -> None:
@@ -454,7 +448,7 @@ class Fanout:
                     outbox.close(CloseReason.SLOW_CONSUMER)
                     self.counters["slow_consumers"] += 1
 
-    def _match(self, topics: tuple[str, ...], parts: list[list[str]]) -> Iterable[Outbox]:
+    def _match(self, topics: tuple[str, ...], parts: list[list[str]]) -> Collection[Outbox]:
         groups: list[_Group] = []
         exact = self._exact
         for topic in topics:

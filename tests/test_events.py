@@ -240,11 +240,14 @@ async def test_http_10_streams_are_not_chunk_framed(hub):
     head = await reader.readuntil(b"\r\n\r\n")
     assert b"Transfer-Encoding" not in head
     assert (await reader.readuntil(b"\n\n")).startswith(b"retry: ")
-    await hub.publish({"topic": "old", "data": "plain"})
-    block = b""
-    while b"data: plain" not in block:
-        block += await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
-    assert b"\r\n" not in block
+    async with hub.subscribe("old") as chunked_stream:  # an HTTP/1.1 reader of the same event
+        doc = await hub.publish({"topic": "old", "data": "plain"})
+        block = b""
+        while b"data: plain" not in block:
+            block += await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+        assert b"\r\n" not in block
+        event = await chunked_stream.next_event()
+        assert (event.id, event.data) == (doc["id"], "plain")
     writer.close()
 
 

@@ -26,19 +26,25 @@ class LinkDown(ConnectionError):
     """The connection failed, or was lost before the reply came: the command may or may not have run."""
 
 
+class LinkTimeout(TimeoutError):
+    """No reply came in time; the connection was dropped, the command may or may not have run."""
+
+
 class CommandLink:
     def __init__(self, open_connection: Opener, *, setup: Sequence[bytes] = (), timeout: float) -> None:
         """`setup`: packed commands every new connection sends first (CLIENT SETNAME, SELECT); each
-        must succeed. `timeout` bounds a call from its start, connecting included."""
+        must succeed. `timeout` bounds the wait for a connection, and for each reply."""
         self._open = open_connection
         self._setup = tuple(setup)
         self._timeout = timeout
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
-        # One future per command written (or about to be) on the current connection, in order.
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        # One future per command written (or about to be) on the current connection, in order, with
+        # the loop time its reply is due by. One timer watches the oldest (not a timeout per call).
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._outgoing: list[bytes] = []
+        self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
 
     @property
@@ -55,26 +61,23 @@ class CommandLink:
             raise LinkDown("the link is closed")
         loop = asyncio.get_running_loop()
         writer = self._writer
-        try:
+        if writer is None:
+            if self._connecting is None:
+                self._connecting = asyncio.create_task(self._connect(), name="hub-redis-link")
+            # Shielded: the attempt serves every caller waiting on it, not only this one.
             async with asyncio.timeout(self._timeout):
-                if writer is None:
-                    if self._connecting is None:
-                        self._connecting = asyncio.create_task(self._connect(), name="hub-redis-link")
-                    # Shielded: the attempt serves every caller waiting on it, not only this one.
-                    await asyncio.shield(self._connecting)
-                    writer = self._writer
-                    if writer is None:
-                        raise LinkDown("the connection was lost as it opened")
-                future: asyncio.Future[Any] = loop.create_future()
-                self._waiting.append(future)
-                self._outgoing.append(command)
-                if len(self._outgoing) == 1:
-                    loop.call_soon(self._write, writer)
-                return await future
-        except TimeoutError:
-            if writer is not None:
-                self._drop(writer, LinkDown("redis did not answer in time"))
-            raise
+                await asyncio.shield(self._connecting)
+            writer = self._writer
+            if writer is None:
+                raise LinkDown("the connection was lost as it opened")
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((future, loop.time() + self._timeout))
+        self._outgoing.append(command)
+        if len(self._outgoing) == 1:
+            loop.call_soon(self._write, writer)
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._timeout, self._watch, writer)
+        return await future
 
     async def close(self) -> None:
         self._closed = True
@@ -115,6 +118,17 @@ class CommandLink:
         finally:
             self._connecting = None
 
+    def _watch(self, writer: asyncio.StreamWriter) -> None:
+        self._watchdog = None
+        if writer is not self._writer or not self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._waiting[0][1]
+        if loop.time() >= due:
+            self._drop(writer, LinkTimeout("redis did not answer in time"))
+        else:
+            self._watchdog = loop.call_at(due, self._watch, writer)
+
     def _write(self, writer: asyncio.StreamWriter) -> None:
         if writer is self._writer and self._outgoing:
             writer.write(b"".join(self._outgoing))
@@ -131,22 +145,25 @@ class CommandLink:
                 while (reply := parser.gets()) is not False:
                     if not waiting:
                         raise hiredis.ProtocolError("a reply no command asked for")
-                    future = waiting.popleft()
+                    future, _ = waiting.popleft()
                     if not future.done():  # its caller gave up: the reply is read and dropped
                         future.set_result(reply)
         except (OSError, EOFError, hiredis.ProtocolError) as exc:
             self._drop(writer, LinkDown(f"lost the redis connection: {exc}"))
 
-    def _drop(self, writer: asyncio.StreamWriter, error: LinkDown) -> None:
+    def _drop(self, writer: asyncio.StreamWriter, error: Exception) -> None:
         """End `writer`'s connection, if it is still the current one: every command on it fails."""
         if writer is not self._writer:
             return
         self._writer = None
         self._outgoing.clear()
         waiting, self._waiting = self._waiting, deque()
-        for future in waiting:
+        for future, _ in waiting:
             if not future.done():
                 future.set_exception(error)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         writer.close()
         task, self._reader_task = self._reader_task, None
         if task is not None and task is not asyncio.current_task():

@@ -147,7 +147,9 @@ class Fanout:
         self._dirty: list[Outbox] = []
         self._flush_handle: asyncio.Handle | None = None
         self._flushed_at = 0.0  # loop time the last flush ended
-        self._flush_started: float | None = None  # loop time the flush under way began
+        self._flushing: list[Outbox] | None = None  # the flush under way: its outboxes...
+        self._flush_next = 0  # ...the next slice's start...
+        self._flush_started = 0.0  # ...and the loop time it began
         self._flush_gap = FLUSH_GAP_MIN
         self._heartbeat_task: asyncio.Task[None] | None = None
         # Read at scrape time by /metrics and /stats: plain integers, nothing on the hot path.
@@ -482,25 +484,26 @@ class Fanout:
 
     def _flush(self) -> None:
         """Write the dirty outboxes, a slice at a time. An outbox that gets more before its slice comes
-        round takes it in the same write; one that gets more after, joins the end of the line."""
+        round takes it in the same write; one written already waits for the next flush, which comes
+        after the usual pause, with whatever else arrives by then."""
         self._flush_handle = None
         loop = asyncio.get_running_loop()
-        if self._flush_started is None:
-            self._flush_started = loop.time()
-        dirty = self._dirty
-        if len(dirty) > FLUSH_SLICE:
-            now, self._dirty = dirty[:FLUSH_SLICE], dirty[FLUSH_SLICE:]
-            for outbox in now:
-                self._flush_one(outbox)
+        flushing = self._flushing
+        if flushing is None:
+            flushing, self._dirty = self._dirty, []
+            self._flushing, self._flush_next, self._flush_started = flushing, 0, loop.time()
+        start = self._flush_next
+        end = start + FLUSH_SLICE
+        for i in range(start, min(end, len(flushing))):
+            self._flush_one(flushing[i])
+        if end < len(flushing):
+            self._flush_next = end
             self._flush_handle = loop.call_soon(self._flush)
             return
-        self._dirty = []
-        for outbox in dirty:
-            self._flush_one(outbox)
+        self._flushing = None
         self._flushed_at = loop.time()
-        took = self._flushed_at - self._flush_started
-        self._flush_started = None
-        self._flush_gap = min(max(took, FLUSH_GAP_MIN), FLUSH_GAP_MAX)
+        self._flush_gap = min(max(self._flushed_at - self._flush_started, FLUSH_GAP_MIN), FLUSH_GAP_MAX)
+        self._schedule_flush()
 
     def _flush_one(self, outbox: Outbox) -> None:
         frames = len(outbox.pending)

@@ -1,5 +1,6 @@
-/* The benchmark's load generator: SSE subscribers and an HTTP publisher on one epoll loop, in C, so
- * that the generator is never what limits a run. Built by the benchmark with the system's cc.
+/* The benchmark's load generator: SSE subscribers read on one epoll loop, HTTP publishers on another in
+ * a thread of their own, in C, so that the generator is never what limits a run. Built by the benchmark
+ * with the system's cc.
  *
  * Subscribers GET `path` (with %d replaced by subscriber % topics) and count events by their data line,
  * "data: <seq> <t_ns> <padding>": seq says which event it is (event seq goes to topic seq % topics), t_ns
@@ -17,6 +18,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +140,31 @@ static void pump_publishers(conn_t *conns, long long t0) {
     }
 }
 
+typedef struct {
+    conn_t *conns;
+    int ep, stop;
+    long long t0, t_published;
+} publisher_t;
+
+static void on_readable(conn_t *c);
+
+/* The publisher thread: keeps every publisher's pipeline full (or the rate), until all is answered. */
+static void *publisher_main(void *arg) {
+    publisher_t *p = arg;
+    struct epoll_event evs[64];
+    while (!__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
+        pump_publishers(p->conns, p->t0);
+        if (published >= events) {
+            int answered_all = 1;
+            for (int i = 0; i < pubconns; i++) answered_all &= p->conns[subs + i].in_flight == 0;
+            if (answered_all) { __atomic_store_n(&p->t_published, now_ns(), __ATOMIC_RELEASE); break; }
+        }
+        int n = epoll_wait(p->ep, evs, 64, rate ? 1 : 10);
+        for (int k = 0; k < n; k++) on_readable(evs[k].data.ptr);
+    }
+    return NULL;
+}
+
 static void take_latency(long long t) {
     if (nlat == caplat) { caplat = caplat ? caplat * 2 : 1 << 20; lat = realloc(lat, (size_t)caplat * 8); }
     lat[nlat++] = t;
@@ -197,7 +224,8 @@ static void on_readable(conn_t *c) {
     ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);
     if (r == 0) { fprintf(stderr, "server closed a %s connection\n", c->kind == SUB ? "subscriber" : "publisher"); exit(1); }
     if (r < 0) { if (errno == EAGAIN) return; perror("read"); exit(1); }
-    c->len += (size_t)r; reads++;
+    c->len += (size_t)r;
+    if (c->kind == SUB) reads++; /* the main thread's count: publishers are read in their own thread */
     if (c->kind == SUB) parse_sub(c); else parse_pub(c);
 }
 
@@ -237,7 +265,7 @@ int main(int argc, char **argv) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
     }
-    struct epoll_event evs[1024], evs_pub[64];
+    struct epoll_event evs[1024];
     /* connect and subscribe everyone, then wait until every stream is open */
     int opened = 0, requested = 0;
     long long start = now_ns();
@@ -267,51 +295,41 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    /* Publishers get their own epoll set, nested in the main one: during a read window (below) the
-     * generator waits on the publishers alone, so their pipeline stays full while frames pile up. */
-    int ep_pub = epoll_create1(0);
+    /* Publishers run in a thread of their own (on the same core): they are answered, and send their
+     * next request, while the main thread is in a long read round as well as between rounds, so the
+     * generator's reading never holds publishing up. */
+    publisher_t pub = {.conns = conns, .ep = epoll_create1(0)};
     for (int i = 0; i < pubconns; i++) {
         conn_t *c = &conns[subs + i];
         c->kind = PUB; c->fd = connect_to(i, port); c->index = i;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(ep_pub, EPOLL_CTL_ADD, c->fd, &ev);
+        epoll_ctl(pub.ep, EPOLL_CTL_ADD, c->fd, &ev);
     }
-    struct epoll_event pub_ev = {.events = EPOLLIN, .data.ptr = NULL}; /* NULL: "a publisher is readable" */
-    epoll_ctl(ep, EPOLL_CTL_ADD, ep_pub, &pub_ev);
     struct timespec settle = {0, 200000000}; nanosleep(&settle, NULL); /* publisher connections up */
     long long expected_total = 0;
     for (int i = 0; i < subs; i++) expected_total += events / topics + (i % topics < events % topics);
     printf("{\"phase\": \"publish\"}\n"); fflush(stdout); /* the runner samples server CPU from here */
     double cpu0 = cpu_s();
-    long long t0 = now_ns(), t_published = 0, window_ns = 0, window_max_ns = (long long)(read_window_ms * 1e6);
+    long long t0 = now_ns(), window_ns = 0, window_max_ns = (long long)(read_window_ms * 1e6);
+    pub.t0 = t0;
     reads = 0;
+    pthread_t pub_thread;
+    if (pthread_create(&pub_thread, NULL, publisher_main, &pub) != 0) { perror("pthread_create"); return 1; }
     while (1) {
-        pump_publishers(conns, t0);
-        if (!t_published && published >= events) {
-            long long answered_all = 1;
-            for (int i = 0; i < pubconns; i++) answered_all &= conns[subs + i].in_flight == 0;
-            if (answered_all) t_published = now_ns();
-        }
+        long long t_published = __atomic_load_n(&pub.t_published, __ATOMIC_ACQUIRE);
         /* Read window (throughput scenarios only): before reading the subscribers again, wait as long as
-         * the last read round took, up to window_max, answering only the publishers. Each read then
-         * drains several frames, and its syscall and ACK are shared by them; a frame waits at most one
-         * window plus one round before it is read, and is stamped (latency) when it is read. */
-        long long until = now_ns() + window_ns, left;
-        while ((left = until - now_ns()) > 0) {
-            struct timespec t = {left / 1000000000, left % 1000000000};
-            int n = epoll_pwait2(ep_pub, evs, 64, &t, NULL);
-            for (int k = 0; k < n; k++) on_readable(evs[k].data.ptr);
-            pump_publishers(conns, t0);
+         * the last read round took, up to window_max. Each read then drains several frames, and its
+         * syscall and ACK are shared by them; a frame waits at most one window plus one round before it
+         * is read, and is stamped (latency) when it is read. */
+        if (window_ns > 0 && !t_published) {
+            struct timespec t = {window_ns / 1000000000, window_ns % 1000000000};
+            nanosleep(&t, NULL);
         }
         /* A read round: every ready connection, once. */
         int n = epoll_wait(ep, evs, 1024, rate ? 1 : 10);
         long long busy_from = now_ns();
         for (;;) {
-            for (int k = 0; k < n; k++) {
-                if (evs[k].data.ptr) { on_readable(evs[k].data.ptr); continue; }
-                int m = epoll_wait(ep_pub, evs_pub, 64, 0);
-                for (int j = 0; j < m; j++) on_readable(evs_pub[j].data.ptr);
-            }
+            for (int k = 0; k < n; k++) on_readable(evs[k].data.ptr);
             if (n < 1024) break;
             n = epoll_wait(ep, evs, 1024, 0);
         }
@@ -319,10 +337,12 @@ int main(int argc, char **argv) {
             window_ns = now_ns() - busy_from;
             if (window_ns > window_max_ns) window_ns = window_max_ns;
         }
-        if (t_published) window_ns = 0; /* all is published: read the tail at once */
         if (t_published && delivered >= expected_total) break;
         if ((now_ns() - t0) / 1e9 > timeout_s) break;
     }
+    __atomic_store_n(&pub.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(pub_thread, NULL);
+    long long t_published = pub.t_published;
     long long t1 = now_ns();
     long long dup = 0, reordered = 0;
     for (int i = 0; i < subs; i++) { dup += conns[i].dup; reordered += conns[i].reordered; }

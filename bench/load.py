@@ -2,9 +2,9 @@
 
 Each server is pinned to core 0 and the C load generator (bench/loadgen.c, built here with cc) to core
 1; Redis, where a scenario needs it, shares the generator's core. Runs are interleaved (hub, ceiling,
-baseline, hub, ...) and the table shows medians, with the hub's ratio to each reference, so that the
-machine's drift over the hour moves all three alike. A generator above 90% of its core marks the result
-as generator-bound.
+baseline, then the next scenario, then the next round) and the table shows medians, with the hub's
+ratio to each reference, so that the machine's drift over the hour moves all three alike. A generator
+above 90% of its core marks the result as generator-bound.
 """
 
 from __future__ import annotations
@@ -331,8 +331,10 @@ def main(scenarios: list[str], servers: list[str], runs: int, write: bool) -> in
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loadgen = build_loadgen()
     results: list[Result] = []
-    for name in scenarios:
-        for n in range(runs):
+    # Scenarios are interleaved too (fanout, redis, fanout, redis...): a target relating two scenarios
+    # compares runs of the same minutes.
+    for n in range(runs):
+        for name in scenarios:
             for server in servers:
                 if server == "baseline" and name.startswith("idle-50k"):
                     continue  # 50,000 Redis connections: not a fair fight, and not one Redis allows

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import hiredis
 import pytest
 
+from bench.processes import RedisProcess
 from hub.brokers.command_link import CommandLink, LinkDown
 from hub.brokers.resp import pack
 from tests.support.waiting import settled
@@ -23,119 +26,103 @@ def link_to(port: int, *, timeout: float = 2.0, setup: tuple[bytes, ...] = ()) -
     )
 
 
+@pytest.fixture
+async def make_link(redis_factory) -> AsyncIterator[Callable[..., tuple[RedisProcess, CommandLink]]]:
+    """A redis-server of the test's own and a link to it; every link is closed after the test."""
+    links: list[CommandLink] = []
+
+    def make(**kwargs: Any) -> tuple[RedisProcess, CommandLink]:
+        redis = redis_factory()
+        links.append(link_to(redis.port, **kwargs))
+        return redis, links[-1]
+
+    yield make
+    for link in links:
+        await link.close()
+
+
 def named_clients(redis) -> list[str]:
     return [
         line for line in redis.command("CLIENT", "LIST").decode().splitlines() if "name=under-test" in line
     ]
 
 
-async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply(redis_factory):
-    redis = redis_factory()
-    link = link_to(redis.port)
-    try:
-        replies = await asyncio.gather(*(link.call(pack("INCR", "counter")) for _ in range(300)))
-        assert replies == list(range(1, 301))  # written in call order, answered in call order
-        keyed = await asyncio.gather(*(link.call(pack("ECHO", f"reply-{i}")) for i in range(50)))
-        assert keyed == [f"reply-{i}".encode() for i in range(50)]
-        assert len(named_clients(redis)) == 1
-    finally:
-        await link.close()
+async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply(make_link):
+    redis, link = make_link()
+    replies = await asyncio.gather(*(link.call(pack("INCR", "counter")) for _ in range(300)))
+    assert replies == list(range(1, 301))  # written in call order, answered in call order
+    keyed = await asyncio.gather(*(link.call(pack("ECHO", f"reply-{i}")) for i in range(50)))
+    assert keyed == [f"reply-{i}".encode() for i in range(50)]
+    assert len(named_clients(redis)) == 1
+    await link.close()
     await settled(lambda: named_clients(redis) == [])
 
 
-async def test_an_error_reply_is_returned_and_the_connection_goes_on(redis_factory):
-    redis = redis_factory()
-    link = link_to(redis.port)
-    try:
-        refused, after = await asyncio.gather(link.call(pack("NOSUCHCOMMAND")), link.call(pack("PING")))
-        assert isinstance(refused, hiredis.ReplyError)
-        assert after == b"PONG"
-    finally:
-        await link.close()
+async def test_an_error_reply_is_returned_and_the_connection_goes_on(make_link):
+    _redis, link = make_link()
+    refused, after = await asyncio.gather(link.call(pack("NOSUCHCOMMAND")), link.call(pack("PING")))
+    assert isinstance(refused, hiredis.ReplyError)
+    assert after == b"PONG"
 
 
-async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(redis_factory):
-    redis = redis_factory()
-    link = link_to(redis.port)
-    try:
-        await link.call(pack("PING"))  # connected: the next call is written in this loop iteration
-        abandoned = asyncio.ensure_future(link.call(pack("INCR", "n")))
-        await asyncio.sleep(0)  # written, reply not read yet
-        abandoned.cancel()
-        assert await link.call(pack("GET", "n")) == b"1"  # the INCR ran; its reply went nowhere
-        assert await link.call(pack("INCR", "n")) == 2
-    finally:
-        await link.close()
+async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(make_link):
+    _redis, link = make_link()
+    await link.call(pack("PING"))  # connected: the next call is written in this loop iteration
+    abandoned = asyncio.ensure_future(link.call(pack("INCR", "n")))
+    await asyncio.sleep(0)  # written, reply not read yet
+    abandoned.cancel()
+    assert await link.call(pack("GET", "n")) == b"1"  # the INCR ran; its reply went nowhere
+    assert await link.call(pack("INCR", "n")) == 2
 
 
-async def test_a_lost_connection_fails_the_calls_on_it_and_the_next_call_reconnects(redis_factory):
-    redis = redis_factory()
-    link = link_to(redis.port)
-    try:
-        blocked = asyncio.ensure_future(link.call(pack("BLPOP", "nothing", 10)))
-        behind = asyncio.ensure_future(link.call(pack("PING")))
-        await asyncio.sleep(0.1)
-        redis.call("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
-        for call in (blocked, behind):
-            with pytest.raises(LinkDown):
-                await call
-        assert await link.call(pack("PING")) == b"PONG"
-        assert len(named_clients(redis)) == 1
-    finally:
-        await link.close()
-
-
-async def test_no_redis_is_a_link_down_not_a_hang(redis_factory):
-    redis = redis_factory()
-    redis.kill()
-    link = link_to(redis.port)
-    try:
+async def test_a_lost_connection_fails_the_calls_on_it_and_the_next_call_reconnects(make_link):
+    redis, link = make_link()
+    blocked = asyncio.ensure_future(link.call(pack("BLPOP", "nothing", 10)))
+    behind = asyncio.ensure_future(link.call(pack("PING")))
+    await asyncio.sleep(0.1)
+    redis.call("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+    for call in (blocked, behind):
         with pytest.raises(LinkDown):
-            await link.call(pack("PING"))
-    finally:
-        await link.close()
+            await call
+    assert await link.call(pack("PING")) == b"PONG"
+    assert len(named_clients(redis)) == 1
 
 
-async def test_a_paused_redis_times_out_and_the_link_recovers_once_it_answers_again(redis_factory):
-    redis = redis_factory()
-    link = link_to(redis.port, timeout=0.3)
+async def test_no_redis_is_a_link_down_not_a_hang(make_link):
+    redis, link = make_link()
+    redis.kill()
+    with pytest.raises(LinkDown):
+        await link.call(pack("PING"))
+
+
+async def test_a_paused_redis_times_out_and_the_link_recovers_once_it_answers_again(make_link):
+    redis, link = make_link(timeout=0.3)
+    assert await link.call(pack("PING")) == b"PONG"
+    assert redis.proc is not None
+    os.kill(redis.proc.pid, signal.SIGSTOP)
     try:
-        assert await link.call(pack("PING")) == b"PONG"
-        assert redis.proc is not None
-        os.kill(redis.proc.pid, signal.SIGSTOP)
-        try:
-            started = asyncio.get_running_loop().time()
-            with pytest.raises(TimeoutError):
-                await link.call(pack("INCR", "during-pause"))
-            assert asyncio.get_running_loop().time() - started < 1.0
-            assert not link.connected  # a late reply could not be matched to its call any more
-        finally:
-            os.kill(redis.proc.pid, signal.SIGCONT)
-        assert await link.call(pack("PING")) == b"PONG"
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await link.call(pack("INCR", "during-pause"))
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert not link.connected  # a late reply could not be matched to its call any more
     finally:
-        await link.close()
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    assert await link.call(pack("PING")) == b"PONG"
 
 
-async def test_each_new_connection_runs_the_setup_commands_first(redis_factory):
-    redis = redis_factory()
-    link = link_to(redis.port, setup=(pack("SELECT", 3),))
-    try:
-        await link.call(pack("SET", "where", "db3"))
-        assert b"db3:keys=1," in redis.command("INFO", "keyspace")
-        redis.call("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
-        await asyncio.sleep(0.1)
-        assert await link.call(pack("GET", "where")) == b"db3"  # reconnected, into db 3 again
-        assert len(named_clients(redis)) == 1
-    finally:
-        await link.close()
+async def test_each_new_connection_runs_the_setup_commands_first(make_link):
+    redis, link = make_link(setup=(pack("SELECT", 3),))
+    await link.call(pack("SET", "where", "db3"))
+    assert b"db3:keys=1," in redis.command("INFO", "keyspace")
+    redis.call("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+    await asyncio.sleep(0.1)
+    assert await link.call(pack("GET", "where")) == b"db3"  # reconnected, into db 3 again
+    assert len(named_clients(redis)) == 1
 
 
-async def test_a_refused_setup_fails_the_call(redis_factory):
-    redis = redis_factory()
-    link = link_to(redis.port, setup=(pack("SELECT", 100_000),))
-    try:
-        with pytest.raises(LinkDown, match="setup"):
-            await link.call(pack("PING"))
-        assert named_clients(redis) == []
-    finally:
-        await link.close()
+async def test_a_refused_setup_fails_the_call(make_link):
+    redis, link = make_link(setup=(pack("SELECT", 100_000),))
+    with pytest.raises(LinkDown, match="setup"):
+        await link.call(pack("PING"))
+    assert named_clients(redis) == []

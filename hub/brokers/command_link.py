@@ -40,8 +40,8 @@ class CommandLink:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
-        # One future per command written on the current connection, in order, with
-        # the loop time its reply is due by. One timer watches the oldest (not a timeout per call).
+        # One future per command written on the current connection, in order, with the loop time its
+        # reply is due by. One timer watches the oldest (not a timeout per call).
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
@@ -138,7 +138,7 @@ class CommandLink:
                     if not waiting:
                         raise hiredis.ProtocolError("a reply no command asked for")
                     future, _ = waiting.popleft()
-                    if not future.done():  # its caller gave up: the reply is read and dropped
+                    if not future.done():  # done already: its caller gave up, the reply is dropped
                         future.set_result(reply)
         except (OSError, EOFError, hiredis.ProtocolError) as exc:
             self._drop(writer, LinkDown(f"lost the redis connection: {exc}"))

@@ -130,7 +130,16 @@ async def test_streamed_ndjson_and_sse_bodies(hub, content_type, body, expected)
         )
         assert (status, doc["events"]) == (200, 3)
         got = await stream.take(4)
-    assert [(e.event, e.data) for e in got] == [*expected, ("done", '{"events":3}')]
+    pairs = [(e.event, e.data) for e in got]
+    want = [*expected, ("done", '{"events":3}')]
+    if hub.fanout.broker.name == "redis-cluster":
+        # feed/b may hash to another partition than feed/a, and partitions have no order between
+        # them (README, Redis Cluster): feed/a's events keep theirs, feed/b's comes somewhere.
+        other = ("x", "2")
+        assert sorted(pairs) == sorted(want)
+        assert [e for e in pairs if e != other] == [e for e in want if e != other]
+    else:
+        assert pairs == want
 
 
 async def test_a_broken_body_ends_with_an_error_event(hub):

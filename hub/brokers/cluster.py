@@ -65,6 +65,8 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
 CLOSE_TIMEOUT = 2.0
 REFRESH_INTERVAL = 0.25  # slot map reads while a partition has no working link
+SNAPSHOT_RETRY_MIN = 0.1  # seconds between snapshot reads while a shard fails over...
+SNAPSHOT_RETRY_MAX = 1.0  # ...doubling up to this
 # KEYS: the partition's sequence hash, a topic's history. ARGV: exclusive start, count.
 HISTORY_PAGE = """
 local position = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
@@ -376,6 +378,24 @@ class RedisClusterBroker(Broker):
             raise BrokerUnavailable(f"redis cluster is unavailable ({exc})") from None
         return {p: _text(e) for p, e in zip(listed, found, strict=True)}
 
+    async def _run_snapshot(self, keys: list[str], args: list[bytes | str | int]) -> Any:
+        """The snapshot script's reply. A shard that fails over answers nothing for a few seconds, and
+        the client gives up sooner than that: the read is tried again until `connect_timeout` has gone
+        by (a repeat changes nothing: an epoch it set up is there already, its sync token comes twice),
+        so that a subscriber arriving during a failover waits for the promoted replica, not a 503."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.connect_timeout
+        pause = SNAPSHOT_RETRY_MIN
+        while True:
+            try:
+                async with self._commands:
+                    return await self._snapshot_script(keys=keys, args=args)
+            except _REDIS_DOWN:
+                if self._closed or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, SNAPSHOT_RETRY_MAX)
+
     async def _read_partition(
         self,
         p: int,
@@ -417,8 +437,7 @@ class RedisClusterBroker(Broker):
         if sync:
             self._syncs[token] = (p, synced)
         try:
-            async with self._commands:
-                reply = await self._snapshot_script(keys=keys, args=args)
+            reply = await self._run_snapshot(keys, args)
             epoch, seq, reset, *messages = reply
             position = Position(epoch.decode(), int(seq))
             if sync:

@@ -187,7 +187,8 @@ static void parse_sub(conn_t *c) {
             char *q = p + 6;
             long long seq = strtoll(q, &q, 10);
             long long t = strtoll(q, &q, 10);
-            long long step = (long long)topics * lanes, *expected = &c->expected_next[lanes > 1 ? publisher_of(seq) : 0];
+            long long step = (long long)topics * lanes;
+            long long *expected = &c->expected_next[lanes > 1 ? publisher_of(seq) : 0];
             if (seq < *expected) {
                 if (seq == *expected - step) c->dup++; else c->reordered++;
             } else {
@@ -225,8 +226,8 @@ static void on_readable(conn_t *c) {
     if (r == 0) { fprintf(stderr, "server closed a %s connection\n", c->kind == SUB ? "subscriber" : "publisher"); exit(1); }
     if (r < 0) { if (errno == EAGAIN) return; perror("read"); exit(1); }
     c->len += (size_t)r;
-    if (c->kind == SUB) reads++; /* the main thread's count: publishers are read in their own thread */
-    if (c->kind == SUB) parse_sub(c); else parse_pub(c);
+    if (c->kind == SUB) { reads++; parse_sub(c); } /* reads: the main thread's; publishers have theirs */
+    else parse_pub(c);
 }
 
 int main(int argc, char **argv) {

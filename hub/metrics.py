@@ -54,6 +54,7 @@ class Metrics:
             "slow_consumer_disconnects": counters["slow_consumers"],
             "heartbeats": counters["heartbeats"],
             "broker_reconnects": fanout.broker.reconnects,
+            "cpu_starved": round(fanout.starved, 3),
         }
 
 
@@ -69,6 +70,11 @@ class _Collector(Collector):
             "hub_subscriptions", "Distinct selectors subscribed.", value=fanout.registrations()["selectors"]
         )
         yield GaugeMetricFamily("hub_ready", "1 when the broker path is alive.", value=int(fanout.ready))
+        yield GaugeMetricFamily(
+            "hub_cpu_starved_ratio",
+            "Share of the time writing to streams that the process waited for its core (running average).",
+            value=fanout.starved,
+        )
         for name, key, text in (
             ("hub_events_published", "published", "Events this process published into the broker."),
             ("hub_events_received", "events", "Events this process received from the broker to fan out."),

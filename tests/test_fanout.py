@@ -4,12 +4,21 @@ connection per loop iteration."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from hub import chunked
 from hub.brokers.memory import MemoryBroker
 from hub.config import HistoryConfig
 from hub.event import Draft
-from hub.fanout import FLUSH_SLICE, Fanout
+from hub.fanout import (
+    FLUSH_GAP_MAX,
+    FLUSH_GAP_MIN,
+    FLUSH_SLICE,
+    STARVED_GAP_MAX,
+    STARVED_NOISE,
+    Fanout,
+    flush_gap,
+)
 from hub.formats import Format
 from hub.history import Since
 from hub.outbox import CloseReason, Outbox
@@ -43,6 +52,15 @@ class RecordingTransport(asyncio.Transport):
         self.closed = True
 
 
+class BlockingTransport(RecordingTransport):
+    """A socket whose writes hold the thread off the CPU for a while: to the engine, a round spent
+    waiting for its core, as when another process holds it."""
+
+    def write(self, data) -> None:
+        time.sleep(0.002)
+        super().write(data)
+
+
 async def started_fanout() -> Fanout:
     fanout = Fanout(MemoryBroker(HistoryConfig(), 60), heartbeat_interval=60, subscribe_timeout=1)
     await fanout.start()
@@ -55,12 +73,13 @@ async def attach(
     max_buffer: int = 1 << 20,
     stalled: bool = False,
     format: Format = Format.SSE,
+    transport: RecordingTransport | None = None,
 ):
     outbox = Outbox(
         tuple(map(Selector.parse, selectors)), heartbeat_event=False, max_buffer=max_buffer, format=format
     )
     snapshot = await fanout.subscribe(outbox, Since.parse(None))
-    transport = RecordingTransport(stalled)
+    transport = transport or RecordingTransport(stalled)
     fanout.start_writing(outbox, transport, snapshot.position)
     return outbox, transport
 
@@ -103,6 +122,43 @@ async def test_a_long_flush_lets_the_loop_run_between_slices_and_keeps_each_stre
         assert data == [b"data: first", b"data: second"]
         # not yet written when "second" came: both in one write; written already: one write each
         assert len(transport.writes) == (2 if i < FLUSH_SLICE else 1)
+    await fanout.stop()
+
+
+def test_a_hub_with_its_core_pauses_as_long_as_a_flush_took_within_milliseconds():
+    assert flush_gap(0.0001, 0.0) == FLUSH_GAP_MIN
+    assert flush_gap(0.003, 0.0) == 0.003
+    assert flush_gap(0.003, STARVED_NOISE) == 0.003  # scheduling noise changes nothing
+    assert flush_gap(0.5, 0.0) == FLUSH_GAP_MAX
+
+
+def test_a_starved_hub_pauses_longer_the_more_it_waits_for_its_core_within_a_bound():
+    round_seconds = 0.012
+    gaps = [flush_gap(round_seconds, starved / 10) for starved in range(11)]
+    assert gaps == sorted(gaps)
+    assert flush_gap(round_seconds, 0.5) > 4 * round_seconds  # two busy processes on one core
+    assert gaps[-1] <= STARVED_GAP_MAX
+    assert flush_gap(10.0, 1.0) == STARVED_GAP_MAX
+
+
+async def test_flush_rounds_spent_off_the_cpu_count_as_starved_and_stretch_the_pause():
+    fanout = await started_fanout()
+    transports = [(await attach(fanout, "t", transport=BlockingTransport()))[1] for _ in range(10)]
+    for i in range(12):  # the starved share is a running one: a few rounds to rise
+        await fanout.publish([Draft(("t",), str(i))])
+        await settled(lambda i=i: all(f"data: {i}\n".encode() in b"".join(t.writes) for t in transports))
+    assert fanout.starved > 0.5
+    assert flush_gap(0.02, fanout.starved) > FLUSH_GAP_MAX
+    await fanout.stop()
+
+
+async def test_flush_rounds_on_the_cpu_do_not_count_as_starved():
+    fanout = await started_fanout()
+    transports = [(await attach(fanout, "t"))[1] for _ in range(300)]
+    for i in range(12):
+        await fanout.publish([Draft(("t",), str(i))])
+        await settled(lambda i=i: all(f"data: {i}\n".encode() in b"".join(t.writes) for t in transports))
+    assert fanout.starved < 0.35  # a preemption in the last round or two may show, not more
     await fanout.stop()
 
 

@@ -8,11 +8,14 @@ client is sent a `reset` instead of a silent gap.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
 from hub.event import EPOCH_ALPHABET, Event
+
+_EPOCH = re.compile(f"[{EPOCH_ALPHABET}]+")
 
 MAX_LAST_EVENT_ID = 1200  # a cluster id names a position per partition (see `hub.vector`)
 
@@ -48,7 +51,7 @@ def parse_id(text: str) -> Position | None:
         not sep
         or len(text) > MAX_LAST_EVENT_ID
         or not epoch
-        or not all(ch in EPOCH_ALPHABET for ch in epoch)
+        or not _EPOCH.fullmatch(epoch)
         or not seq.isascii()
         or not seq.isdigit()
     ):

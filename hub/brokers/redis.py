@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import random
 import secrets
@@ -83,6 +84,8 @@ class RedisBroker(Broker):
         self._client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
         self._snapshot_script = self._client.register_script(redis_scripts.SNAPSHOT)
         self.node = secrets.token_hex(6)
+        # A publish's token, for its exactly-once retry: unique per process and publish, and cheap.
+        self._publishes = itertools.count()
         # Publishes go over a connection of their own, pipelined: concurrent ones share round trips.
         setup = [pack(b"CLIENT", b"SETNAME", f"{config.prefix}-pub-{self.node}")]
         db = int(pool.connection_kwargs.get("db") or 0)
@@ -143,7 +146,7 @@ class RedisBroker(Broker):
         seen = parse_id(self._last_id.decode())
         keys = self._keys
         if idempotency_key is None:
-            token = keys.publish_token(secrets.token_hex(12))
+            token = keys.publish_token(f"{self.node}.{next(self._publishes)}")
         else:
             token = keys.idempotency(idempotency_key)
         args: list[bytes | str | int] = [

@@ -64,10 +64,10 @@ FLUSH_GAP_MAX = 0.005
 # starved: the core is saturated, and every write (a syscall through the TCP stack, some 10 µs) costs
 # time nobody has. Above STARVED_NOISE, the starved share of its rounds stretches the pause, up to
 # STARVED_GAP_MAX when it gets none of the core: fewer, larger writes. Two hubs on one core deliver
-# about 1.6x as much this way (`python -m bench load --scenarios redis`); a hub with a core of its own
-# keeps the pause above.
+# 1.3x to 1.6x as much this way (`python -m bench load --scenarios redis`, medians of 4: 12 gave less,
+# 48 no more); a hub with a core of its own keeps the pause above.
 STARVED_NOISE = 0.1
-STARVED_STRETCH = 12.0
+STARVED_STRETCH = 24.0
 STARVED_GAP_MAX = 0.25
 STARVED_SMOOTHING = 0.25  # weight of the last round in the running starved share
 # Outboxes written per callback: between two slices the loop reads its sockets, so a publish waiting

@@ -72,7 +72,7 @@ class _Collector(Collector):
         yield GaugeMetricFamily("hub_ready", "1 when the broker path is alive.", value=int(fanout.ready))
         yield GaugeMetricFamily(
             "hub_cpu_starved_ratio",
-            "Share of the time writing to streams that the process waited for its core (running average).",
+            "Share of its latest rounds of writes to streams that the process spent waiting for its core.",
             value=fanout.starved,
         )
         for name, key, text in (

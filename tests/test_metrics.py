@@ -35,5 +35,8 @@ async def test_metrics_and_stats_count_streams_events_and_publish_latency(hub):
         async with hub.session.get(hub.url + "/stats") as resp:
             stats = await resp.json()
         assert (stats["connections"], stats["connections_counted"], stats["deliveries"]) == (2, 2, 7)
+        # a hub with the machine to itself is not waiting for its core
+        assert 0 <= stats["cpu_starved"] < 0.5
+        assert 0 <= sample(text, "hub_cpu_starved_ratio") < 0.5
     await settled(lambda: hub.fanout.connections == 0)
     assert sample(await scrape(hub), "hub_connections") == 0

@@ -70,6 +70,7 @@ STARVED_NOISE = 0.1
 STARVED_STRETCH = 24.0
 STARVED_GAP_MAX = 0.25
 STARVED_SMOOTHING = 0.25  # weight of the last round in the running starved share
+STARVED_MEMORY = 1.0  # seconds without a flush round after which the starved share starts again from 0
 # Outboxes written per callback: between two slices the loop reads its sockets, so a publish waiting
 # on Redis, or a request, is not held up for a whole flush (thousands of writes: milliseconds).
 FLUSH_SLICE = 128
@@ -187,8 +188,13 @@ class Fanout:
     @property
     def starved(self) -> float:
         """The running share of flush rounds this process spent waiting for its core, from 0 to 1:
-        well above 0, it needs more CPU than it gets."""
+        well above 0, it needs more CPU than it gets. 0 once it has had nothing to write for a while."""
+        if self._flushing is None and self._quiet(asyncio.get_running_loop().time()):
+            return 0.0
         return self._starved
+
+    def _quiet(self, now: float) -> bool:
+        return now - self._flushed_at > STARVED_MEMORY
 
     @property
     def ready(self) -> bool:
@@ -520,6 +526,8 @@ class Fanout:
             flushing, self._dirty = self._dirty, []
             self._flushing, self._flush_next, self._flush_started = flushing, 0, loop.time()
             self._flush_clocks = (time.perf_counter(), time.thread_time())
+            if self._quiet(self._flush_started):
+                self._starved = 0.0  # a hub that had time to idle was not short of CPU then
         start = self._flush_next
         end = start + FLUSH_SLICE
         for i in range(start, min(end, len(flushing))):

@@ -15,6 +15,7 @@ from hub.fanout import (
     FLUSH_GAP_MIN,
     FLUSH_SLICE,
     STARVED_GAP_MAX,
+    STARVED_MEMORY,
     STARVED_NOISE,
     Fanout,
     flush_gap,
@@ -149,6 +150,8 @@ async def test_flush_rounds_spent_off_the_cpu_count_as_starved_and_stretch_the_p
         await settled(lambda i=i: all(f"data: {i}\n".encode() in b"".join(t.writes) for t in transports))
     assert fanout.starved > 0.5
     assert flush_gap(0.02, fanout.starved) > FLUSH_GAP_MAX
+    await asyncio.sleep(STARVED_MEMORY + 0.1)  # nothing to write: an idle hub is not short of CPU
+    assert fanout.starved == 0
     await fanout.stop()
 
 

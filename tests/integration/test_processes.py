@@ -192,3 +192,44 @@ async def test_workers_share_one_port_and_every_worker_delivers(processes, redis
             for stream in streams:  # ...and an event published to one reaches those of the other
                 assert (await stream.next_event()).id == doc["id"]
     assert proc.stop() == 0
+
+
+async def test_a_hub_sharing_its_core_with_a_busy_process_notices_it_is_starved(processes):
+    proc = HubProcess()
+    processes.append(proc)
+    await proc.ready()
+    assert proc.proc is not None
+    hog = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    cores = os.sched_getaffinity(0)
+    try:
+        for pid in (proc.proc.pid, hog.pid):
+            os.sched_setaffinity(pid, {0})
+        if cores - {0}:
+            os.sched_setaffinity(0, cores - {0})  # this test's own client stays off the hub's core
+        # Streams left unread: what the hub writes waits in the kernel's buffers, a few kB each.
+        conns += [await asyncio.open_connection("127.0.0.1", proc.port) for _ in range(300)]
+        for _, writer in conns:
+            writer.write(b"GET /events?topic=cpu HTTP/1.1\r\nHost: hub\r\n\r\n")
+        async with aiohttp.ClientSession() as session:
+
+            async def stats() -> dict:
+                async with session.get(proc.url + "/stats") as resp:
+                    return await resp.json()
+
+            async with asyncio.timeout(20):
+                while (await stats())["connections"] < len(conns):
+                    await asyncio.sleep(0.05)
+            for i in range(300):
+                async with session.post(proc.url + "/publish", json={"topic": "cpu", "data": i}) as resp:
+                    assert resp.status == 200
+            starved = (await stats())["cpu_starved"]
+        # The hog holds the core about half of the time; alone there, the hub reads about 0.
+        assert starved > 0.15, starved
+    finally:
+        os.sched_setaffinity(0, cores)
+        hog.kill()
+        await hog.wait()
+        for _, writer in conns:
+            writer.close()
+    assert proc.stop() == 0

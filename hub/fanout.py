@@ -169,8 +169,7 @@ class Fanout:
         self._flushed_at = 0.0  # loop time the last flush ended
         self._flushing: list[Outbox] | None = None  # the flush under way: its outboxes...
         self._flush_next = 0  # ...the next slice's start...
-        self._flush_started = 0.0  # ...and the loop time it began
-        self._flush_clocks = (0.0, 0.0)  # wall and CPU clocks at its start, to tell when it was starved
+        self._flush_clocks = (0.0, 0.0)  # ...and the wall and CPU clocks at its start (was it starved?)
         self._starved = 0.0  # running share of flush rounds spent waiting for the core
         self._flush_gap = FLUSH_GAP_MIN
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -524,9 +523,9 @@ class Fanout:
         flushing = self._flushing
         if flushing is None:
             flushing, self._dirty = self._dirty, []
-            self._flushing, self._flush_next, self._flush_started = flushing, 0, loop.time()
+            self._flushing, self._flush_next = flushing, 0
             self._flush_clocks = (time.perf_counter(), time.thread_time())
-            if self._quiet(self._flush_started):
+            if self._quiet(loop.time()):
                 self._starved = 0.0  # a hub that had time to idle was not short of CPU then
         start = self._flush_next
         end = start + FLUSH_SLICE

@@ -142,12 +142,18 @@ def test_a_starved_hub_pauses_longer_the_more_it_waits_for_its_core_within_a_bou
     assert flush_gap(10.0, 1.0) == STARVED_GAP_MAX
 
 
+async def publish_in_rounds(fanout: Fanout, transports: list[RecordingTransport], rounds: int = 12) -> None:
+    """One event on "t" at a time, each written to every transport before the next: a flush round each.
+    The starved share is a running one: it takes a few rounds to rise."""
+    for i in range(rounds):
+        await fanout.publish([Draft(("t",), str(i))])
+        await settled(lambda i=i: all(f"data: {i}\n".encode() in b"".join(t.writes) for t in transports))
+
+
 async def test_flush_rounds_spent_off_the_cpu_count_as_starved_and_stretch_the_pause():
     fanout = await started_fanout()
     transports = [(await attach(fanout, "t", transport=BlockingTransport()))[1] for _ in range(10)]
-    for i in range(12):  # the starved share is a running one: a few rounds to rise
-        await fanout.publish([Draft(("t",), str(i))])
-        await settled(lambda i=i: all(f"data: {i}\n".encode() in b"".join(t.writes) for t in transports))
+    await publish_in_rounds(fanout, transports)
     assert fanout.starved > 0.5
     assert flush_gap(0.02, fanout.starved) > FLUSH_GAP_MAX
     await asyncio.sleep(STARVED_MEMORY + 0.1)  # nothing to write: an idle hub is not short of CPU
@@ -158,9 +164,7 @@ async def test_flush_rounds_spent_off_the_cpu_count_as_starved_and_stretch_the_p
 async def test_flush_rounds_on_the_cpu_do_not_count_as_starved():
     fanout = await started_fanout()
     transports = [(await attach(fanout, "t"))[1] for _ in range(300)]
-    for i in range(12):
-        await fanout.publish([Draft(("t",), str(i))])
-        await settled(lambda i=i: all(f"data: {i}\n".encode() in b"".join(t.writes) for t in transports))
+    await publish_in_rounds(fanout, transports)
     assert fanout.starved < 0.35  # a preemption in the last round or two may show, not more
     await fanout.stop()
 

@@ -10,7 +10,10 @@ import contextlib
 import pytest
 
 from bench.processes import RedisCluster
+from hub.errors import BrokerUnavailable
+from hub.history import Since
 from hub.partitions import Partitions
+from hub.topics import Selector
 from tests.support.waiting import settled
 
 pytestmark = pytest.mark.parametrize("broker_kind", ["cluster"], indirect=True)
@@ -134,3 +137,48 @@ async def test_with_wait_replicas_an_acknowledged_event_survives_its_primary_fai
     status, doc = await hub.post("/publish", json={"topic": "kept", "data": "unconfirmed"})
     assert status == 503
     assert "replicas confirmed" in doc["error"]["message"]
+
+
+async def test_a_dropped_link_to_a_partition_nothing_was_read_from_closes_no_stream(
+    hub_factory, redis_cluster
+):
+    """The home partition carries only the heartbeat tick, so this process never learns its epoch.
+    Catching up on it after a reconnect has nothing to resume and nothing to report lost: a reset
+    there would close every stream of the hub."""
+    hub = await hub_factory(redis_cluster.url)
+    broker = hub.fanout.broker
+    parts = _partitions(hub)
+    topic = next(t for t in (f"elsewhere/{i}" for i in range(100)) if parts.of_topic(t) != broker._home)
+    home_node = redis_cluster.node_for_slot(parts.slots[broker._home])
+    async with hub.subscribe(topic) as stream:
+        await hub.publish({"topic": topic, "data": "before"})
+        assert (await stream.next_event()).data == "before"
+        killed = home_node.call("CLIENT", "KILL", "TYPE", "pubsub")
+        assert int(killed) >= 1
+        await settled(lambda: broker.reconnects >= 1 and broker.ready)
+        await hub.publish({"topic": topic, "data": "after"})
+        got = await stream.next_event()
+        assert (got.event, got.data) == ("message", "after")  # the same stream: nothing closed it
+
+
+async def test_a_read_whose_partition_is_given_up_fails_at_once(hub_factory, redis_cluster):
+    """A stream closed while it opens (a reset closes every stream) gives up its partitions: its read
+    must fail then, not wait out `connect_timeout` for a sync token that can no longer arrive."""
+    hub = await hub_factory(redis_cluster.url, redis__connect_timeout=5)
+    broker = hub.fanout.broker
+    parts = _partitions(hub)
+    topic = next(t for t in (f"given/{i}" for i in range(100)) if parts.of_topic(t) != broker._home)
+    selector = Selector.parse(topic)
+    loop = asyncio.get_running_loop()
+    for registered in (False, True):  # given up before the read registered its token, and after
+        await broker.subscribe(selector)
+        read = asyncio.create_task(broker.snapshot([selector], Since.parse(None)))
+        if registered:
+            async with asyncio.timeout(1):
+                while not broker._syncs:
+                    await asyncio.sleep(0)
+        broker.unsubscribe(selector)
+        started = loop.time()
+        with pytest.raises(BrokerUnavailable, match="subscription was lost"):
+            await read
+        assert loop.time() - started < 1

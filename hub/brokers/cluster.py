@@ -435,6 +435,8 @@ class RedisClusterBroker(Broker):
         keys += [f"{prefix}:h:{t}" for t in exact]
         synced: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
         if sync:
+            if p not in self._wanted:  # given up already (its stream closed): no token would reach us
+                raise BrokerUnavailable("the redis cluster subscription was lost")
             self._syncs[token] = (p, synced)
         try:
             reply = await self._run_snapshot(keys, args)
@@ -443,10 +445,10 @@ class RedisClusterBroker(Broker):
             if sync:
                 async with asyncio.timeout(self._config.connect_timeout):
                     await synced
+        except TimeoutError:  # first: asyncio's timeout is an OSError, which _REDIS_DOWN holds
+            raise BrokerUnavailable("the redis cluster subscription did not keep up") from None
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(f"redis cluster is unavailable ({exc})") from None
-        except TimeoutError:
-            raise BrokerUnavailable("the redis cluster subscription did not keep up") from None
         finally:
             self._syncs.pop(token, None)
         return position, redis_scripts.RESETS[reset], messages
@@ -522,12 +524,10 @@ class RedisClusterBroker(Broker):
             link.add(p)
 
     def _unwant(self, p: int) -> None:
-        self._live.discard(p)
+        # A read still waiting for its sync token (a stream closed while it opened) fails now: the token
+        # will not come once the partition is unsubscribed.
+        self._lose(p)
         self._known.discard(p)
-        self._held.pop(p, None)
-        task = self._catch_ups.pop(p, None)
-        if task is not None:
-            task.cancel()
         link = self._route.pop(p, None)
         if link is not None:
             link.remove(p)
@@ -615,7 +615,10 @@ class RedisClusterBroker(Broker):
     def _on_subscribed(self, link: _Link, p: int) -> None:
         if self._route.get(p) is not link or p not in self._wanted:
             return
-        if p in self._known:
+        # A partition this process never received anything from has nothing to resume: no stream has
+        # read it either (a stream's read sets the epoch). Only the home partition's tick comes to that;
+        # catching up there would find no epoch to match and reset every stream of the hub.
+        if p in self._known and self._epochs[p]:
             self._held[p] = []
             self._catch_ups[p] = asyncio.create_task(self._catch_up(p), name=f"hub-cluster-catch-up-{p}")
         else:

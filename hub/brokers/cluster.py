@@ -32,6 +32,7 @@ from redis.asyncio.cluster import RedisCluster
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.redis import RedisReplyError, authenticate
+from hub.brokers.reply_reader import ReplyReader
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
@@ -808,16 +809,12 @@ class _Link:
                 self.writer = writer
                 commands = [pack(b"CLIENT", b"SETNAME", f"{broker._config.prefix}-sub-{broker.node}")]
                 commands += [pack(b"SSUBSCRIBE", broker._parts.channels[p]) for p in sorted(self.partitions)]
+                reading = ReplyReader.take_over(reader, writer, self._on_reply)
                 writer.write(b"".join(commands))
-                parser = hiredis.Reader()
-                while True:
-                    data = await reader.read(1 << 16)
-                    if not data:
-                        raise EOFError("redis closed the connection")
-                    served = True
-                    parser.feed(data)
-                    while (reply := parser.gets()) is not False:
-                        self._on_reply(reply)
+                try:
+                    await reading.ended  # raises why the connection ended
+                finally:
+                    served = reading.received
             except (OSError, EOFError, hiredis.ProtocolError, TimeoutError) as exc:
                 log.log(logging.WARNING if served else logging.DEBUG, "link to %s:%d: %s", *self.address, exc)
             except Exception:

@@ -10,12 +10,13 @@ share their round trips to Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
+
+from hub.brokers.reply_reader import ReplyReader
 
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 READ_SIZE = 1 << 16
@@ -38,7 +39,7 @@ class CommandLink:
         self._setup = tuple(setup)
         self._timeout = timeout
         self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._reading: ReplyReader | None = None
         self._connecting: asyncio.Task[None] | None = None
         # One future per command written on the current connection, in order, with the loop time its
         # reply is due by. One timer watches the oldest (not a timeout per call).
@@ -80,13 +81,11 @@ class CommandLink:
         self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
-        writer, task = self._writer, self._reader_task
+        writer, reading = self._writer, self._reading
         if writer is not None:
             self._drop(writer, LinkDown("the link is closed"))
-            with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
-        if task is not None:
-            await asyncio.wait([task], timeout=CLOSE_TIMEOUT)
+        if reading is not None:
+            await asyncio.wait([reading.ended], timeout=CLOSE_TIMEOUT)
 
     async def _connect(self) -> None:
         try:
@@ -106,8 +105,10 @@ class CommandLink:
                 writer.close()
                 return
             self._writer = writer
-            reading = self._read(reader, writer, parser)
-            self._reader_task = asyncio.create_task(reading, name="hub-link-reader")
+            self._reading = reading = ReplyReader.take_over(reader, writer, self._on_reply, parser)
+            reading.ended.add_done_callback(
+                lambda ended: self._drop(writer, LinkDown(f"lost the redis connection: {ended.exception()}"))
+            )
         except LinkDown:
             raise
         except (OSError, EOFError, hiredis.ProtocolError) as exc:
@@ -126,22 +127,13 @@ class CommandLink:
         else:
             self._watchdog = loop.call_at(due, self._watch, writer)
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parser: Any) -> None:
+    def _on_reply(self, reply: Any) -> None:
         waiting = self._waiting
-        try:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    raise EOFError("redis closed the connection")
-                parser.feed(data)
-                while (reply := parser.gets()) is not False:
-                    if not waiting:
-                        raise hiredis.ProtocolError("a reply no command asked for")
-                    future, _ = waiting.popleft()
-                    if not future.done():  # done already: its caller gave up, the reply is dropped
-                        future.set_result(reply)
-        except (OSError, EOFError, hiredis.ProtocolError) as exc:
-            self._drop(writer, LinkDown(f"lost the redis connection: {exc}"))
+        if not waiting:
+            raise hiredis.ProtocolError("a reply no command asked for")
+        future, _ = waiting.popleft()
+        if not future.done():  # done already: its caller gave up, the reply is dropped
+            future.set_result(reply)
 
     def _drop(self, writer: asyncio.StreamWriter, error: Exception) -> None:
         """End `writer`'s connection, if it is still the current one: every command on it fails."""
@@ -156,9 +148,6 @@ class CommandLink:
             self._watchdog.cancel()
             self._watchdog = None
         writer.close()
-        task, self._reader_task = self._reader_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
 
 
 async def _next_reply(reader: asyncio.StreamReader, parser: Any) -> Any:

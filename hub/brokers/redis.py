@@ -34,6 +34,7 @@ from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.command_link import CommandLink, LinkDown
 from hub.brokers.redis_keys import RedisKeys
+from hub.brokers.reply_reader import ReplyReader
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
@@ -396,15 +397,9 @@ class RedisBroker(Broker):
                         future.cancel()
         commands.append(pack(b"SUBSCRIBE", self._tick_channel))
         self._held = []  # until caught up
+        reading = ReplyReader.take_over(reader, writer, self._on_reply)
         writer.write(b"".join(commands))
-        parser = hiredis.Reader()
-        while True:
-            data = await reader.read(1 << 16)
-            if not data:
-                raise EOFError("redis closed the connection")
-            parser.feed(data)
-            while (reply := parser.gets()) is not False:
-                self._on_reply(reply)
+        await reading.ended  # raises why the connection ended
 
     def _on_reply(self, reply: Any) -> None:
         if isinstance(reply, hiredis.ReplyError):

@@ -7,7 +7,7 @@ re-encodes an event just to add its id.
 
 from __future__ import annotations
 
-import os
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -104,9 +104,10 @@ _EPOCH_PAIRS = tuple(a + b for a in EPOCH_ALPHABET for b in EPOCH_ALPHABET)
 
 def new_epoch() -> str:
     """A fresh epoch tag, 30 random bits in 6 characters: ids from before a broker lost its data carry
-    another one. Publishes propose one every time, so it is one read of the system's randomness and
-    three lookups."""
-    bits = int.from_bytes(os.urandom(4))
+    another one. Publishes propose one every time, so it is three lookups and Python's generator (seeded
+    from the system at start and again in a forked child): no system call, which costs 0.8 us here and
+    lets the scheduler hand the core to the next process. An epoch need not be secret, only fresh."""
+    bits = random.getrandbits(30)
     return _EPOCH_PAIRS[bits & 1023] + _EPOCH_PAIRS[(bits >> 10) & 1023] + _EPOCH_PAIRS[(bits >> 20) & 1023]
 
 

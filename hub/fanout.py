@@ -71,6 +71,11 @@ STARVED_STRETCH = 24.0
 STARVED_GAP_MAX = 0.25
 STARVED_SMOOTHING = 0.25  # weight of the last round in the running starved share
 STARVED_MEMORY = 1.0  # seconds without a flush round after which the starved share starts again from 0
+# A starved hub on Redis also stops reading its events during the pause, and reads on at this share of
+# it: what came meanwhile is read in one go, just before the flush that writes it, instead of waking the
+# process (and taking the core from the other) once per event. Two hubs on one core: 1.56M against
+# 1.30M deliveries/s (`redis`, medians of 6 interleaved runs; 9 of 10 pairs higher).
+READ_ON_AT = 0.9
 # Outboxes written per callback: between two slices the loop reads its sockets, so a publish waiting
 # on Redis, or a request, is not held up for a whole flush (thousands of writes: milliseconds).
 FLUSH_SLICE = 128
@@ -172,6 +177,7 @@ class Fanout:
         self._flush_clocks = (0.0, 0.0)  # ...and the wall and CPU clocks at its start (was it starved?)
         self._starved = 0.0  # running share of flush rounds spent waiting for the core
         self._flush_gap = FLUSH_GAP_MIN
+        self._read_on: asyncio.TimerHandle | None = None  # set while the broker's reading is held
         self._heartbeat_task: asyncio.Task[None] | None = None
         # Read at scrape time by /metrics and /stats: plain integers, nothing on the hot path.
         self.counters: dict[str, int] = dict.fromkeys(
@@ -214,6 +220,9 @@ class Fanout:
         self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="hub-heartbeats")
 
     async def stop(self) -> None:
+        if self._read_on is not None:
+            self._read_on.cancel()
+            self._read_again()
         if self._heartbeat_task is not None:
             task, self._heartbeat_task = self._heartbeat_task, None
             task.cancel()
@@ -545,7 +554,14 @@ class Fanout:
             starved = max(0.0, 1 - (time.thread_time() - cpu0) / wall)
             self._starved += STARVED_SMOOTHING * (starved - self._starved)
         self._flush_gap = flush_gap(wall, self._starved)
+        if self._starved > STARVED_NOISE and self._read_on is None:
+            self.broker.hold_reading(True)
+            self._read_on = loop.call_at(self._flushed_at + self._flush_gap * READ_ON_AT, self._read_again)
         self._schedule_flush()
+
+    def _read_again(self) -> None:
+        self._read_on = None
+        self.broker.hold_reading(False)
 
     def _flush_one(self, outbox: Outbox) -> None:
         frames = len(outbox.pending)

@@ -34,6 +34,11 @@ class Broker(ABC):
     async def start(self, sink: BrokerSink) -> None:
         """Connect and start delivering to `sink`."""
 
+    def hold_reading(self, held: bool) -> None:
+        """Stop reading events from the broker's connections for a while (`held`), or read on. What
+        arrives meanwhile waits in the socket, in order, and is delivered once reading goes on."""
+        return  # the memory broker reads no connection: nothing to hold
+
     @abstractmethod
     async def close(self) -> None: ...
 

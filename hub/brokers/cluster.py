@@ -32,7 +32,7 @@ from redis.asyncio.cluster import RedisCluster
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.redis import RedisReplyError, authenticate
-from hub.brokers.reply_reader import ReplyReader
+from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
@@ -128,6 +128,7 @@ class RedisClusterBroker(Broker):
         self._tick_round = 0
         self._tick_pending: set[int] = set()
         self._closed = False
+        self._reading_held = False  # the fan-out asked for no reading from the links for now
 
     # lifecycle
 
@@ -488,6 +489,11 @@ class RedisClusterBroker(Broker):
 
     # subscribing
 
+    def hold_reading(self, held: bool) -> None:
+        self._reading_held = held
+        for link in self._links.values():
+            hold(link.writer, held)
+
     def subscribe(self, selector: Selector) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending = set()
@@ -810,6 +816,7 @@ class _Link:
                 commands = [pack(b"CLIENT", b"SETNAME", f"{broker._config.prefix}-sub-{broker.node}")]
                 commands += [pack(b"SSUBSCRIBE", broker._parts.channels[p]) for p in sorted(self.partitions)]
                 reading = ReplyReader.take_over(reader, writer, self._on_reply)
+                hold(writer, broker._reading_held)
                 writer.write(b"".join(commands))
                 try:
                     await reading.ended  # raises why the connection ended

@@ -34,7 +34,7 @@ from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.command_link import CommandLink, LinkDown
 from hub.brokers.redis_keys import RedisKeys
-from hub.brokers.reply_reader import ReplyReader
+from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
@@ -100,6 +100,7 @@ class RedisBroker(Broker):
         # name -> one entry per SUBSCRIBE sent and not yet confirmed, each entry the futures it serves
         self._waiters: dict[bytes, deque[list[asyncio.Future[None]]]] = {}
         self._writer: asyncio.StreamWriter | None = None
+        self._reading_held = False  # the fan-out asked for no reading from the subscriber connection
         self._subscribed = False  # every wanted name is confirmed on the current connection
         self._live = False  # ...and caught up from history: ready
         self._catch_up_task: asyncio.Task[None] | None = None
@@ -398,8 +399,13 @@ class RedisBroker(Broker):
         commands.append(pack(b"SUBSCRIBE", self._tick_channel))
         self._held = []  # until caught up
         reading = ReplyReader.take_over(reader, writer, self._on_reply)
+        hold(writer, self._reading_held)
         writer.write(b"".join(commands))
         await reading.ended  # raises why the connection ended
+
+    def hold_reading(self, held: bool) -> None:
+        self._reading_held = held
+        hold(self._writer, held)
 
     def _on_reply(self, reply: Any) -> None:
         if isinstance(reply, hiredis.ReplyError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -74,6 +74,18 @@ class ReplyReader(asyncio.Protocol):
             self.ended.set_exception(exc)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+
+
+def hold(writer: asyncio.StreamWriter | None, held: bool) -> None:
+    """Stop reading `writer`'s connection (what arrives waits in the socket), or read on. Either twice
+    is the same as once."""
+    if writer is None or writer.transport.is_closing():
+        return
+    transport = cast(asyncio.Transport, writer.transport)  # uvloop's is no asyncio.Transport subclass
+    if held:
+        transport.pause_reading()
+    else:
+        transport.resume_reading()
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

@@ -14,6 +14,9 @@ def main() -> int:
     run = commands.add_parser("faults", help="kill Redis and a hub under load; check nothing is lost")
     run.add_argument("--size", choices=["small", "large"], default="large")
     run.add_argument("--no-aof", action="store_true", help="Redis without persistence: expect resets")
+    run.add_argument(
+        "--cluster", action="store_true", help="a Redis Cluster: primaries failed over, slots moved"
+    )
     bench = commands.add_parser("load", help="the load benchmark: hub, ceiling and baseline servers")
     bench.add_argument("--scenarios", default="fanout,fanout-10k,latency,topics,idle,redis")
     bench.add_argument("--servers", default=",".join(load.SERVERS))
@@ -31,7 +34,7 @@ def main() -> int:
     if args.command == "memory":
         return memory.main(args.subs, trace=not args.no_trace)
     if args.command == "faults":
-        return faults.main(args.size, aof=not args.no_aof)
+        return faults.main(args.size, aof=not args.no_aof, cluster=args.cluster)
     return 2
 
 

@@ -356,7 +356,7 @@ async def run_fault_test(plan: FaultPlan) -> Report:
         redis.close()
 
 
-def main(size: str, aof: bool = True) -> int:
+def main(size: str, aof: bool = True, cluster: bool = False) -> int:
     plans = {
         "small": FaultPlan(),
         "large": FaultPlan(
@@ -371,8 +371,11 @@ def main(size: str, aof: bool = True) -> int:
         ),
     }
     plan = dataclasses.replace(plans[size], aof=aof)
+    if cluster:  # each Redis kill fails a primary over; as many slots move
+        plan = dataclasses.replace(plan, cluster=True, reshards=plan.redis_kills)
     report = asyncio.run(run_fault_test(plan))
-    print(f"fault run ({size}, {'AOF always' if aof else 'no persistence'}):")
+    where = "a Redis Cluster" if cluster else "one Redis"
+    print(f"fault run ({size}, {where}, {'AOF always' if aof else 'no persistence'}):")
     print("\n".join(report.lines()))
     print("PASS" if report.ok() else "FAIL")
     return 0 if report.ok() else 1

@@ -28,7 +28,7 @@ from tests.support.fuzz import fuzz
 from tests.support.waiting import settled
 
 SECRET = "fuzzing-secret-of-at-least-32-bytes"
-EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "100"))
 # Generous, for the per-test timeout of a full run on a loaded machine: 10-40 ms per request is typical.
 SECONDS_PER_EXAMPLE = 0.1
 

@@ -10,6 +10,8 @@ from hub.brokers.memory import MemoryBroker
 from hub.config import HistoryConfig
 from hub.event import Draft
 from hub.fanout import (
+    BACKLOG_BUSY,
+    BACKLOG_GAP_MAX,
     FLUSH_GAP_MAX,
     FLUSH_GAP_MIN,
     FLUSH_SLICE,
@@ -18,10 +20,11 @@ from hub.fanout import (
     STARVED_NOISE,
     Fanout,
     flush_gap,
+    is_backlogged,
 )
 from hub.formats import Format
 from hub.outbox import CloseReason
-from tests.support.fanout import BlockingTransport, attach, publish_in_rounds
+from tests.support.fanout import BlockingTransport, BusyTransport, attach, publish_in_rounds, spin
 from tests.support.waiting import settled
 
 
@@ -86,6 +89,71 @@ def test_a_starved_hub_pauses_longer_the_more_it_waits_for_its_core_within_a_bou
     assert flush_gap(round_seconds, 0.5) > 4 * round_seconds  # two busy processes on one core
     assert gaps[-1] <= STARVED_GAP_MAX
     assert flush_gap(10.0, 1.0) == STARVED_GAP_MAX
+
+
+def test_a_backlogged_hub_pauses_longer_within_its_own_bound():
+    assert is_backlogged(BACKLOG_BUSY, frames=100, writes=100)
+    assert not is_backlogged(BACKLOG_BUSY - 0.2, frames=100, writes=100)  # it had time to idle
+    assert not is_backlogged(1.0, frames=1000, writes=100)  # its writes carry several frames already
+    assert flush_gap(0.5, 0.0, backlogged=True) == BACKLOG_GAP_MAX
+    assert flush_gap(0.012, 0.0, backlogged=True) == 0.012  # still as long as the round, no longer
+    assert flush_gap(0.0001, 0.0, backlogged=True) == FLUSH_GAP_MIN
+    assert flush_gap(10.0, 1.0, backlogged=True) == STARVED_GAP_MAX
+
+
+async def busy_publishing(fanout: Fanout, topics: list[str], rounds: int) -> list[tuple[float, float]]:
+    """Publish to one topic after another while keeping the loop busy between flush rounds, as a hub
+    does under a queue of publish requests. Returns the pause and the starved share after each round."""
+    after: list[tuple[float, float]] = []
+    i = 0
+    flushed_at = fanout._flushed_at
+    while len(after) < rounds:
+        await fanout.publish([Draft((topics[i % len(topics)],), str(i))])
+        i += 1
+        spin(0.00002)  # less than a write: the rounds grow as long as their pause lets them
+        await asyncio.sleep(0)
+        if fanout._flushed_at != flushed_at:
+            flushed_at = fanout._flushed_at
+            after.append((fanout.flush_pause, fanout.starved))
+    return after
+
+
+def beyond_the_usual_bound(pause: float, starved: float) -> bool:
+    """Longer than any hub not backlogged would pause, whatever its round took (machine noise may
+    have starved it a little)."""
+    return pause > flush_gap(1.0, starved)
+
+
+async def test_a_hub_busy_between_rounds_whose_writes_carry_one_frame_each_pauses_longer():
+    fanout = await started_fanout()
+    topics = [f"t{i}" for i in range(1000)]
+    for topic in topics:
+        await attach(fanout, topic, transport=BusyTransport())
+    after = await busy_publishing(fanout, topics, rounds=40)
+    assert any(beyond_the_usual_bound(*round_) for round_ in after)
+    await fanout.stop()
+
+
+async def test_a_busy_hub_whose_writes_carry_many_frames_keeps_the_usual_pause():
+    fanout = await started_fanout()
+    for _ in range(400):
+        await attach(fanout, "all", transport=BusyTransport())
+    after = await busy_publishing(fanout, ["all"], rounds=40)
+    assert not any(beyond_the_usual_bound(*round_) for round_ in after)
+    assert max(pause for pause, _ in after) > FLUSH_GAP_MAX / 2  # its rounds were long ones
+    await fanout.stop()
+
+
+async def test_a_hub_idle_between_rounds_keeps_the_usual_pause():
+    fanout = await started_fanout()
+    transports = [(await attach(fanout, f"t{i}", transport=BusyTransport()))[1] for i in range(400)]
+    for i in range(6):
+        await fanout.publish([Draft((f"t{j}",), str(i)) for j in range(400)])
+        await settled(lambda i=i: all(f"data: {i}\n".encode() in b"".join(t.writes) for t in transports))
+        assert not beyond_the_usual_bound(fanout.flush_pause, fanout.starved)
+        await asyncio.sleep(0.02)  # nothing else to do: the loop idles
+    assert fanout.flush_pause > FLUSH_GAP_MAX / 2  # its rounds were long ones
+    await fanout.stop()
 
 
 async def test_flush_rounds_spent_off_the_cpu_count_as_starved_and_stretch_the_pause():

@@ -50,6 +50,21 @@ class BlockingTransport(RecordingTransport):
         super().write(data)
 
 
+class BusyTransport(RecordingTransport):
+    """A socket whose writes take the thread's CPU for a while, as a write through the TCP stack does."""
+
+    def write(self, data) -> None:
+        spin(0.00003)
+        super().write(data)
+
+
+def spin(seconds: float) -> None:
+    """Run on the CPU for `seconds`, as a hub does handling requests."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 async def attach(
     fanout: Fanout,
     *selectors: str,

@@ -12,6 +12,7 @@ import re
 import orjson
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_LINE_BREAK_TEXT = re.compile(r"\r\n|\r|\n")
 
 
 def data_text(data: object) -> str:
@@ -25,22 +26,20 @@ def encode_event(
     data: str, *, id: str | None = None, event: str | None = None, retry: int | None = None
 ) -> bytes:
     """One SSE event, terminated by its blank line."""
-    parts: list[bytes] = []
+    # Built as one str and encoded once: per delivery on the `topics` path, where this was 40% faster
+    # than joining encoded parts. Line breaks are looked for in the str: UTF-8 writes these bytes for
+    # these characters only, and `"\n" in str` costs a tenth of `b"\n" in bytes` on CPython 3.11.
+    head = ""
     if id is not None:
-        parts.append(b"id: " + _field_value(id) + b"\n")
+        head = f"id: {_field_text(id)}\n"
     if event is not None and event != "message":
-        parts.append(b"event: " + _field_value(event) + b"\n")
+        head += f"event: {_field_text(event)}\n"
     if retry is not None:
-        parts.append(b"retry: %d\n" % retry)
-    raw = data.encode("utf-8")
-    # Tested on the str: UTF-8 writes these bytes for these characters only. And `"\n" in str` costs
-    # a tenth of `b"\n" in bytes` on CPython 3.11 (45 against 450 ns), five times per event.
+        head += f"retry: {int(retry)}\n"
     if "\r" in data or "\n" in data:
-        parts.extend(b"data: " + line + b"\n" for line in _LINE_BREAK.split(raw))
-    else:
-        parts.append(b"data: " + raw + b"\n")
-    parts.append(b"\n")
-    return b"".join(parts)
+        lines = "".join(f"data: {line}\n" for line in _LINE_BREAK_TEXT.split(data))
+        return f"{head}{lines}\n".encode()
+    return f"{head}data: {data}\n\n".encode()
 
 
 def encode_comment(text: str = "") -> bytes:
@@ -65,6 +64,10 @@ def preamble(retry_ms: int, comment: str) -> bytes:
 
 
 def _field_value(value: str) -> bytes:
+    return _field_text(value).encode("utf-8")
+
+
+def _field_text(value: str) -> str:
     if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"SSE field value {value!r} contains a line break or NUL")
-    return value.encode("utf-8")
+    return value

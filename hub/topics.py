@@ -28,6 +28,10 @@ def _bad_char(text: str) -> str | None:
 def _check_text(text: object, what: str) -> str:
     if not isinstance(text, str):
         raise BadRequest("invalid_topic", f"{what} must be a string")
+    # The common case, checked per published event: printable ASCII other than the space is exactly
+    # what the rules below allow of ASCII, at a third of their cost.
+    if text.isascii() and 1 <= len(text) <= MAX_TOPIC_BYTES and text.isprintable() and " " not in text:
+        return text
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:

@@ -96,3 +96,21 @@ def test_forbidden_characters_are_exactly_whitespace_and_controls():
         if 0xD800 <= code <= 0xDFFF:
             continue
         assert (_bad_char(ch) is not None) == (ch.isspace() or unicodedata.category(ch) == "Cc"), hex(code)
+
+
+def test_a_topic_is_refused_exactly_for_whitespace_controls_and_stars():
+    # Printable ASCII takes a shortcut past the full checks: it must agree with them.
+    import unicodedata
+
+    for code in range(0x3000):
+        ch = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        refused = ch.isspace() or unicodedata.category(ch) == "Cc" or ch == "*"
+        for topic in (ch, f"a/{ch}b"):
+            try:
+                validate_topic(topic)
+            except BadRequest:
+                assert refused, hex(code)
+            else:
+                assert not refused, hex(code)

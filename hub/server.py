@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -17,6 +18,13 @@ from hub.redact import redact_url
 from hub.topics import MAX_TOPIC_BYTES
 
 log = logging.getLogger("hub")
+
+# The cyclic collector's thresholds in a serving process (CPython's are 700, 10, 10). At 700 it runs
+# every few dozen publishes on a busy hub, and its full passes walk every object the hub holds for its
+# connections: 13% of the hub's time on `topics`, and pauses of 30-45 ms each. Rarer passes over what
+# the process keeps for good (frozen once it has started) made `topics` 1.2x faster in interleaved runs,
+# with a lower p99. What cycles a hub makes (an exception and its traceback) wait a little longer.
+GC_THRESHOLDS = (10_000, 10, 10)
 
 # Room in the request line beyond the topics: lastEventId, ?token= (a JWT), format, heartbeat.
 REQUEST_LINE_HEADROOM = 16 * 1024
@@ -66,8 +74,17 @@ async def start(config: Config, *, reuse_port: bool = False) -> Running:
     return Running(runner, int(runner.addresses[0][1]))
 
 
+def settle_collector() -> None:
+    """Set the collector for a long-running server: what start-up made is kept for good, so full passes
+    skip it, and passes come less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(config: Config, *, reuse_port: bool = False) -> None:
     running = await start(config, reuse_port=reuse_port)
+    settle_collector()
     broker = "redis " + redact_url(config.redis.url) if config.redis.url else "memory"
     log.info(
         "hub ready on http://%s:%d (broker: %s)",

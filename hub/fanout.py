@@ -450,7 +450,8 @@ class Fanout:
                 dirty.append(outbox)
             pending.append(frame)
         self.counters["deliveries"] += len(targets)
-        self._schedule_flush()
+        if self._flush_handle is None:
+            self._schedule_flush()
 
     def _deliver_mixed(self, event: Event, targets: Iterable[Outbox]) -> None:
         """`on_event` while some stream is in another format, or reads several cluster partitions:
@@ -515,8 +516,10 @@ class Fanout:
                     self.counters["slow_consumers"] += 1
 
     def _match(self, topics: tuple[str, ...], parts: list[list[str]]) -> Collection[Outbox]:
-        groups: list[_Group] = []
         exact = self._exact
+        if len(topics) == 1 and not self._patterns:
+            return exact.get(topics[0], ())  # most events, without building a list of groups
+        groups: list[_Group] = []
         for topic in topics:
             group = exact.get(topic)
             if group:

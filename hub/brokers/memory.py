@@ -73,17 +73,23 @@ class MemoryBroker(Broker):
             if done is not None:
                 return done[1]
         events = []
+        topics = self._topics
+        max_events, max_age = self._history.max_events, self._history.max_age
+        too_old = now - max_age if max_age else float("-inf")  # an entry from before is past its age
         for draft in drafts:
             self._seq += 1
-            event = Event.from_draft(format_id(self._epoch, self._seq), draft)
-            entry = (self._seq, now, _record(event))
+            seq = self._seq
+            event = Event.from_draft(format_id(self._epoch, seq), draft)
+            entry = (seq, now, _record(event))
             for topic in draft.topics:
-                history = self._topics.get(topic)
+                history = topics.get(topic)
                 if history is None:
-                    history = self._topics[topic] = _Topic()
-                history.entries.append(entry)
-                history.last_seq = self._seq
-                self._trim(history, now)
+                    history = topics[topic] = _Topic()
+                entries = history.entries
+                entries.append(entry)
+                history.last_seq = seq
+                if len(entries) > max_events or entries[0][1] < too_old:
+                    self._trim(history, now)  # rarely: once a topic is full, or its oldest too old
                 if draft.retain:
                     self._retained[topic] = event
             events.append(event)

@@ -126,18 +126,3 @@ async def test_a_refused_setup_fails_the_call(make_link):
     with pytest.raises(LinkDown, match="setup"):
         await link.call(pack("PING"))
     assert named_clients(redis) == []
-
-
-def reads_processed(redis) -> int:
-    info = redis.command("INFO", "stats").decode()
-    return int(info.split("total_reads_processed:", 1)[1].split()[0])
-
-
-async def test_the_calls_of_one_loop_iteration_reach_redis_in_one_write(make_link):
-    redis, link = make_link()
-    await link.call(pack("PING"))  # connected, its setup done
-    before = reads_processed(redis)
-    replies = await asyncio.gather(*(link.call(pack("INCR", "counter")) for _ in range(200)))
-    assert replies == list(range(1, 201))
-    # the 200 commands, and the INFO asking for the count: a read each, were each written on its own
-    assert reads_processed(redis) - before <= 3

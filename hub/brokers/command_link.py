@@ -45,10 +45,6 @@ class CommandLink:
         # reply is due by. One timer watches the oldest (not a timeout per call).
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
-        # Commands called in one loop iteration go out in one write at its end: publishers' requests
-        # arrive together, and a write each cost this process a system call and Redis a read.
-        self._outgoing: list[bytes] = []
-        self._writing: asyncio.Handle | None = None
         self._closed = False
 
     @property
@@ -76,9 +72,7 @@ class CommandLink:
                 raise LinkDown("the connection was lost as it opened")
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((future, loop.time() + self._timeout))
-        self._outgoing.append(command)
-        if self._writing is None:
-            self._writing = loop.call_soon(self._write_out)
+        writer.write(command)
         if self._watchdog is None:
             self._watchdog = loop.call_later(self._timeout, self._watch, writer)
         return await future
@@ -122,12 +116,6 @@ class CommandLink:
         finally:
             self._connecting = None
 
-    def _write_out(self) -> None:
-        self._writing = None
-        outgoing, self._outgoing = self._outgoing, []
-        if self._writer is not None and outgoing:
-            self._writer.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
-
     def _watch(self, writer: asyncio.StreamWriter) -> None:
         self._watchdog = None
         if writer is not self._writer or not self._waiting:
@@ -152,10 +140,6 @@ class CommandLink:
         if writer is not self._writer:
             return
         self._writer = None
-        self._outgoing = []  # not written: failed with the rest below
-        if self._writing is not None:
-            self._writing.cancel()
-            self._writing = None
         waiting, self._waiting = self._waiting, deque()
         for future, _ in waiting:
             if not future.done():

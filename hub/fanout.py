@@ -94,7 +94,7 @@ HISTORY_PAGE = 1000  # events read from the broker at a time for a history downl
 
 def flush_gap(round_seconds: float, starved: float, backlogged: bool = False) -> float:
     """The pause after a flush round that took `round_seconds`, a share `starved` of which the hub spent
-    waiting for its core rather than running."""
+    waiting for its core rather than running; longer bounds for a `backlogged` hub (`is_backlogged`)."""
     excess = max(0.0, starved - STARVED_NOISE) / (1 - STARVED_NOISE)
     gap = round_seconds * (1 + STARVED_STRETCH * excess)
     base = BACKLOG_GAP_MAX if backlogged else FLUSH_GAP_MAX
@@ -102,10 +102,12 @@ def flush_gap(round_seconds: float, starved: float, backlogged: bool = False) ->
     return min(max(gap, FLUSH_GAP_MIN), bound)
 
 
-def is_backlogged(busy: float, frames: int, writes: int) -> bool:
+def is_backlogged(busy: float, frames: int, writes: int, starved: float = 0.0) -> bool:
     """Whether a round that wrote `frames` in `writes`, after a share `busy` of the time since the last
-    round was spent running, came from a saturated hub whose deliveries each cost a write."""
-    return busy >= BACKLOG_BUSY and frames < BACKLOG_FRAMES * writes
+    round was spent running, came from a saturated hub whose deliveries each cost a write. A hub that
+    waits for its core a share `starved` of the time runs at most the rest of it, however much it has
+    to do."""
+    return busy >= BACKLOG_BUSY * (1 - starved) and frames < BACKLOG_FRAMES * writes
 
 
 def relabeled(event: Event, event_id: str) -> Event:
@@ -587,7 +589,7 @@ class Fanout:
         if wall > 0:
             starved = max(0.0, 1 - (cpu1 - cpu0) / wall)
             self._starved += STARVED_SMOOTHING * (starved - self._starved)
-        backlogged = is_backlogged(self._busy, self._round_frames, len(flushing))
+        backlogged = is_backlogged(self._busy, self._round_frames, len(flushing), self._starved)
         self._flush_gap = flush_gap(wall, self._starved, backlogged)
         if self._starved > STARVED_NOISE and self._read_on is None:
             self.broker.hold_reading(True)

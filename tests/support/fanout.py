@@ -54,7 +54,7 @@ class BusyTransport(RecordingTransport):
     """A socket whose writes take the thread's CPU for a while, as a write through the TCP stack does."""
 
     def write(self, data) -> None:
-        spin(0.00003)
+        spin(0.00005)
         super().write(data)
 
 

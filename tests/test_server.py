@@ -12,12 +12,12 @@ from tests.support.waiting import settled
 
 async def test_a_serving_process_keeps_its_start_up_out_of_the_collectors_passes():
     thresholds = gc.get_threshold()
+    gc.unfreeze()
     config = load(None, {}, {"server.port": free_port()})
     server = asyncio.create_task(serve(config))
     try:
         await settled(lambda: gc.get_freeze_count() > 0)
         assert gc.get_threshold() == GC_THRESHOLDS
-        assert GC_THRESHOLDS[2] > thresholds[2]  # full passes rarer than CPython's default
     finally:
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)

@@ -207,8 +207,10 @@ async def test_a_hub_sharing_its_core_with_a_busy_process_notices_it_is_starved(
             os.sched_setaffinity(pid, {0})
         if cores - {0}:
             os.sched_setaffinity(0, cores - {0})  # this test's own client stays off the hub's core
-        # Streams left unread: what the hub writes waits in the kernel's buffers, a few kB each.
-        conns += [await asyncio.open_connection("127.0.0.1", proc.port) for _ in range(300)]
+        # Streams left unread: what the hub writes waits in the kernel's buffers, a few kB each. Enough
+        # of them that a round of writes outlasts the scheduler's slice: with 300 (rounds of about 3 ms),
+        # the hub got through whole rounds unpreempted in a quarter of the runs, and read about 0.
+        conns += [await asyncio.open_connection("127.0.0.1", proc.port) for _ in range(1500)]
         for _, writer in conns:
             writer.write(b"GET /events?topic=cpu HTTP/1.1\r\nHost: hub\r\n\r\n")
         async with aiohttp.ClientSession() as session:

@@ -571,9 +571,7 @@ class Fanout:
         end = start + FLUSH_SLICE
         frames = 0
         for i in range(start, min(end, len(flushing))):
-            outbox = flushing[i]
-            frames += len(outbox.pending)
-            self._flush_one(outbox)
+            frames += self._flush_one(flushing[i])
         self._round_frames += frames
         if end < len(flushing):
             self._flush_next = end
@@ -600,16 +598,18 @@ class Fanout:
         self._read_on = None
         self.broker.hold_reading(False)
 
-    def _flush_one(self, outbox: Outbox) -> None:
+    def _flush_one(self, outbox: Outbox) -> int:
+        """Write `outbox`'s pending frames; returns how many there were."""
         frames = len(outbox.pending)
         reason = outbox.flush()
         if reason is None:
-            return
+            return frames
         self.unsubscribe(outbox)
         if reason is CloseReason.SLOW_CONSUMER:
             self.counters["dropped"] += frames  # written into a buffer that was then thrown away
             self.counters["slow_consumers"] += 1
             log.info("closed a slow consumer of %s", ",".join(s.text for s in outbox.selectors))
+        return frames
 
     async def _heartbeats(self) -> None:
         while True:

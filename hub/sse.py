@@ -11,8 +11,7 @@ import re
 
 import orjson
 
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-_LINE_BREAK_TEXT = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def data_text(data: object) -> str:
@@ -37,15 +36,15 @@ def encode_event(
     if retry is not None:
         head += f"retry: {int(retry)}\n"
     if "\r" in data or "\n" in data:
-        lines = "".join(f"data: {line}\n" for line in _LINE_BREAK_TEXT.split(data))
+        lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
         return f"{head}{lines}\n".encode()
     return f"{head}data: {data}\n\n".encode()
 
 
 def encode_comment(text: str = "") -> bytes:
     """A comment block: ignored by parsers, keeps proxies and idle timers from closing the stream."""
-    lines = _LINE_BREAK.split(text.encode("utf-8"))
-    return b"".join(b":" + (b" " + line if line else b"") + b"\n" for line in lines) + b"\n"
+    lines = _LINE_BREAK.split(text)
+    return ("".join(f": {line}\n" if line else ":\n" for line in lines) + "\n").encode()
 
 
 def encode_position(id: str) -> bytes:

@@ -815,8 +815,7 @@ class _Link:
                 self.writer = writer
                 commands = [pack(b"CLIENT", b"SETNAME", f"{broker._config.prefix}-sub-{broker.node}")]
                 commands += [pack(b"SSUBSCRIBE", broker._parts.channels[p]) for p in sorted(self.partitions)]
-                reading = ReplyReader.take_over(reader, writer, self._on_reply)
-                hold(writer, broker._reading_held)
+                reading = ReplyReader.take_over(reader, writer, self._on_reply, held=broker._reading_held)
                 writer.write(b"".join(commands))
                 try:
                     await reading.ended  # raises why the connection ended

@@ -398,8 +398,7 @@ class RedisBroker(Broker):
                         future.cancel()
         commands.append(pack(b"SUBSCRIBE", self._tick_channel))
         self._held = []  # until caught up
-        reading = ReplyReader.take_over(reader, writer, self._on_reply)
-        hold(writer, self._reading_held)
+        reading = ReplyReader.take_over(reader, writer, self._on_reply, held=self._reading_held)
         writer.write(b"".join(commands))
         await reading.ended  # raises why the connection ended
 

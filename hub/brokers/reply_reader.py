@@ -35,13 +35,18 @@ class ReplyReader(asyncio.Protocol):
         writer: asyncio.StreamWriter,
         on_reply: Callable[[Any], None],
         parser: Any | None = None,
+        *,
+        held: bool = False,
     ) -> ReplyReader:
-        """Read `writer`'s connection from now on. Only when `reader` holds nothing unread: before the
-        connection's first command, or once every reply asked for so far is in `parser`."""
+        """Read `writer`'s connection from now on, or from when it is no longer `held` (see `hold`).
+        Only when `reader` holds nothing unread: before the connection's first command, or once every
+        reply asked for so far is in `parser`."""
         protocol = cls(on_reply, hiredis.Reader() if parser is None else parser)
         transport = writer.transport
         protocol._transport = transport
         transport.set_protocol(protocol)
+        if held:
+            hold(writer, True)
         if transport.is_closing() or reader.at_eof():
             protocol._end(EOFError("redis closed the connection"))
         else:

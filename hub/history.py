@@ -18,6 +18,11 @@ from hub.event import EPOCH_ALPHABET, Event
 _EPOCH = re.compile(f"[{EPOCH_ALPHABET}]+")
 
 MAX_LAST_EVENT_ID = 1200  # a cluster id names a position per partition (see `hub.vector`)
+MAX_EPOCH_LENGTH = 16  # `hub.event.new_epoch` makes 6 characters; room for what an older hub wrote
+# The largest seq an id may name: Lua holds numbers as doubles, exact up to 2**53, and no counter gets
+# there (a million events a second for 285 years). A client's number past it names no position of ours.
+MAX_SEQ = 2**53 - 1
+_MAX_SEQ_DIGITS = len(str(MAX_SEQ))
 
 
 class ContinuityLost(Exception):
@@ -45,18 +50,29 @@ class Position:
 
 
 def parse_id(text: str) -> Position | None:
-    """The position an id names, or None if it is not an id this hub issued."""
+    """The position an id names, or None if it is not in the shape of an id this hub issues: an epoch of
+    its alphabet, short, and a seq written as the hub writes it (no sign, no leading zero) within
+    `MAX_SEQ`. Whether that position exists is for the broker to judge; the shape alone keeps what a
+    client sends bounded before it reaches a script."""
     epoch, sep, seq = text.rpartition("-")
+    if not sep or len(epoch) > MAX_EPOCH_LENGTH or not _EPOCH.fullmatch(epoch):
+        return None
+    number = parse_seq(seq)
+    return None if number is None else Position(epoch, number)
+
+
+def parse_seq(text: str) -> int | None:
+    """A seq as ids write it: decimal ASCII digits, no leading zero, at most `MAX_SEQ`."""
     if (
-        not sep
-        or len(text) > MAX_LAST_EVENT_ID
-        or not epoch
-        or not _EPOCH.fullmatch(epoch)
-        or not seq.isascii()
-        or not seq.isdigit()
+        not text
+        or len(text) > _MAX_SEQ_DIGITS
+        or not text.isascii()
+        or not text.isdigit()
+        or (text[0] == "0" and len(text) > 1)
     ):
         return None
-    return Position(epoch, int(seq))
+    number = int(text)
+    return number if number <= MAX_SEQ else None
 
 
 def seq_of(event_id: str) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from hub.event import Event
-from hub.history import ContinuityLost
+from hub.history import ContinuityLost, parse_seq
 from hub.topics import Selector
 
 MAX_VECTOR_ID = 1200  # 64 partitions of 18 characters each, and the digest
@@ -62,14 +62,15 @@ def parse_vector(text: str, partitions: int) -> VectorId | None:
     seqs: dict[int, int] = {}
     last = -1
     for entry in entries:
-        p, dot, seq = entry.partition(".")
-        if not dot or not p.isdigit() or not seq.isdigit() or len(p) > 3 or len(seq) > 19:
+        p, dot, seq_text = entry.partition(".")
+        seq = parse_seq(seq_text)
+        if not dot or not p.isdigit() or len(p) > 3 or seq is None:
             return None
         partition = int(p)
         if not last < partition < partitions:
             return None
         last = partition
-        seqs[partition] = int(seq)
+        seqs[partition] = seq
     return VectorId(head, seqs)
 
 

@@ -8,8 +8,9 @@ import itertools
 
 import orjson
 
+from hub.history import MAX_SEQ, RESET_EPOCH, RESET_UNKNOWN
 from tests.support.hub_client import HubUnderTest
-from tests.support.ids import advances, names_event
+from tests.support.ids import advances, is_vector, names_event, plain, seq_in, vector
 
 
 async def publish_many(hub: HubUnderTest, topic: str, n: int, start: int = 0) -> list[str]:
@@ -228,3 +229,33 @@ async def test_an_id_that_names_only_some_of_the_topics_gets_a_reset_on_a_cluste
         assert "names no position" in event.data
     else:
         assert (event.event, event.data) == ("message", "2")
+
+
+def at_seq(event_id: str, seq: int | str) -> str:
+    """`event_id` (a one-topic publish id) with its seq replaced: same epoch, or same digest and partition."""
+    if is_vector(event_id):
+        head, seqs = vector(event_id)
+        (p,) = seqs
+        return f"{head}_{p}.{seq}"
+    return f"{plain(event_id)[0]}-{seq}"
+
+
+async def test_a_resume_from_the_future_resets_that_stream_and_moves_no_shared_counter(hub):
+    """A subscriber once rewrote Redis' counter and epoch with a Last-Event-ID ahead of it (`-1000000`
+    started a new epoch, resetting every other client; a seq of 1e20 broke every later publish)."""
+    first = (await hub.publish({"topic": "f", "data": "first"}))["id"]
+    async with hub.subscribe("f", lastEventId=first) as bystander:
+        for future in (seq_in(first) + 1, seq_in(first) + 1_000_000, MAX_SEQ):
+            async with hub.subscribe("f", headers={"Last-Event-ID": at_seq(first, future)}) as stream:
+                assert await reset_reason(stream) == RESET_EPOCH
+        for past_any in (MAX_SEQ + 1, "99999999999999999999", "1e20", "-1", "01"):
+            async with hub.subscribe("f", lastEventId=at_seq(first, past_any)) as stream:
+                assert await reset_reason(stream) == RESET_UNKNOWN
+        second = (await hub.publish({"topic": "f", "data": "second"}))["id"]
+        # The same history goes on: the next seq of the same epoch (one Redis: of the same counter).
+        assert at_seq(first, seq_in(first) + 1) == second or advances(first, second), (first, second)
+        event = await bystander.next_event()
+        assert (event.event, event.data) == ("message", "second")
+    async with hub.subscribe("f", lastEventId=first) as stream:
+        event = await stream.next_event()
+        assert (event.event, event.data) == ("message", "second")

@@ -8,13 +8,13 @@ from hypothesis import strategies as st
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from hub.event import Event
-from hub.history import ContinuityLost, parse_id
+from hub.history import MAX_SEQ, ContinuityLost, parse_id
 from hub.partitions import Partitions
 from hub.topics import Selector
 from hub.vector import Stamp, VectorCursor, digest, format_vector, parse_vector
 
 epochs = st.text(alphabet="abcdefghijklmnopqrstuvwxyz234567", min_size=6, max_size=6)
-entries = st.dictionaries(st.integers(0, 63), st.tuples(epochs, st.integers(0, 2**63 - 1)), min_size=1)
+entries = st.dictionaries(st.integers(0, 63), st.tuples(epochs, st.integers(0, MAX_SEQ)), min_size=1)
 
 
 @given(entries)
@@ -33,7 +33,8 @@ def test_a_vector_id_round_trips_and_is_no_one_redis_id(found):
     "text",
     ["", "abcdef", "abcdef_", "abcdef_1", "abcdef_1.", "abcdef_.1", "ABCDEF_1.1", "abcde_1.1",
      "abcdef_2.1_1.1", "abcdef_1.1_1.2", "abcdef_16.1", "abcdef_1.-1", "abcdef_1.1 ", "abcdef_\u0661.1",
-     "abcdef_1.1" + "_2.1" * 400],
+     "abcdef_1.1" + "_2.1" * 400, "abcdef_1.01", f"abcdef_1.{MAX_SEQ + 1}", "abcdef_1.99999999999999999999",
+     "abcdef_1.1e9", "abcdef_1.+1"],
 )  # fmt: skip
 def test_malformed_vector_ids_are_refused(text):
     assert parse_vector(text, 16) is None

@@ -424,6 +424,9 @@ class RedisClusterBroker(Broker):
             token,
             self._history.max_replay,
             "SPUBLISH",
+            # What this hub received of the partition: the only evidence that starts a new epoch.
+            self._epochs[p],
+            self._seqs[p],
             check[0] if check else "",
             check[1] if check else 0,
             check[2] if check else "",

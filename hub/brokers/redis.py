@@ -231,6 +231,8 @@ class RedisBroker(Broker):
         exact = [s.text for s in selectors if not s.is_pattern]
         patterns = [s for s in selectors if s.is_pattern]
         after = since.position
+        # What this hub received from Redis: the only evidence on which the script starts a new epoch.
+        seen = parse_id(self._last_id.decode())
         args: list[bytes | str | int] = [
             self._keys.prefix,
             new_epoch(),
@@ -241,6 +243,8 @@ class RedisBroker(Broker):
             token,
             self._history.max_replay,
             "PUBLISH",
+            seen.epoch if seen else "",
+            seen.seq if seen else 0,
             "",
             0,
             "",

@@ -88,12 +88,15 @@ return result
 """
 
 # KEYS: sequence hash, topic registry, retained hash. ARGV: prefix, a fresh epoch, mode ('new',
-# 'earliest', 'after', 'unknown'), the after-id's epoch and seq, a channel and token to publish when done,
-# the most events to replay (past it: reset 'too_much'), 'SPUBLISH' on a cluster (else 'PUBLISH'), a
+# 'earliest', 'after', 'unknown'), the client's after-id epoch and seq, a channel and token to publish when
+# done, the most events to replay (past it: reset 'too_much'), 'SPUBLISH' on a cluster (else 'PUBLISH'),
+# this hub's evidence ('' or the epoch and seq of the newest position it received from this Redis), a
 # continuity check ('' or the topic, seq and envelope of the last event the hub received: after a
 # failover, the promoted replica may lack it and hand its seq out again), the exact topic count, the
 # topics, the pattern count, then per pattern: its segment count, its segments joined by '/', '1' if it
 # ends in `**`. Returns {epoch, seq, reset reason or '', envelopes...}.
+# Only the hub's evidence can start a new epoch: the client's after-id is judged, never written, so no
+# client can move the counter or the epoch that every other client's ids depend on.
 # The token reaches the hub's subscriber connection after every message published before this read, so
 # once it arrives, no live message older than the snapshot can still be in flight. On a cluster it also
 # carries the position read, as `<token> <epoch>-<seq>`.
@@ -106,24 +109,24 @@ if not epoch then
   redis.call('HSET', seq_key, 'epoch', epoch)
 end
 local seq = tonumber(redis.call('HGET', seq_key, 'seq') or '0')
-if ARGV[3] == 'after' and ARGV[4] == epoch then
-  -- An id from the future, or a last event that is not what the hub received: Redis came back with
-  -- less than it had handed out, so ids would repeat. A new epoch tells them apart.
-  local lost = tonumber(ARGV[5]) > seq
-  if not lost and ARGV[10] ~= '' then
-    local history = prefix .. ':h:' .. ARGV[10]
-    local entry = redis.call('XRANGE', history, ARGV[11] .. '-0', ARGV[11] .. '-0')[1]
+if ARGV[10] == epoch then
+  -- The hub received more than Redis holds, or its last event is not what Redis holds under that seq:
+  -- Redis came back with less than it had handed out, so ids would repeat. A new epoch tells them apart.
+  local lost = tonumber(ARGV[11]) > seq
+  if not lost and ARGV[12] ~= '' then
+    local history = prefix .. ':h:' .. ARGV[12]
+    local entry = redis.call('XRANGE', history, ARGV[13] .. '-0', ARGV[13] .. '-0')[1]
     if entry then
-      lost = entry[2][2] ~= ARGV[12]
+      lost = entry[2][2] ~= ARGV[14]
     else
       local head = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
       -- gone by trimming is not loss (the trimmed check below answers it); a hole is
-      lost = not head or tonumber(string.match(head[1], '^(%d+)')) <= tonumber(ARGV[11])
+      lost = not head or tonumber(string.match(head[1], '^(%d+)')) <= tonumber(ARGV[13])
     end
   end
   if lost then
     epoch = ARGV[2]
-    seq = math.max(seq, tonumber(ARGV[5]))
+    seq = math.max(seq, tonumber(ARGV[11]))
     redis.call('HSET', seq_key, 'epoch', epoch, 'seq', seq)
   end
 end
@@ -143,7 +146,7 @@ local function add(topic)
     topics[#topics + 1] = topic
   end
 end
-local i = 13
+local i = 15
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
   add(ARGV[i])
@@ -219,6 +222,7 @@ local mode = ARGV[3]
 if mode == 'after' then
   local after = tonumber(ARGV[5])
   if ARGV[4] ~= epoch or after > seq then
+    -- another epoch, or a position from the future: this stream alone resyncs
     out[3] = 'epoch'
   else
     for _, topic in ipairs(topics) do

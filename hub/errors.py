@@ -8,6 +8,7 @@
     │   ├── NotFound              404
     │   ├── MethodNotAllowed      405
     │   ├── Conflict              409: a position from a history the broker has since lost
+    │   ├── Unprocessable         422: an Idempotency-Key sent again with another request
     │   ├── PayloadTooLarge       413: body, data or batch over its limit
     │   ├── UnsupportedMediaType  415
     │   ├── TooManyRequests       429: a rate or connection limit; says when to retry
@@ -74,6 +75,17 @@ class MethodNotAllowed(HttpError):
 
 class Conflict(HttpError):
     status = 409
+
+
+class Unprocessable(HttpError):
+    status = 422
+
+
+def idempotency_key_reused() -> Unprocessable:
+    return Unprocessable(
+        "idempotency_key_reused",
+        "this Idempotency-Key was used for another request; use a new key for a new request",
+    )
 
 
 class PayloadTooLarge(HttpError):

@@ -20,6 +20,7 @@ from hub.errors import BadRequest, BrokerUnavailable, Conflict
 from hub.event import Draft, Event
 from hub.formats import Format
 from hub.history import RESET_EPOCH, ContinuityLost, Cursor, Position, Since, Snapshot
+from hub.idempotency import Idempotency
 from hub.outbox import CloseReason, Outbox
 from hub.topics import Selector
 from hub.vector import VectorCursor
@@ -271,9 +272,9 @@ class Fanout:
             # transport open for as long as it likes.
             self.unsubscribe(outbox)
 
-    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
+    async def publish(self, drafts: Sequence[Draft], idempotency: Idempotency | None = None) -> list[str]:
         """Hand validated drafts to the broker; returns their ids once accepted."""
-        ids = await self.broker.publish(drafts, idempotency_key)
+        ids = await self.broker.publish(drafts, idempotency)
         self.counters["published"] += len(ids)
         return ids
 

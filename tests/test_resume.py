@@ -8,6 +8,7 @@ import itertools
 
 import orjson
 
+from hub.auth import mint
 from hub.history import MAX_SEQ, RESET_EPOCH, RESET_UNKNOWN
 from tests.support.hub_client import HubUnderTest
 from tests.support.ids import advances, is_vector, names_event, plain, seq_in, vector
@@ -259,3 +260,36 @@ async def test_a_resume_from_the_future_resets_that_stream_and_moves_no_shared_c
     async with hub.subscribe("f", lastEventId=first) as stream:
         event = await stream.next_event()
         assert (event.event, event.data) == ("message", "second")
+
+
+async def test_an_idempotency_key_sent_again_with_another_request_is_a_422_and_publishes_nothing(hub):
+    headers = {"Idempotency-Key": "order-8"}
+    async with hub.subscribe("pay", "refund") as stream:
+        first = await hub.publish({"topic": "pay", "data": "charge"}, headers=headers)
+        for other in (
+            {"topic": "pay", "data": "charge twice"},
+            {"topic": "refund", "data": "charge"},
+            {"topic": "pay", "data": "charge", "retain": True},
+            [{"topic": "pay", "data": "charge"}, {"topic": "refund", "data": "charge"}],
+        ):
+            status, doc = await hub.post("/publish", json=other, headers=headers)
+            assert (status, doc["error"]["code"]) == (422, "idempotency_key_reused"), doc
+        assert await hub.publish({"topic": "pay", "data": "charge"}, headers=headers) == first
+        await hub.publish({"topic": "pay", "data": "next"})
+        assert [e.data for e in await stream.take(2)] == ["charge", "next"]
+
+
+async def test_an_idempotency_key_is_the_publishers_own_not_shared_with_others(hub_factory):
+    """A token granted only `public/attacker`, publishing with `Idempotency-Key: order-7-created`, made
+    the owner's later publish to `orders/7` with that key answer the attacker's id and publish nothing."""
+    secret = "test-secret-of-at-least-32-bytes!"
+    hub = await hub_factory(auth__jwt_secret=secret)
+    attacker = {"Authorization": "Bearer " + mint(publish=["public/attacker"], secret=secret, subject="eve")}
+    owner = {"Authorization": "Bearer " + mint(publish=["orders/**"], subscribe=["orders/**"], secret=secret,
+                                                subject="shop")}  # fmt: skip
+    key = {"Idempotency-Key": "order-7-created"}
+    planted = await hub.publish({"topic": "public/attacker", "data": "x"}, headers=attacker | key)
+    async with hub.subscribe("orders/7", headers=owner) as stream:
+        real = await hub.publish({"topic": "orders/7", "data": "created"}, headers=owner | key)
+        assert real["id"] != planted["id"]
+        assert (await stream.next_event()).data == "created"

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from hub.event import Draft, Event
 from hub.history import HistoryPage, Position, Since, Snapshot, parse_id
+from hub.idempotency import Idempotency
 from hub.topics import Selector
 
 
@@ -43,10 +44,11 @@ class Broker(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
+    async def publish(self, drafts: Sequence[Draft], idempotency: Idempotency | None = None) -> list[str]:
         """Accept all drafts or none, atomically; return their ids. Raises `BrokerUnavailable`.
 
-        A key seen within the idempotency window answers the first call's ids and publishes nothing."""
+        A key seen within the idempotency window answers the first call's ids and publishes nothing, or
+        raises `Unprocessable` when it came with another request."""
 
     @abstractmethod
     async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:

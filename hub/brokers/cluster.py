@@ -32,10 +32,11 @@ from redis.asyncio.cluster import RedisCluster
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.redis import RedisReplyError, authenticate
+from hub.brokers.refusals import Refusals
 from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
-from hub.errors import BrokerUnavailable
+from hub.errors import BrokerUnavailable, idempotency_key_reused
 from hub.event import Draft, EnvelopeError, Event, new_epoch, open_envelope
 from hub.history import (
     RESET_EPOCH,
@@ -48,6 +49,7 @@ from hub.history import (
     Snapshot,
     parse_id,
 )
+from hub.idempotency import Idempotency
 from hub.partitions import Partitions
 from hub.topics import Selector
 from hub.vector import Stamp, VectorCursor, digest, format_vector, parse_vector
@@ -128,6 +130,7 @@ class RedisClusterBroker(Broker):
         self._tick_round = 0
         self._tick_pending: set[int] = set()
         self._closed = False
+        self._refusals = Refusals(self._probe_publish)
         self._reading_held = False  # the fan-out asked for no reading from the links for now
 
     # lifecycle
@@ -160,16 +163,17 @@ class RedisClusterBroker(Broker):
         for _, future in self._waiters:
             future.cancel()
         self._waiters.clear()
+        await self._refusals.close()
         await self._client.aclose()
         self._sink = None
 
     @property
     def ready(self) -> bool:
-        return all(p in self._live for p in self._wanted)
+        return not self._refusals.refused and all(p in self._live for p in self._wanted)
 
     # publishing
 
-    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
+    async def publish(self, drafts: Sequence[Draft], idempotency: Idempotency | None = None) -> list[str]:
         of_topic = self._parts.of_topic
         bodies = [draft.body() for draft in drafts]
         # partition -> (draft index, that draft's topics in the partition)
@@ -180,24 +184,65 @@ class RedisClusterBroker(Broker):
                 mine.setdefault(of_topic(topic), []).append(topic)
             for p, topics in mine.items():
                 groups.setdefault(p, []).append((i, topics))
-        token = secrets.token_hex(12) if idempotency_key is None else idempotency_key
-        keyed = idempotency_key is not None
         calls = [
-            self._script_call(p, items, drafts, bodies, token, keyed) for p, items in sorted(groups.items())
+            self._script_call(p, items, drafts, bodies, idempotency) for p, items in sorted(groups.items())
         ]
+        if idempotency is not None:
+            # The key's own partition holds its record too, whichever partitions the request touches, so
+            # that a request reusing the key for other topics finds it there.
+            home = int(idempotency.name[:8], 16) % self._parts.count
+            await self._check_reuse(sorted({*groups, home}), idempotency)
+            if home not in groups:
+                calls.append(self._script_call(home, [], [], [], idempotency))
         try:
             async with self._commands:
                 # Shielded: a client hanging up must not cancel the calls half-way through their replies.
                 replies = await asyncio.shield(self._run_scripts(calls))
+        except redis.exceptions.ResponseError as exc:
+            if not _is_transient(exc):
+                log.error("redis refused a publish: %s", exc)
+                self._refusals.failed()
+            else:
+                log.debug("publish failed: %s", exc)
+            raise BrokerUnavailable() from None
         except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis cluster is unavailable ({exc!r}); not accepted") from None
+            log.debug("publish failed: %s", exc)
+            raise BrokerUnavailable() from None
+        self._refusals.succeeded()
+        if b"!reused" in replies:
+            raise idempotency_key_reused()
         entries: list[list[tuple[int, str, int]]] = [[] for _ in drafts]
-        for (p, items), reply in zip(sorted(groups.items()), replies, strict=True):
+        for (p, items), reply in zip(sorted(groups.items()), replies, strict=False):
             for (i, _), id_ in zip(items, reply.decode().split(" "), strict=True):
                 position = parse_id(id_)
                 assert position is not None
                 entries[i].append((p, position.epoch, position.seq))
         return [format_vector(e) for e in entries]
+
+    async def _check_reuse(self, partitions: list[int], idempotency: Idempotency) -> None:
+        """Refuse a key that answered another request, before anything is published: each partition's
+        script checks only its own record, and a request that reuses a key for other partitions would
+        otherwise be published in those and refused in the others. (Two requests racing with one key
+        can still get past this; the scripts then refuse the second where the first has written.)"""
+        prefixes = self._parts.prefixes
+        try:
+            async with self._commands:
+                found = await asyncio.gather(
+                    *(self._client.get(f"{prefixes[p]}:idem:{idempotency.name}") for p in partitions)
+                )
+        except _REDIS_DOWN as exc:
+            log.debug("idempotency check failed: %s", exc)
+            raise BrokerUnavailable() from None
+        for record in found:
+            fingerprint, bar, _ = _text(record).partition("|")
+            if bar and fingerprint != idempotency.fingerprint:
+                raise idempotency_key_reused()
+
+    async def _probe_publish(self) -> None:
+        """The publish script with no event, on the home partition: raises while Redis refuses it."""
+        call = self._script_call(self._home, [], [], [], None)
+        async with self._commands:
+            await self._run_scripts([call])
 
     def _script_call(
         self,
@@ -205,14 +250,13 @@ class RedisClusterBroker(Broker):
         items: list[tuple[int, list[str]]],
         drafts: Sequence[Draft],
         bodies: list[bytes],
-        token: str,
-        keyed: bool,
+        idempotency: Idempotency | None,
     ) -> tuple[list[str], list[bytes | str | int]]:
         """The keys and arguments of the publish script for partition p's share of a publish."""
         prefix = self._parts.prefixes[p]
         args: list[bytes | str | int] = [
             prefix,
-            int(self._idempotency_window) if keyed else PUBLISH_TOKEN_TTL,
+            PUBLISH_TOKEN_TTL if idempotency is None else int(self._idempotency_window),
             new_epoch(),
             self._epochs[p],
             self._seqs[p],
@@ -220,6 +264,7 @@ class RedisClusterBroker(Broker):
             int(self._history.max_age * 1000),
             len(items),
             self._parts.channels[p],
+            "" if idempotency is None else idempotency.fingerprint,
         ]
         histories: dict[str, None] = {}
         for i, topics in items:
@@ -230,7 +275,10 @@ class RedisClusterBroker(Broker):
             histories.update(dict.fromkeys(f"{prefix}:h:{t}" for t in topics))
         # Every key declared: while the slot migrates, Redis then answers TRYAGAIN before running
         # anything, instead of failing the script half-way through on a key that has already moved.
-        token_key = f"{prefix}:{'idem' if keyed else 'pub'}:{token}"
+        if idempotency is None:
+            token_key = f"{prefix}:pub:{secrets.token_hex(12)}"
+        else:
+            token_key = f"{prefix}:idem:{idempotency.name}"
         return [f"{prefix}:seq", f"{prefix}:topics", f"{prefix}:retained", token_key, *histories], args
 
     async def _run_scripts(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[bytes]:
@@ -377,7 +425,8 @@ class RedisClusterBroker(Broker):
                     *(self._client.hget(f"{prefixes[p]}:seq", "epoch") for p in listed)
                 )
         except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis cluster is unavailable ({exc})") from None
+            log.debug("redis cluster call failed: %s", exc)
+            raise BrokerUnavailable("the broker is unavailable") from None
         return {p: _text(e) for p, e in zip(listed, found, strict=True)}
 
     async def _run_snapshot(self, keys: list[str], args: list[bytes | str | int]) -> Any:
@@ -453,7 +502,8 @@ class RedisClusterBroker(Broker):
         except TimeoutError:  # first: asyncio's timeout is an OSError, which _REDIS_DOWN holds
             raise BrokerUnavailable("the redis cluster subscription did not keep up") from None
         except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis cluster is unavailable ({exc})") from None
+            log.debug("redis cluster call failed: %s", exc)
+            raise BrokerUnavailable("the broker is unavailable") from None
         finally:
             self._syncs.pop(token, None)
         return position, redis_scripts.RESETS[reset], messages
@@ -468,7 +518,8 @@ class RedisClusterBroker(Broker):
                     keys=[f"{prefix}:seq", f"{prefix}:h:{topic}"], args=[start, limit]
                 )
         except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis cluster is unavailable ({exc})") from None
+            log.debug("redis cluster call failed: %s", exc)
+            raise BrokerUnavailable("the broker is unavailable") from None
         position = Position(epoch.decode() if epoch else "", int(seq or 0))
         events = []
         last = None
@@ -895,3 +946,19 @@ def _text(value: bytes | str | None) -> str:
 
 def _dedupe(messages: Iterable[bytes]) -> list[bytes]:
     return list({_seq(m): m for m in messages}.values())
+
+
+# What a cluster answers while slots move or a shard fails over: no refusal of the hub's writes.
+_TRANSIENT = (
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.MasterDownError,
+)
+
+
+def _is_transient(exc: redis.exceptions.ResponseError) -> bool:
+    return isinstance(exc, _TRANSIENT) or "non local key" in str(exc)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from hub.brokers.base import Broker, BrokerSink
 from hub.config import HistoryConfig
+from hub.errors import idempotency_key_reused
 from hub.event import Draft, Event, format_id, new_epoch
 from hub.history import (
     RESET_EPOCH,
@@ -26,6 +27,7 @@ from hub.history import (
     Snapshot,
     merge,
 )
+from hub.idempotency import Idempotency
 from hub.topics import Selector
 
 # An event as a topic's history keeps it: a plain tuple, not an Event. A tuple of strings and numbers
@@ -57,7 +59,7 @@ class MemoryBroker(Broker):
         self._seq = 0
         self._topics: dict[str, _Topic] = {}
         self._retained: dict[str, Event] = {}
-        self._done: dict[str, tuple[float, list[str]]] = {}
+        self._done: dict[str, tuple[float, str, list[str]]] = {}  # name -> (until, fingerprint, ids)
 
     async def start(self, sink: BrokerSink) -> None:
         self._sink = sink
@@ -65,13 +67,15 @@ class MemoryBroker(Broker):
     async def close(self) -> None:
         self._sink = None
 
-    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
+    async def publish(self, drafts: Sequence[Draft], idempotency: Idempotency | None = None) -> list[str]:
         now = time.monotonic()
-        if idempotency_key is not None:
+        if idempotency is not None:
             self._forget_expired(now)
-            done = self._done.get(idempotency_key)
+            done = self._done.get(idempotency.name)
             if done is not None:
-                return done[1]
+                if done[1] != idempotency.fingerprint:
+                    raise idempotency_key_reused()
+                return done[2]
         events = []
         topics = self._topics
         max_events, max_age = self._history.max_events, self._history.max_age
@@ -94,8 +98,8 @@ class MemoryBroker(Broker):
                     self._retained[topic] = event
             events.append(event)
         ids = [e.id for e in events]
-        if idempotency_key is not None:
-            self._done[idempotency_key] = (now + self._idempotency_window, ids)
+        if idempotency is not None:
+            self._done[idempotency.name] = (now + self._idempotency_window, idempotency.fingerprint, ids)
         sink = self._sink
         if sink is not None:
             for event in events:
@@ -111,7 +115,7 @@ class MemoryBroker(Broker):
             history.trimmed_to = entries.popleft()[0]
 
     def _forget_expired(self, now: float) -> None:
-        expired = [key for key, (until, _) in self._done.items() if until < now]
+        expired = [key for key, (until, _, _) in self._done.items() if until < now]
         for key in expired:
             del self._done[key]
 

@@ -34,10 +34,11 @@ from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.command_link import CommandLink, LinkDown
 from hub.brokers.redis_keys import RedisKeys
+from hub.brokers.refusals import Refusals
 from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
 from hub.config import HistoryConfig, RedisConfig
-from hub.errors import BrokerUnavailable
+from hub.errors import BrokerUnavailable, idempotency_key_reused
 from hub.event import Draft, EnvelopeError, Event, envelope_id, new_epoch, open_envelope
 from hub.history import (
     HistoryPage,
@@ -49,6 +50,7 @@ from hub.history import (
     parse_id,
     seq_of,
 )
+from hub.idempotency import Idempotency
 from hub.topics import Selector
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ class RedisBroker(Broker):
         self._deferred: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._refusals = Refusals(self._probe_publish)
 
     async def start(self, sink: BrokerSink) -> None:
         self._sink = sink
@@ -134,23 +137,42 @@ class RedisBroker(Broker):
                 for future in futures:
                     future.cancel()
         self._waiters.clear()
+        await self._refusals.close()
         await self._link.close()
         await self._client.aclose()
         self._sink = None
 
     @property
     def ready(self) -> bool:
-        return self._live
+        return self._live and not self._refusals.refused
 
     # publishing
 
-    async def publish(self, drafts: Sequence[Draft], idempotency_key: str | None = None) -> list[str]:
+    async def publish(self, drafts: Sequence[Draft], idempotency: Idempotency | None = None) -> list[str]:
+        keys = self._keys
+        if idempotency is None:
+            token = keys.publish_token(f"{self.node}.{next(self._publishes)}")
+            args = self._publish_args(drafts, token, PUBLISH_TOKEN_TTL, "")
+        else:
+            token = keys.idempotency(idempotency.name)
+            args = self._publish_args(
+                drafts, token, int(self._idempotency_window), idempotency.fingerprint
+            )
+        reply = await self._run_publish(args)
+        if isinstance(reply, hiredis.ReplyError):
+            log.error("redis refused a publish: %s", reply)
+            self._refusals.failed()
+            raise BrokerUnavailable("redis refused the publish; the event was not accepted")
+        self._refusals.succeeded()
+        if reply == b"!reused":
+            raise idempotency_key_reused()
+        return list(reply.decode().split(" "))
+
+    def _publish_args(
+        self, drafts: Sequence[Draft], token: str, ttl: int, fingerprint: str
+    ) -> list[bytes | str | int]:
         seen = parse_id(self._last_id.decode())
         keys = self._keys
-        if idempotency_key is None:
-            token = keys.publish_token(f"{self.node}.{next(self._publishes)}")
-        else:
-            token = keys.idempotency(idempotency_key)
         args: list[bytes | str | int] = [
             4,
             keys.sequence,
@@ -158,7 +180,7 @@ class RedisBroker(Broker):
             keys.retained,
             token,
             keys.prefix,
-            PUBLISH_TOKEN_TTL if idempotency_key is None else int(self._idempotency_window),
+            ttl,
             new_epoch(),
             seen.epoch if seen else "",
             seen.seq if seen else 0,
@@ -166,17 +188,21 @@ class RedisBroker(Broker):
             int(self._history.max_age * 1000),
             len(drafts),
             "",
+            fingerprint,
         ]
         for draft in drafts:
             args.append(len(draft.topics))
             args.extend(draft.topics)
             args.append(draft.body())
             args.append(1 if draft.retain else 0)
-        reply = await self._run_publish(args)
+        return args
+
+    async def _probe_publish(self) -> None:
+        """The publish script with no event: raises while Redis refuses what a publish writes."""
+        token = self._keys.publish_token(f"{self.node}.{next(self._publishes)}")
+        reply = await self._run_publish(self._publish_args([], token, PUBLISH_TOKEN_TTL, ""))
         if isinstance(reply, hiredis.ReplyError):
-            log.error("redis refused a publish: %s", reply)
-            raise BrokerUnavailable(f"redis refused the publish ({reply})")
-        return list(reply.decode().split(" "))
+            raise BrokerUnavailable()
 
     async def _run_publish(self, args: list[bytes | str | int]) -> Any:
         """The publish script's reply. A call whose connection was lost is sent again: its token
@@ -190,7 +216,8 @@ class RedisBroker(Broker):
                 return reply
             except LinkDown as exc:
                 if attempt == PUBLISH_RETRIES:
-                    raise BrokerUnavailable(f"redis is unavailable ({exc})") from None
+                    log.debug("publish failed: %s", exc)
+                    raise BrokerUnavailable() from None
             except TimeoutError:
                 raise BrokerUnavailable("redis did not answer in time") from None
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
@@ -258,10 +285,11 @@ class RedisBroker(Broker):
         try:
             reply = await self._snapshot_script(keys=[keys.sequence, keys.topics, keys.retained], args=args)
         except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis is unavailable ({exc})") from None
+            log.debug("snapshot failed: %s", exc)
+            raise BrokerUnavailable("the broker is unavailable") from None
         except redis.exceptions.ResponseError as exc:
             log.error("redis refused a snapshot: %s", exc)
-            raise BrokerUnavailable(f"redis refused the read ({exc})") from None
+            raise BrokerUnavailable("the broker refused the read") from None
         epoch, seq, reset, *messages = reply
         return Snapshot(
             Position(epoch.decode(), int(seq)), merge([_open_all(messages)]), redis_scripts.RESETS[reset]
@@ -278,10 +306,11 @@ class RedisBroker(Broker):
                 pipe.xrange(self._keys.history(topic), start, "+", count=limit)
                 (epoch, seq), entries = await pipe.execute()
         except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"redis is unavailable ({exc})") from None
+            log.debug("history read failed: %s", exc)
+            raise BrokerUnavailable("the broker is unavailable") from None
         except redis.exceptions.ResponseError as exc:
             log.error("redis refused a history read: %s", exc)
-            raise BrokerUnavailable(f"redis refused the read ({exc})") from None
+            raise BrokerUnavailable("the broker refused the read") from None
         # No epoch yet: Redis has no history at all, so no position a reader holds names a place in it.
         position = Position(epoch.decode() if epoch else "", int(seq or 0))
         return HistoryPage.of(position, _open_all([fields[b"m"] for _, fields in entries]))

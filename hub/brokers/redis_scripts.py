@@ -15,14 +15,23 @@ from hub.history import RESET_EPOCH, RESET_TOO_MUCH, RESET_TRIMMED, RESET_UNKNOW
 # KEYS: sequence hash, topic registry, retained hash, this call's token (its first answer, for retries
 # and Idempotency-Key). ARGV: prefix, token lifetime (s), a fresh epoch, this hub's last seen epoch and
 # seq, max events per topic, max age (ms; 0 = none), the event count, the shard channel ('' on one Redis:
-# each topic's own channel), then per event: its topic count, the topics, its body, '1' to retain.
-# Returns the ids joined by spaces.
+# each topic's own channel), the request's fingerprint, then per event: its topic count, the topics, its
+# body, '1' to retain. Returns the ids joined by spaces, or '!reused' when the token answered another
+# request (an Idempotency-Key sent again with other events). With no event, it publishes nothing and
+# moves the counter by 0: a probe that Redis takes this script's writes again after refusing them.
 # On a cluster, `prefix` carries the partition's hash tag, so every key touched lives in one slot, and
 # each event goes out once on its partition's sharded channel (SPUBLISH) instead of once per topic.
 PUBLISH = """
 local done = redis.call('GET', KEYS[4])
 if done then
-  return done
+  local fingerprint, ids = string.match(done, '^([^|]*)|(.*)$')
+  if not fingerprint then
+    return done  -- written before answers carried their request's fingerprint
+  end
+  if fingerprint ~= ARGV[10] then
+    return '!reused'
+  end
+  return ids
 end
 local seq_key, topics_key, retained_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
@@ -42,7 +51,10 @@ local max_events = ARGV[6]
 local max_age = tonumber(ARGV[7])
 local ids = {}
 local shard_channel = ARGV[9]
-local i = 10
+if tonumber(ARGV[8]) == 0 then
+  redis.call('HINCRBY', seq_key, 'seq', 0)
+end
+local i = 11
 for e = 1, tonumber(ARGV[8]) do
   local n = tonumber(ARGV[i])
   local body = ARGV[i + n + 1]
@@ -83,7 +95,7 @@ for e = 1, tonumber(ARGV[8]) do
   i = i + n + 3
 end
 local result = table.concat(ids, ' ')
-redis.call('SET', KEYS[4], result, 'EX', ARGV[2])
+redis.call('SET', KEYS[4], ARGV[10] .. '|' .. result, 'EX', ARGV[2])
 return result
 """
 

@@ -21,6 +21,7 @@ from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
+from hub.idempotency import scoped
 from hub.limits import Lease
 from hub.outbox import Outbox
 from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
@@ -131,8 +132,9 @@ async def publish(request: web.Request) -> web.Response:
     )
     guard.check_publish(publisher, parsed.drafts)
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    idempotency = None if key is None else scoped(publisher.key, key, parsed.drafts)
     started = time.perf_counter()
-    ids = await request.app[FANOUT].publish(parsed.drafts, key)
+    ids = await request.app[FANOUT].publish(parsed.drafts, idempotency)
     request.app[METRICS].publish_latency.observe(time.perf_counter() - started)
     body = orjson.dumps({"ids": ids} if parsed.batch else {"id": ids[0]})
     return web.Response(body=body, content_type="application/json")

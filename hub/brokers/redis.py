@@ -108,6 +108,7 @@ class RedisBroker(Broker):
         self._catch_up_task: asyncio.Task[None] | None = None
         # The last event received: where a reconnect catches up from, and this hub's high-water mark.
         self._last_id = b""
+        self._published: Position | None = None  # the newest id this process's publishes were given
         # While catching up after a reconnect, live messages wait here so they follow the history.
         self._held: list[bytes] | None = None
         # Snapshot tokens awaited on the subscriber connection (see `_snapshot`); a subscriber's token
@@ -166,12 +167,27 @@ class RedisBroker(Broker):
         self._refusals.succeeded()
         if reply == b"!reused":
             raise idempotency_key_reused()
-        return list(reply.decode().split(" "))
+        ids: list[str] = reply.decode().split(" ")
+        newest = parse_id(ids[-1])
+        if newest is not None and (
+            self._published is None or newest.epoch != self._published.epoch or newest > self._published
+        ):
+            self._published = newest
+        return ids
+
+    def _evidence(self) -> Position | None:
+        """The newest position this hub had from Redis, received or answered to its own publishes: the
+        only evidence on which the scripts start a new epoch (Redis holds less than that)."""
+        seen = parse_id(self._last_id.decode())
+        published = self._published
+        if published is not None and (seen is None or (published.epoch == seen.epoch and published > seen)):
+            return published
+        return seen
 
     def _publish_args(
         self, drafts: Sequence[Draft], token: str, ttl: int, fingerprint: str
     ) -> list[bytes | str | int]:
-        seen = parse_id(self._last_id.decode())
+        seen = self._evidence()
         keys = self._keys
         args: list[bytes | str | int] = [
             4,
@@ -258,8 +274,7 @@ class RedisBroker(Broker):
         exact = [s.text for s in selectors if not s.is_pattern]
         patterns = [s for s in selectors if s.is_pattern]
         after = since.position
-        # What this hub received from Redis: the only evidence on which the script starts a new epoch.
-        seen = parse_id(self._last_id.decode())
+        seen = self._evidence()
         args: list[bytes | str | int] = [
             self._keys.prefix,
             new_epoch(),

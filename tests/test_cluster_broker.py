@@ -182,3 +182,14 @@ async def test_a_read_whose_partition_is_given_up_fails_at_once(hub_factory, red
         with pytest.raises(BrokerUnavailable, match="subscription was lost"):
             await read
         assert loop.time() - started < 1
+
+
+async def test_a_partition_handing_out_an_id_twice_starts_a_new_epoch(hub_factory, redis_cluster):
+    """Evidence of the loss is what the hub's own publishes were given: no hub received those events."""
+    hub = await hub_factory(redis_cluster.url)
+    ids = (await hub.publish([{"topic": "regress", "data": str(i)} for i in range(10)]))["ids"]
+    p = _partitions(hub).of_topic("regress")
+    # The partition comes back with less than it had acknowledged (a crash with appendfsync everysec).
+    await hub.fanout.broker._client.hset(f"{_partitions(hub).prefixes[p]}:seq", "seq", "5")
+    again = (await hub.publish({"topic": "regress", "data": "new"}))["id"]
+    assert again.split("_")[0] != ids[0].split("_")[0]  # another digest: another epoch

@@ -110,6 +110,7 @@ class RedisClusterBroker(Broker):
         # What this process has received of each partition: the stamp of every event it passes on.
         self._epochs: list[str] = [""] * n
         self._seqs: list[int] = [0] * n
+        self._published: list[Position | None] = [None] * n  # the newest id each partition's publishes got
         self._epoch_tuple: tuple[str, ...] = ("",) * n
         self._own_digest: list[str] = [""] * n
         # The last event received per partition (topic, seq, envelope): the continuity check's subject.
@@ -213,11 +214,26 @@ class RedisClusterBroker(Broker):
             raise idempotency_key_reused()
         entries: list[list[tuple[int, str, int]]] = [[] for _ in drafts]
         for (p, items), reply in zip(sorted(groups.items()), replies, strict=False):
+            newest = None
             for (i, _), id_ in zip(items, reply.decode().split(" "), strict=True):
-                position = parse_id(id_)
-                assert position is not None
-                entries[i].append((p, position.epoch, position.seq))
+                newest = parse_id(id_)
+                assert newest is not None
+                entries[i].append((p, newest.epoch, newest.seq))
+            published = self._published[p]
+            if newest is not None and (
+                published is None or newest.epoch != published.epoch or newest > published
+            ):
+                self._published[p] = newest
         return [format_vector(e) for e in entries]
+
+    def _evidence(self, p: int) -> tuple[str, int]:
+        """The newest position this hub had of partition p, received or answered to its own publishes:
+        the only evidence on which the scripts start a new epoch (the partition holds less than that)."""
+        epoch, seq = self._epochs[p], self._seqs[p]
+        published = self._published[p]
+        if published is not None and (not epoch or (published.epoch == epoch and published.seq > seq)):
+            return published.epoch, published.seq
+        return epoch, seq
 
     async def _check_reuse(self, partitions: list[int], idempotency: Idempotency) -> None:
         """Refuse a key that answered another request, before anything is published: each partition's
@@ -258,8 +274,7 @@ class RedisClusterBroker(Broker):
             prefix,
             PUBLISH_TOKEN_TTL if idempotency is None else int(self._idempotency_window),
             new_epoch(),
-            self._epochs[p],
-            self._seqs[p],
+            *self._evidence(p),
             self._history.max_events,
             int(self._history.max_age * 1000),
             len(items),
@@ -473,9 +488,7 @@ class RedisClusterBroker(Broker):
             token,
             self._history.max_replay,
             "SPUBLISH",
-            # What this hub received of the partition: the only evidence that starts a new epoch.
-            self._epochs[p],
-            self._seqs[p],
+            *self._evidence(p),
             check[0] if check else "",
             check[1] if check else 0,
             check[2] if check else "",

@@ -156,9 +156,7 @@ class RedisBroker(Broker):
             args = self._publish_args(drafts, token, PUBLISH_TOKEN_TTL, "")
         else:
             token = keys.idempotency(idempotency.name)
-            args = self._publish_args(
-                drafts, token, int(self._idempotency_window), idempotency.fingerprint
-            )
+            args = self._publish_args(drafts, token, int(self._idempotency_window), idempotency.fingerprint)
         reply = await self._run_publish(args)
         if isinstance(reply, hiredis.ReplyError):
             log.error("redis refused a publish: %s", reply)

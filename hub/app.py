@@ -11,6 +11,7 @@ from aiohttp import web
 from hub.brokers import create_broker
 from hub.config import Config
 from hub.fanout import Fanout
+from hub.http.connections import name_the_server
 from hub.http.cors import Cors
 from hub.http.errors import json_errors
 from hub.http.guard import Guard
@@ -25,6 +26,7 @@ def create_app(config: Config) -> web.Application:
     cors = Cors(config.cors)
     middlewares = [cors.middleware(), json_errors] if cors.enabled else [json_errors]
     app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=middlewares)
+    app.on_response_prepare.append(name_the_server)
     if cors.enabled:
         app.on_response_prepare.append(cors.on_prepare)
     app[CONFIG] = config

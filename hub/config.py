@@ -31,6 +31,8 @@ class ServerConfig:
     # Peers (addresses or networks) whose X-Forwarded-For is believed when limits count client IPs.
     trusted_proxies: tuple[str, ...] = ()
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON lines elsewhere
+    header_timeout: float = 10.0  # seconds to send a request's headers, from connecting or its first byte
+    idle_timeout: float = 75.0  # seconds a keep-alive connection may wait for its next request
 
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -81,6 +83,7 @@ class LimitsConfig:
     max_topics: int = 100  # per subscription, and per published event
     max_connections: int = 0  # streams per process; 0: the open-file limit less a reserve
     max_connections_per_ip: int = 0  # streams per client address; 0: unlimited
+    max_http_connections_per_ip: int = 0  # connections not streams, per peer address; 0: unlimited
     publish_rate: float = 0.0  # events/s per token (per client address without one); 0: unlimited
     publish_burst: int = 0  # events a publisher may send at once; 0: a second's worth, at least a batch
 
@@ -120,6 +123,8 @@ class Config:
 _POSITIVE = {
     "server.workers",
     "server.shutdown_timeout",
+    "server.header_timeout",
+    "server.idle_timeout",
     "redis.connect_timeout",
     "redis.max_connections",
     "redis.wait_timeout",
@@ -139,6 +144,7 @@ _NOT_NEGATIVE = {
     "history.max_age",
     "limits.max_connections",
     "limits.max_connections_per_ip",
+    "limits.max_http_connections_per_ip",
     "limits.publish_rate",
     "limits.publish_burst",
     "cors.max_age",

@@ -14,6 +14,8 @@ from aiohttp import web
 
 from hub.app import create_app
 from hub.config import Config
+from hub.http.connections import HubRunner, table_for
+from hub.http.state import GUARD
 from hub.redact import redact_url
 from hub.topics import MAX_TOPIC_BYTES
 
@@ -42,11 +44,17 @@ def max_request_line(config: Config) -> int:
     return config.limits.max_topics * (len("&topic=") + 3 * MAX_TOPIC_BYTES) + REQUEST_LINE_HEADROOM
 
 
-def runner_for(app: web.Application, config: Config) -> web.AppRunner:
+def runner_for(app: web.Application, config: Config) -> HubRunner:
     # The same runner settings in tests and production: handler cancellation tells a stream's handler
     # that its client is gone, which is how its subscription gets cleaned up.
-    return web.AppRunner(
+    table = table_for(
+        app[GUARD].connections, config.limits.max_http_connections_per_ip, config.server.trusted_proxies
+    )
+    return HubRunner(
         app,
+        table=table,
+        header_timeout=config.server.header_timeout,
+        keepalive_timeout=config.server.idle_timeout,
         handler_cancellation=True,
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=None,
@@ -56,7 +64,7 @@ def runner_for(app: web.Application, config: Config) -> web.AppRunner:
 
 @dataclass
 class Running:
-    runner: web.AppRunner
+    runner: HubRunner
     port: int
 
     async def stop(self) -> None:

@@ -1,10 +1,14 @@
-"""The middleware that gives every refusal, ours or aiohttp's, the same JSON shape."""
+"""The middleware that gives every refusal, ours or aiohttp's, the same JSON shape.
+
+A request aiohttp cannot parse never reaches the middleware: `malformed` names it for the answer and
+the log line, from its exception's class alone, since the exception's text quotes the client's bytes
+(a request line or header, token and all)."""
 
 from __future__ import annotations
 
 import logging
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from aiohttp.typedefs import Handler
 
 from hub.errors import HttpError
@@ -15,6 +19,25 @@ log = logging.getLogger(__name__)
 
 def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+# Most specific first: BadHttpMethod is a BadStatusLine, which is a BadHttpMessage.
+_MALFORMED: tuple[tuple[type[Exception], str, str], ...] = (
+    (http_exceptions.LineTooLong, "line_too_long", "the request line or a header is over the size limit"),
+    (http_exceptions.BadHttpMethod, "bad_method", "the request does not start with an HTTP method"),
+    (http_exceptions.BadStatusLine, "bad_request_line", "the request line is malformed"),
+    (http_exceptions.InvalidHeader, "bad_header", "a header is malformed"),
+    (http_exceptions.InvalidURLError, "bad_target", "the request target is malformed"),
+    (http_exceptions.PayloadEncodingError, "bad_body_encoding", "the body's framing is malformed"),
+)
+
+
+def malformed(exc: BaseException | None) -> tuple[str, str]:
+    """The code and message for a request aiohttp's parser refused, without a byte of the request."""
+    for kind, code, message in _MALFORMED:
+        if isinstance(exc, kind):
+            return code, message
+    return "bad_request", "the request is malformed"
 
 
 def _describe(request: web.Request, exc: web.HTTPException) -> tuple[str, str]:

@@ -1,0 +1,255 @@
+"""Every connection aiohttp holds, bounded in time and in number.
+
+On its own, aiohttp waits for a request's headers as long as its keep-alive timeout, and counts its
+connections toward nothing: sockets that send half a request and stop (slowloris), or nothing at all,
+could hold every file descriptor. Here a connection must finish its request's headers within
+`server.header_timeout` of connecting, or of that request's first byte; it waits at most
+`server.idle_timeout` between requests; and it counts toward the open-file budget (with the streams)
+and toward its peer address's `limits.max_http_connections_per_ip`. A new connection over either
+closes the oldest connection that is idle or still sending headers or, with none, is refused itself.
+
+A detached stream (`hub.http.detach`) leaves the table once aiohttp forgets its connection: its
+`Lease` counts it from then on, and no timeout here applies to it.
+
+aiohttp has no API for what this needs to know of a connection, so it reads three attributes of
+`RequestHandler` (checked on import; tests/test_connections.py pins the behaviour): `_waiter` (set
+while it waits for a request), `_messages` (requests parsed, not yet handled) and
+`_request_in_progress`. It must never close a connection that is being answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import resource
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from hub.http.errors import error_response, malformed
+from hub.limits import FD_RESERVE, Connections, parse_networks
+
+log = logging.getLogger(__name__)
+
+# The `Server` header of every response: no version for anyone to look up.
+SERVER_NAME = "broadcast-hub"
+
+RELIED_ON = ("_waiter", "_messages", "_request_in_progress")
+_slots = {name for cls in RequestHandler.__mro__ for name in getattr(cls, "__slots__", ())}
+if not _slots.issuperset(RELIED_ON):  # pragma: no cover - an aiohttp this module was not written for
+    raise ImportError(f"aiohttp's RequestHandler lacks {sorted(set(RELIED_ON) - _slots)}; see {__name__}")
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_REFUSAL_BODY = (
+    b'{"error":{"code":"too_many_connections","message":"this hub process holds all the connections '
+    b'it can; retry, maybe on another replica"}}'
+)
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER_NAME.encode() + b"\r\n"
+    b"Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Content-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+)
+
+
+def connection_budget() -> int:
+    """Connections one process may hold, streams included: its open-file limit less the reserve."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(1, soft - FD_RESERVE)
+
+
+class ConnectionTable:
+    """The connections aiohttp holds, oldest first, in all and per peer address."""
+
+    def __init__(
+        self, budget: int, per_peer: int, streams: Connections, exempt: Sequence[_Network] = ()
+    ) -> None:
+        self.budget = budget
+        self.per_peer = per_peer
+        self._streams = streams  # detached streams hold descriptors too
+        self._exempt = tuple(exempt)
+        self._all: dict[GuardedRequestHandler, None] = {}
+        self._by_peer: dict[str, dict[GuardedRequestHandler, None]] = {}
+        self.evicted = 0
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def held_by(self, peer: str) -> int:
+        return len(self._by_peer.get(peer, ()))
+
+    def admit(self, conn: GuardedRequestHandler, peer: str) -> bool:
+        """Count `conn` in, making room by closing an older waiting one if need be; False: no room."""
+        if len(self._all) + self._streams.open >= self.budget and not self._evict(self._all):
+            self.refused += 1
+            return False
+        mine = self._by_peer.get(peer)
+        if (
+            self.per_peer
+            and mine is not None
+            and len(mine) >= self.per_peer
+            and not self._exempted(peer)
+            and not self._evict(mine)
+        ):
+            self.refused += 1
+            return False
+        self._all[conn] = None
+        self._by_peer.setdefault(peer, {})[conn] = None
+        return True
+
+    def forget(self, conn: GuardedRequestHandler, peer: str) -> None:
+        if self._all.pop(conn, False) is False:
+            return
+        mine = self._by_peer[peer]
+        del mine[conn]
+        if not mine:
+            del self._by_peer[peer]
+
+    def _evict(self, conns: dict[GuardedRequestHandler, None]) -> bool:
+        # Oldest first: a slowloris socket has waited longer than a client that just connected.
+        victim = next((conn for conn in conns if conn.waiting), None)
+        if victim is None:
+            return False
+        self.evicted += 1
+        victim.close_waiting("over the connection limit")
+        return True
+
+    def _exempted(self, peer: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._exempt)
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's connection protocol, with a header timeout, a place in the table, and malformed
+    requests answered in the hub's JSON shape and logged in one line without their bytes."""
+
+    __slots__ = ("_header_clock", "_header_timeout", "_peer", "_table")
+
+    def __init__(
+        self, manager: web.Server, *, table: ConnectionTable, header_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._table = table
+        self._header_timeout = header_timeout
+        self._header_clock: asyncio.TimerHandle | None = None
+        self._peer = "unknown"
+
+    @property
+    def waiting(self) -> bool:
+        """Idle between requests, or still sending one's headers: nothing of ours is under way."""
+        return self.transport is not None and not self._request_in_progress and not self._messages
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peername = transport.get_extra_info("peername")
+        self._peer = str(peername[0]) if isinstance(peername, tuple) else "unix"
+        if not self._table.admit(self, self._peer):
+            log.debug("refused a connection from %s: over the connection limit", self._peer)
+            if self.transport is not None:
+                self.transport.write(REFUSAL)
+            self.force_close()
+            return
+        self._start_header_clock()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_clock is None and data and self._waiter is not None and not self._waiter.done():
+            # The first byte of the next request: its headers are on the clock from now, and aiohttp's
+            # idle timer stops (it starts again after the response).
+            self.keep_alive(True)
+            self._start_header_clock()
+        super().data_received(data)
+        if self._header_clock is not None and self._messages:
+            self._header_clock.cancel()  # the headers are in: the request is being answered
+            self._header_clock = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_clock is not None:
+            self._header_clock.cancel()
+            self._header_clock = None
+        self._table.forget(self, self._peer)
+        super().connection_lost(exc)
+
+    def close_waiting(self, why: str) -> None:
+        log.debug("closed a connection from %s: %s", self._peer, why)
+        self._table.forget(self, self._peer)  # at once: the transport reports its loss only later
+        self.force_close()
+
+    def _start_header_clock(self) -> None:
+        self._header_clock = self._loop.call_later(self._header_timeout, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self._header_clock = None
+        if self.waiting:
+            self.close_waiting(f"no complete request headers within {self._header_timeout:g} s")
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            # Ours, not the client's: aiohttp's answer and its logged traceback are what we want.
+            response = super().handle_error(request, status, exc, message)
+        else:
+            code, text = malformed(exc)
+            log.debug("malformed request from %s: %s", self._peer, code)
+            if request.writer.output_size > 0:
+                raise ConnectionError("a response was under way; nothing more can be sent")
+            response = error_response(status, code, text)
+            response.force_close()
+        response.headers[hdrs.SERVER] = SERVER_NAME
+        return response
+
+
+class GuardedServer(web.Server):
+    """aiohttp's protocol factory, making `GuardedRequestHandler`s."""
+
+    table: ConnectionTable
+    header_timeout: float
+
+    def __call__(self) -> RequestHandler:
+        return GuardedRequestHandler(
+            self, loop=self._loop, table=self.table, header_timeout=self.header_timeout, **self._kwargs
+        )
+
+
+class HubRunner(web.AppRunner):
+    """An AppRunner whose server guards its connections (see the module docstring)."""
+
+    def __init__(
+        self, app: web.Application, *, table: ConnectionTable, header_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.table = table
+        self._header_timeout = header_timeout
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds its Server with arguments of the application's own; only the protocol it
+        # makes differs, so the class is swapped rather than the construction copied.
+        server.__class__ = GuardedServer
+        assert isinstance(server, GuardedServer)
+        server.table = self.table
+        server.header_timeout = self._header_timeout
+        return server
+
+
+def table_for(streams: Connections, per_peer: int, trusted_proxies: Sequence[str]) -> ConnectionTable:
+    return ConnectionTable(connection_budget(), per_peer, streams, parse_networks(trusted_proxies))
+
+
+async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: aiohttp would name itself and Python, with their versions."""
+    response.headers[hdrs.SERVER] = SERVER_NAME

@@ -1,0 +1,202 @@
+"""Connections aiohttp holds, over real sockets: header and idle timeouts, the connection limits, and
+what aiohttp answers and logs for requests it cannot parse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from hub.http.connections import SERVER_NAME
+from hub.server import free_port
+from tests.support.waiting import settled
+
+HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.fixture
+def broker_kind() -> str:
+    return "memory"  # the server's edge, the same on every broker
+
+
+@contextlib.asynccontextmanager
+async def raw(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def closed_after(reader: asyncio.StreamReader, limit: float) -> float:
+    """Seconds until the server closes the connection (everything it sent is read and dropped)."""
+    started = time.monotonic()
+    async with asyncio.timeout(limit):
+        while await reader.read(65536):
+            pass
+    return time.monotonic() - started
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head
+
+
+async def healthz(port: int) -> int:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.get(f"http://127.0.0.1:{port}/healthz") as resp,
+    ):
+        return resp.status
+
+
+async def test_a_half_sent_request_is_closed_within_the_header_timeout(hub_factory):
+    hub = await hub_factory(server__header_timeout=0.5)
+    async with raw(hub.running.port) as (reader, writer):
+        writer.write(HALF_REQUEST)
+        assert await closed_after(reader, 5) < 3
+
+
+async def test_a_silent_connection_is_closed_within_the_header_timeout(hub_factory):
+    hub = await hub_factory(server__header_timeout=0.5)
+    async with raw(hub.running.port) as (reader, _):
+        assert await closed_after(reader, 5) < 3
+
+
+async def test_the_next_request_on_a_kept_alive_connection_has_the_header_timeout_too(hub_factory):
+    hub = await hub_factory(server__header_timeout=0.5, server__idle_timeout=30)
+    async with raw(hub.running.port) as (reader, writer):
+        writer.write(HALF_REQUEST + b"\r\n")
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(1)  # idle, longer than the header timeout: that is the idle timeout's job
+        writer.write(HALF_REQUEST)
+        assert await closed_after(reader, 5) < 3
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(hub_factory):
+    hub = await hub_factory(server__header_timeout=5, server__idle_timeout=0.5)
+    async with raw(hub.running.port) as (reader, writer):
+        writer.write(HALF_REQUEST + b"\r\n")
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 200")
+        assert await closed_after(reader, 4) < 3
+
+
+async def test_a_stream_outlives_the_header_and_idle_timeouts(hub_factory):
+    hub = await hub_factory(server__header_timeout=0.2, server__idle_timeout=0.2)
+    async with hub.subscribe("edge/long") as stream:
+        await asyncio.sleep(1)
+        await hub.publish({"topic": "edge/long", "data": "still here"})
+        (event,) = await stream.take(1)
+        assert event.data == "still here"
+
+
+async def test_silent_sockets_over_the_per_address_limit_do_not_stop_a_real_request(hub_factory):
+    hub = await hub_factory(limits__max_http_connections_per_ip=10)
+    port = hub.running.port
+    sockets = [await asyncio.open_connection("127.0.0.1", port) for _ in range(40)]
+    try:
+        for _, writer in sockets:
+            writer.write(HALF_REQUEST)
+        table = hub.running.runner.table
+        await settled(lambda: table.held_by("127.0.0.1") <= 10 and table.evicted >= 30)
+        assert await healthz(port) == 200
+        assert table.held_by("127.0.0.1") <= 10
+    finally:
+        for _, writer in sockets:
+            writer.close()
+
+
+async def test_half_sent_requests_beyond_the_open_file_limit_do_not_stop_real_requests():
+    # The attack as reported: 400 descriptors, 420 sockets each sending half a request and stopping.
+    port = free_port()
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
+
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "hub", "serve", "--port", str(port), "--log-level", "warning"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=few_descriptors,
+        env={**os.environ, "HUB_SERVER_HEADER_TIMEOUT": "60"},  # the limit must do it, not the timeout
+    )
+    sockets = []
+    try:
+        async with asyncio.timeout(15):
+            while True:
+                with contextlib.suppress(OSError):
+                    if await healthz(port) == 200:
+                        break
+                await asyncio.sleep(0.1)
+        for _ in range(420):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(HALF_REQUEST)
+            sockets.append(writer)
+        await asyncio.sleep(0.5)
+        statuses = [await healthz(port) for _ in range(5)]
+        assert statuses == [200] * 5
+    finally:
+        for writer in sockets:
+            writer.close()
+        proc.terminate()
+        async with asyncio.timeout(15):
+            _, stderr = await proc.communicate()
+    assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+
+
+async def test_responses_name_no_server_version(hub):
+    async with hub.session.get(hub.url + "/healthz") as resp:
+        assert resp.headers["Server"] == SERVER_NAME
+    async with hub.session.get(hub.url + "/nothing-here") as resp:
+        assert resp.status == 404
+        assert resp.headers["Server"] == SERVER_NAME
+    async with raw(hub.running.port) as (reader, writer):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"400"
+    assert f"Server: {SERVER_NAME}\r\n".encode() in head
+    assert b"Python" not in head
+    assert b"aiohttp" not in head
+
+
+MALFORMED = [
+    b"GET /healthz?token=eyJsecret.eyJsecret.sig HTTP/1.1\x00\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer eyJsecret.eyJsecret.sig\x01\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"eyJsecret" * 2000 + b"\r\n\r\n",
+    b"\x16\x03\x01eyJsecret binary junk\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+]
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED)
+async def test_a_malformed_request_gets_a_json_400_and_one_quiet_log_line(hub, request_bytes, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with raw(hub.running.port) as (reader, writer):
+        writer.write(request_bytes)
+        head = await reader.readuntil(b"\r\n\r\n")
+        body = await reader.read()
+    assert head.split(b" ", 2)[1] == b"400"
+    assert b'{"error": {"code": "' in body or b'{"error":{"code":"' in body
+    assert b"eyJsecret" not in body
+    records = [r for r in caplog.records if r.name.startswith(("aiohttp", "hub"))]
+    assert [r for r in records if r.levelno >= logging.INFO] == []
+    assert all(r.exc_info is None for r in records)
+    assert all("eyJsecret" not in r.getMessage() for r in records)
+    assert len([r for r in records if "malformed" in r.getMessage()]) == 1

@@ -9,6 +9,8 @@ from typing import TextIO
 
 import orjson
 
+from hub.redact import redact_text
+
 FORMATS = ("auto", "json", "text")
 
 
@@ -26,15 +28,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
+class RedactingFormatter(logging.Formatter):
+    """Any formatter's lines, with credentials cut out of them (see `hub.redact.redact_text`)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(self._inner.format(record))
+
+
 def setup(level: str, fmt: str = "auto", stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "text" if stream.isatty() else "json"
     handler = logging.StreamHandler(stream)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    inner = (
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    handler.setFormatter(RedactingFormatter(inner))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from hub.auth import Authorizer, mint
 from hub.client import DEFAULT_URL
 from hub.config import Config, load
-from hub.errors import ConfigError, HttpError
+from hub.errors import ConfigError, HttpError, ListenError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,8 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_level, config.server.log_format)
     if config.server.workers > 1:
         return _run_workers(config, args.log_level)
-    _run(config, reuse_port=False)
-    return 0
+    return _run(config, reuse_port=False)
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -126,20 +125,25 @@ def _bench(args: list[str]) -> int:
     return subprocess.call([sys.executable, "-m", "bench", "load", *args])
 
 
-def _run(config: Config, *, reuse_port: bool) -> None:
+def _run(config: Config, *, reuse_port: bool) -> int:
     from hub.server import serve
 
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(serve(config, reuse_port=reuse_port))
-    else:
-        uvloop.run(serve(config, reuse_port=reuse_port))
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+            asyncio.run(serve(config, reuse_port=reuse_port))
+        else:
+            uvloop.run(serve(config, reuse_port=reuse_port))
+    except ListenError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _worker(config: Config, log_level: str) -> None:
     _setup_logging(log_level, config.server.log_format)
-    _run(config, reuse_port=True)
+    sys.exit(_run(config, reuse_port=True))
 
 
 def _run_workers(config: Config, log_level: str) -> int:

@@ -14,6 +14,7 @@
     │   ├── TooManyRequests       429: a rate or connection limit; says when to retry
     │   └── BrokerUnavailable     503: the broker did not accept the event; safe to retry
     └── ConfigError               bad configuration; stops startup with a message naming the key
+        └── ListenError           the configured address cannot be listened on (a busy port)
 
 Protocol errors (a dead Redis socket, a malformed broker message) are not here: the broker layer turns
 them into `BrokerUnavailable` or handles them itself. Nor are the client's (`hub.client.ClientError`,
@@ -116,3 +117,7 @@ class BrokerUnavailable(HttpError):
 
 class ConfigError(HubError):
     """Bad configuration. The message names the key."""
+
+
+class ListenError(ConfigError):
+    """The server cannot listen where it is configured to: the message names the address and why."""

@@ -354,8 +354,12 @@ class Fanout:
         try:
             async with asyncio.timeout(self.subscribe_timeout):
                 if waits:
-                    # shield: one subscriber giving up must not cancel the others' wait on the same future
-                    await asyncio.shield(asyncio.gather(*waits))
+                    # shield: one subscriber giving up must not cancel the others' wait on the same future.
+                    # The gathering future outlives a timeout, and fails once `unsubscribe` cancels a
+                    # wait: its exception is retrieved here, or asyncio logs it as never retrieved.
+                    gathered = asyncio.gather(*waits)
+                    gathered.add_done_callback(_retrieve)
+                    await asyncio.shield(gathered)
                 return await self.broker.snapshot(outbox.selectors, since)
         except TimeoutError:
             self.unsubscribe(outbox)
@@ -620,3 +624,8 @@ class Fanout:
             except BrokerUnavailable:
                 # No tick, no heartbeat: clients notice the silence, which is the point.
                 log.warning("heartbeat tick not sent: broker unavailable")
+
+
+def _retrieve(future: asyncio.Future[list[None]]) -> None:
+    if not future.cancelled():
+        future.exception()

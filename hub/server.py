@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from aiohttp import web
 
 from hub.app import create_app
 from hub.config import Config
+from hub.errors import ListenError
 from hub.http.connections import HubRunner, table_for
-from hub.http.state import GUARD
+from hub.http.state import FANOUT, GUARD
 from hub.redact import redact_url
 from hub.topics import MAX_TOPIC_BYTES
 
@@ -30,6 +32,11 @@ log = logging.getLogger("hub")
 # set-up, spread among what it keeps). `topics` 71,636 against 66,048 deliveries/s, p99 69 against 100 ms
 # (medians of 5 interleaved runs); `idle` unchanged.
 GC_THRESHOLDS = (700, 10, 100)
+
+# Start-up: how often readiness is checked, and how long a broker may take to connect before the hub
+# says it serves without one.
+READY_POLL = 0.02
+READY_GRACE = 1.0
 
 # Room in the request line beyond the topics: lastEventId, ?token= (a JWT), format, heartbeat.
 REQUEST_LINE_HEADROOM = 16 * 1024
@@ -81,7 +88,13 @@ async def start(config: Config, *, reuse_port: bool = False) -> Running:
         reuse_port=reuse_port or None,
         backlog=4096,
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        where = f"{_display_host(config.server.host)}:{config.server.port}"
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(f"cannot listen on {where}: {why}") from None
     return Running(runner, int(runner.addresses[0][1]))
 
 
@@ -96,25 +109,41 @@ def settle_collector() -> None:
 async def serve(config: Config, *, reuse_port: bool = False) -> None:
     running = await start(config, reuse_port=reuse_port)
     settle_collector()
-    broker = "redis " + redact_url(config.redis.url) if config.redis.url else "memory"
-    log.info(
-        "hub ready on http://%s:%d (broker: %s)",
-        _display_host(config.server.host),
-        running.port,
-        broker,
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    announcing = asyncio.create_task(announce(running, config), name="hub-announce")
     try:
         await stop.wait()
     finally:
+        announcing.cancel()
         log.info("hub stopping")
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await running.stop()
+
+
+async def announce(running: Running, config: Config) -> None:
+    """Say "hub ready" once it is (what /readyz answers), and until then that it serves without it."""
+    fanout = running.runner.app[FANOUT]
+    where = f"http://{_display_host(config.server.host)}:{running.port}"
+    broker = "redis " + redact_url(config.redis.url) if config.redis.url else "memory"
+    loop = asyncio.get_running_loop()
+    started, warned = loop.time(), False
+    while not fanout.ready:
+        if not warned and loop.time() - started >= READY_GRACE:
+            warned = True
+            # The broker logs each failed attempt; this says what it means for the hub.
+            log.warning(
+                "hub serving on %s, broker not reachable yet (%s): publishes and subscribes answer 503 "
+                "until it is",
+                where,
+                broker,
+            )
+        await asyncio.sleep(READY_POLL)
+    log.info("hub ready on %s (broker: %s)", where, broker)
 
 
 def _display_host(host: str) -> str:

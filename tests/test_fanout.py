@@ -4,10 +4,16 @@ connection per loop iteration."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+
+import pytest
 
 from hub import chunked
 from hub.brokers.memory import MemoryBroker
-from hub.config import HistoryConfig
+from hub.brokers.redis import RedisBroker
+from hub.config import HistoryConfig, RedisConfig
+from hub.errors import BrokerUnavailable
 from hub.event import Draft
 from hub.fanout import (
     BACKLOG_BUSY,
@@ -24,6 +30,7 @@ from hub.fanout import (
 )
 from hub.formats import Format
 from hub.outbox import CloseReason
+from hub.server import free_port
 from tests.support.fanout import BlockingTransport, BusyTransport, attach, publish_in_rounds, spin
 from tests.support.waiting import settled
 
@@ -32,6 +39,24 @@ async def started_fanout() -> Fanout:
     fanout = Fanout(MemoryBroker(HistoryConfig(), 60), heartbeat_interval=60, subscribe_timeout=1)
     await fanout.start()
     return fanout
+
+
+async def test_a_subscribe_the_broker_never_confirms_leaves_no_exception_unretrieved(caplog):
+    # A Redis that is down: each subscribe times out, and `unsubscribe` cancels its wait inside the
+    # shielded gather, which asyncio used to report as "_GatheringFuture exception was never retrieved".
+    broker = RedisBroker(RedisConfig(url=f"redis://127.0.0.1:{free_port()}"), HistoryConfig(), 60)
+    fanout = Fanout(broker, heartbeat_interval=60, subscribe_timeout=0.1)
+    await fanout.start()
+    try:
+        for i in range(3):
+            with pytest.raises(BrokerUnavailable):
+                await attach(fanout, f"down/{i}")
+        await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        await fanout.stop()
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_an_event_is_encoded_once_for_all_subscribers_without_tasks():

@@ -877,6 +877,7 @@ class _Link:
         while self.partitions and not broker._closed:
             writer: asyncio.StreamWriter | None = None
             served = False
+            failed = ""
             try:
                 reader, writer = await self._connect()
                 self.writer = writer
@@ -889,7 +890,10 @@ class _Link:
                 finally:
                     served = reading.received
             except (OSError, EOFError, hiredis.ProtocolError, TimeoutError) as exc:
-                log.log(logging.WARNING if served else logging.DEBUG, "link to %s:%d: %s", *self.address, exc)
+                if served:
+                    log.warning("link to %s:%d: %s", *self.address, exc)
+                else:
+                    failed = str(exc) or type(exc).__name__  # warned below, with the delay
             except Exception:
                 log.exception("link to %s:%d failed; reconnecting", *self.address)
             finally:
@@ -902,7 +906,12 @@ class _Link:
             if served:
                 broker.reconnects += 1
                 backoff = BACKOFF_MIN
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            delay = backoff * random.uniform(0.5, 1.5)
+            if failed:
+                log.warning(
+                    "redis node %s:%d not reachable: %s; retrying in %.1f s", *self.address, failed, delay
+                )
+            await asyncio.sleep(delay)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -51,6 +51,7 @@ from hub.history import (
     seq_of,
 )
 from hub.idempotency import Idempotency
+from hub.redact import redact_url
 from hub.topics import Selector
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,7 @@ class RedisBroker(Broker):
         while not self._closed:
             writer: asyncio.StreamWriter | None = None
             was_live = False
+            failed = ""  # why an attempt that never went live failed, for its one warning
             try:
                 reader, writer = await self._connect()
                 await self._serve(reader, writer)
@@ -385,7 +387,7 @@ class RedisBroker(Broker):
                 if self._live:
                     log.warning("redis subscription lost: %s; reconnecting", exc)
                 else:
-                    log.debug("redis subscription: %s; retrying", exc)
+                    failed = str(exc) or type(exc).__name__
             except Exception:
                 # A bug here must not end fan-out for good: log it, reconnect, catch up.
                 log.exception("redis subscription failed; reconnecting")
@@ -403,7 +405,15 @@ class RedisBroker(Broker):
             if was_live:
                 self.reconnects += 1
                 backoff = BACKOFF_MIN
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            delay = backoff * random.uniform(0.5, 1.5)
+            if failed:
+                log.warning(
+                    "redis %s not reachable: %s; retrying in %.1f s",
+                    redact_url(self._config.url),
+                    failed,
+                    delay,
+                )
+            await asyncio.sleep(delay)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -182,6 +182,10 @@ MALFORMED = [
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"eyJsecret" * 2000 + b"\r\n\r\n",
     b"\x16\x03\x01eyJsecret binary junk\r\n\r\n",
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+    b"Content-Length: 9\r\n\r\neyJsecret",
+    b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n5\r\neyJsecret\r\n0\r\n\r\n",
 ]
 
 

@@ -192,6 +192,11 @@ class GuardedRequestHandler(RequestHandler):
         if self.waiting:
             self.close_waiting(f"no complete request headers within {self._header_timeout:g} s")
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        if isinstance(kw.get("exc_info"), web.RequestPayloadError):
+            return  # the rest of a malformed body, met again as aiohttp drains it: answered and logged
+        super().log_exception(*args, **kw)
+
     def handle_error(
         self,
         request: BaseRequest,

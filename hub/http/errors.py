@@ -28,7 +28,7 @@ _MALFORMED: tuple[tuple[type[Exception], str, str], ...] = (
     (http_exceptions.BadStatusLine, "bad_request_line", "the request line is malformed"),
     (http_exceptions.InvalidHeader, "bad_header", "a header is malformed"),
     (http_exceptions.InvalidURLError, "bad_target", "the request target is malformed"),
-    (http_exceptions.PayloadEncodingError, "bad_body_encoding", "the body's framing is malformed"),
+    (http_exceptions.PayloadEncodingError, "bad_body_encoding", "the body's framing or encoding is bad"),
 )
 
 
@@ -65,6 +65,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = error_response(exc.status, *_describe(request, exc))
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
+    except web.RequestPayloadError as exc:
+        # A body that breaks off or does not decode is the client's doing: one quiet line, no traceback.
+        code, message = malformed(exc.__cause__)
+        log.debug("malformed body on %s %s: %s", request.method, request.path, code)
+        response = error_response(400, code, message)
+        response.force_close()
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the hub failed on this request")

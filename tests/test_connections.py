@@ -85,7 +85,9 @@ async def test_the_next_request_on_a_kept_alive_connection_has_the_header_timeou
     async with raw(hub.running.port) as (reader, writer):
         writer.write(HALF_REQUEST + b"\r\n")
         assert (await read_response(reader)).startswith(b"HTTP/1.1 200")
-        await asyncio.sleep(1)  # idle, longer than the header timeout: that is the idle timeout's job
+        await asyncio.sleep(1)  # idle longer than the header timeout: the idle timeout's business, not its
+        writer.write(HALF_REQUEST + b"\r\n")
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 200")
         writer.write(HALF_REQUEST)
         assert await closed_after(reader, 5) < 3
 
@@ -121,6 +123,29 @@ async def test_silent_sockets_over_the_per_address_limit_do_not_stop_a_real_requ
     finally:
         for _, writer in sockets:
             writer.close()
+
+
+async def test_a_request_being_answered_is_never_closed_to_make_room(hub_factory):
+    hub = await hub_factory(limits__max_http_connections_per_ip=3, server__header_timeout=0.5)
+    async with hub.subscribe("edge/relay") as stream, raw(hub.running.port) as (reader, writer):
+        writer.write(
+            b"POST /publish/stream?topic=edge/relay HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+        )
+        assert (await stream.next_event()).data == "first"
+        silent = [await asyncio.open_connection("127.0.0.1", hub.running.port) for _ in range(10)]
+        try:
+            await asyncio.sleep(1)  # and longer than the header timeout: its headers were in long ago
+            writer.write(b"4\r\nlast\r\n0\r\n\r\n")
+            assert (await read_response(reader)).startswith(b"HTTP/1.1 200")
+            assert [(e.event, e.data) for e in await stream.take(2)] == [
+                ("message", "last"),
+                ("done", '{"events":2}'),
+            ]
+        finally:
+            for _, w in silent:
+                w.close()
+    assert hub.running.runner.table.evicted >= 8
 
 
 async def test_half_sent_requests_beyond_the_open_file_limit_do_not_stop_real_requests():

@@ -1,27 +1,32 @@
 """JWT authorization: which topics a request may subscribe to and publish to.
 
-A token carries the claim `hub: {"publish": [selectors], "subscribe": [selectors]}`. A subscription is
-allowed when each of its selectors is covered by one granted (or public) selector, so that no event
-outside the grant can match it; a publish when each topic of each event matches a publish selector.
+A token carries the claim `hub: {"publish": [selectors], "subscribe": [selectors], "admin": bool}`. A
+subscription is allowed when each of its selectors is covered by one granted (or public) selector, so
+that no event outside the grant can match it; a publish when each topic of each event matches a publish
+selector; `/stats` and `/metrics` with `admin: true`.
 Refusals: 401 for a missing or unverifiable token, 403 for a valid token without the topic.
 No I/O here but reading the public key file at startup.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from jwt.utils import base64url_decode
 
 from hub.config import HMAC_MIN_BYTES, AuthConfig
 from hub.errors import BadRequest, ConfigError, Forbidden, Unauthorized
 from hub.event import Draft
+from hub.selector_set import SelectorSet
 from hub.topics import Selector
 
 CLAIM = "hub"
@@ -29,12 +34,35 @@ COOKIE = "hub_token"
 # Seconds of clock skew tolerated on exp/nbf/iat: tokens are minted on other machines, and a token
 # refused for being issued "in the future" one second ago is a hard bug for an operator to find.
 LEEWAY = 5
+# Selectors one token may grant, publish and subscribe together. Checking costs the same whatever the
+# number (see hub.selector_set), but each costs memory while its token is cached; an issuer granting
+# more should grant patterns.
+MAX_SELECTORS = 4096
+# Verified tokens kept, so that a client's next request skips the signature and the parsing. Bounded in
+# tokens and in the selectors they hold: a cached token costs memory in proportion to its grants.
+CACHE_TOKENS = 1024
+CACHE_SELECTORS = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Grants:
     publish: tuple[Selector, ...] = ()
     subscribe: tuple[Selector, ...] = ()
+    admin: bool = False  # may read /stats, /stats/stream and /metrics
+    # Who holds the token, whatever its spelling: `sub:<sub>`, or without a sub claim
+    # `claims:<digest of the verified header and payload>`. Empty for grants built by hand.
+    subject: str = ""
+    expires: float | None = None  # the exp claim, when there is one
+    publish_set: SelectorSet = field(init=False, repr=False, compare=False)
+    subscribe_set: SelectorSet = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "publish_set", SelectorSet(self.publish))
+        object.__setattr__(self, "subscribe_set", SelectorSet(self.subscribe))
+
+    @property
+    def size(self) -> int:
+        return len(self.publish) + len(self.subscribe)
 
 
 def _selectors(value: object, what: str) -> tuple[Selector, ...]:
@@ -42,25 +70,92 @@ def _selectors(value: object, what: str) -> tuple[Selector, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise Unauthorized("invalid_token", f"the token's {CLAIM}.{what} claim must be a list of selectors")
+    if len(value) > MAX_SELECTORS:
+        raise Unauthorized(
+            "invalid_token",
+            f"the token grants {len(value)} {what} selectors; this hub accepts at most {MAX_SELECTORS}",
+        )
     try:
         return tuple(Selector.parse(v) for v in value)
     except BadRequest as exc:
         raise Unauthorized("invalid_token", f"the token's {CLAIM}.{what} claim: {exc.message}") from None
 
 
-def grants_from_claims(claims: dict[str, Any]) -> Grants:
+def grants_from_claims(claims: dict[str, Any], subject: str = "") -> Grants:
+    exp = claims.get("exp")
+    expires = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
     claim = claims.get(CLAIM)
     if claim is None:
-        return Grants()
+        return Grants(subject=subject, expires=expires)
     if not isinstance(claim, dict):
         raise Unauthorized("invalid_token", f"the token's {CLAIM} claim must be an object")
-    return Grants(
-        _selectors(claim.get("publish"), "publish"), _selectors(claim.get("subscribe"), "subscribe")
-    )
+    admin = claim.get("admin", False)
+    if not isinstance(admin, bool):
+        raise Unauthorized("invalid_token", f"the token's {CLAIM}.admin claim must be true or false")
+    publish = _selectors(claim.get("publish"), "publish")
+    subscribe = _selectors(claim.get("subscribe"), "subscribe")
+    if len(publish) + len(subscribe) > MAX_SELECTORS:
+        raise Unauthorized(
+            "invalid_token",
+            f"the token grants {len(publish) + len(subscribe)} selectors; "
+            f"this hub accepts at most {MAX_SELECTORS}",
+        )
+    return Grants(publish, subscribe, admin, subject, expires)
 
 
-def _covered(selector: Selector, allowed: Iterable[Selector]) -> bool:
-    return any(a.covers(selector) for a in allowed)
+def subject_of(token: str, claims: dict[str, Any]) -> str:
+    """The publisher a verified token names, the same for every spelling of the token."""
+    sub = claims.get("sub")
+    if isinstance(sub, str) and sub:
+        return "sub:" + sub
+    # The decoded header and payload: re-encodings PyJWT accepts (padding, spare bits in the last
+    # base64 character) decode to the same bytes, and any other change breaks the signature.
+    signed, _ = token.encode("ascii").rsplit(b".", 1)
+    header, payload = signed.split(b".", 1)  # as PyJWT splits it
+    digest = hashlib.blake2b(base64url_decode(header) + b"." + base64url_decode(payload), digest_size=16)
+    return "claims:" + digest.hexdigest()
+
+
+class TokenCache:
+    """Verified tokens' grants, least recently used first out; a token is looked up by its digest."""
+
+    def __init__(self, tokens: int = CACHE_TOKENS, selectors: int = CACHE_SELECTORS) -> None:
+        self.max_tokens = tokens
+        self.max_selectors = selectors
+        self._grants: OrderedDict[bytes, Grants] = OrderedDict()
+        self._selectors = 0
+
+    def __len__(self) -> int:
+        return len(self._grants)
+
+    @staticmethod
+    def key(token: str) -> bytes:
+        # A digest, not the token: the cache neither keeps credentials nor 90 kB keys. 256 bits, as a
+        # collision would hand one token's grants to another.
+        return hashlib.blake2b(token.encode("ascii"), digest_size=32).digest()
+
+    def get(self, key: bytes, now: float) -> Grants | None:
+        grants = self._grants.get(key)
+        if grants is None:
+            return None
+        if grants.expires is not None and now > grants.expires + LEEWAY:
+            self._drop(key)  # verified again, it is refused as expired
+            return None
+        self._grants.move_to_end(key)
+        return grants
+
+    def put(self, key: bytes, grants: Grants) -> None:
+        if grants.size > self.max_selectors:
+            return
+        if key in self._grants:
+            self._drop(key)
+        self._grants[key] = grants
+        self._selectors += grants.size
+        while len(self._grants) > self.max_tokens or self._selectors > self.max_selectors:
+            self._drop(next(iter(self._grants)))
+
+    def _drop(self, key: bytes) -> None:
+        self._selectors -= self._grants.pop(key).size
 
 
 class Authorizer:
@@ -77,8 +172,24 @@ class Authorizer:
         elif config.jwt_public_key:
             self._key = _load_public_key(config.jwt_public_key)
             self._algorithm = config.jwt_algorithm or _algorithm_for(self._key)
+        self._public_set = SelectorSet(self.public)
+        self.cache = TokenCache()
 
     def verify(self, token: str) -> Grants:
+        # A JWT is ASCII (base64url and dots). aiohttp reads bytes that are not UTF-8 as lone
+        # surrogates, which PyJWT cannot encode: refuse them here, as the malformed tokens they are.
+        if not token.isascii():
+            raise Unauthorized("invalid_token", "the token is not a JWT: it has characters other than ASCII")
+        key = TokenCache.key(token)
+        now = time.time()
+        cached = self.cache.get(key, now)
+        if cached is not None:
+            return cached
+        grants = self._verify(token)
+        self.cache.put(key, grants)
+        return grants
+
+    def _verify(self, token: str) -> Grants:
         try:
             # One algorithm, the configured one: `none` and algorithm confusion (an HS256 token signed
             # with our RSA public key as its secret) fail here.
@@ -96,20 +207,20 @@ class Authorizer:
         except jwt.PyJWTError as exc:
             # The message names the rule broken (a malformed header, a bad claim type), never the token.
             raise Unauthorized("invalid_token", f"the token is invalid: {exc}") from None
-        return grants_from_claims(claims)
+        return grants_from_claims(claims, subject_of(token, claims))
 
     def check_subscribe(self, token: str | None, selectors: Sequence[Selector]) -> None:
         if not self.enabled:
             return
         grants = self.verify(token) if token is not None else None
         for selector in selectors:
-            if _covered(selector, self.public):
+            if self._public_set.covers(selector):
                 continue
             if grants is None:
                 raise Unauthorized(
                     "token_required", f"subscribing to {selector.text!r} needs a token; it is not public"
                 )
-            if not _covered(selector, grants.subscribe):
+            if not grants.subscribe_set.covers(selector):
                 raise Forbidden(
                     "topic_forbidden", f"the token does not allow subscribing to {selector.text!r}"
                 )
@@ -122,13 +233,23 @@ class Authorizer:
             raise Unauthorized("token_required", "publishing needs a token")
         return self.verify(token)
 
+    def check_admin(self, token: str | None) -> None:
+        """The hub's own figures (/stats, /metrics): for a token with `hub.admin`, when auth is on."""
+        if not self.enabled:
+            return
+        if token is None:
+            raise Unauthorized("token_required", f"the hub's stats need a token with {CLAIM}.admin")
+        if not self.verify(token).admin:
+            raise Forbidden("admin_required", f"the hub's stats need a token with {CLAIM}.admin: true")
+
     @staticmethod
     def check_publish(grants: Grants | None, drafts: Sequence[Draft]) -> None:
         if grants is None:
             return
+        allowed = grants.publish_set
         for draft in drafts:
             for topic in draft.topics:
-                if not any(a.matches(topic) for a in grants.publish):
+                if not allowed.matches(topic):
                     raise Forbidden("topic_forbidden", f"the token does not allow publishing to {topic!r}")
 
 
@@ -165,11 +286,14 @@ def mint(
     private_key: str = "",
     algorithm: str = "",
     subject: str | None = None,
+    admin: bool = False,
 ) -> str:
     """A token granting the given selectors; HS256 with `secret`, or signed with a PEM private key."""
     for text in (*publish, *subscribe):
         Selector.parse(text)
     claims: dict[str, Any] = {CLAIM: {"publish": list(publish), "subscribe": list(subscribe)}}
+    if admin:
+        claims[CLAIM]["admin"] = True
     now = int(time.time())
     claims["iat"] = now
     if ttl is not None:

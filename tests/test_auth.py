@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hub import cli
 from hub import config as hub_config
-from hub.auth import Authorizer, mint
+from hub.auth import LEEWAY, MAX_SELECTORS, Authorizer, Grants, TokenCache, mint
 from hub.errors import ConfigError, Forbidden, Unauthorized
 from hub.event import Draft
 from hub.topics import Selector
@@ -221,3 +222,82 @@ def _paths(n: int) -> list[list[str]]:
     if n == 0:
         return [[]]
     return [[*p, s] for p in _paths(n - 1) for s in ("a", "b", "c")]
+
+
+@pytest.mark.parametrize(
+    "token", ["\udce9", "x\udcff.y.z", "é", mint(subscribe=["a"], secret=SECRET) + "\udcff"]
+)
+def test_an_undecodable_token_is_refused_with_401_not_an_encoding_error(token):
+    """aiohttp reads header bytes that are not UTF-8 as lone surrogates, and PyJWT raised
+    UnicodeEncodeError on them: a 500 with a traceback."""
+    with pytest.raises(Unauthorized) as refused:
+        hs_authorizer().verify(token)
+    assert refused.value.code == "invalid_token"
+
+
+def test_the_subject_is_the_sub_claim_or_the_verified_claims_whatever_the_spelling():
+    authorizer = hs_authorizer()
+    assert authorizer.verify(mint(publish=["a"], subject="alice", secret=SECRET)).subject == "sub:alice"
+    # Another token of the same subject is the same publisher.
+    assert (
+        authorizer.verify(mint(publish=["b"], subject="alice", ttl=60, secret=SECRET)).subject == "sub:alice"
+    )
+    anonymous = jwt.encode(GRANT, SECRET, "HS256")
+    respelled = anonymous + "="  # PyJWT accepts it: a fresh rate bucket, when keyed on the string
+    assert authorizer.verify(respelled).subject == authorizer.verify(anonymous).subject
+    assert authorizer.verify(anonymous).subject.startswith("claims:")
+    other = jwt.encode({**GRANT, "x": 1}, SECRET, "HS256")
+    assert authorizer.verify(other).subject != authorizer.verify(anonymous).subject
+
+
+def test_a_verified_token_is_checked_once_then_served_from_the_cache():
+    authorizer = hs_authorizer()
+    token = mint(publish=[f"room/{i}" for i in range(3000)], secret=SECRET)
+    first = authorizer.verify(token)
+    assert authorizer.verify(token) is first
+
+
+def test_the_token_cache_is_bounded_and_forgets_expired_tokens():
+    cache = TokenCache(tokens=3, selectors=10)
+    grants = [Grants((Selector.parse("a"),), expires=100.0) for _ in range(4)]
+    for i, g in enumerate(grants):
+        cache.put(bytes([i]), g)
+    assert len(cache) == 3
+    assert cache.get(bytes([0]), 50.0) is None  # the least recently used went first
+    assert cache.get(bytes([1]), 50.0) is grants[1]
+    assert cache.get(bytes([1]), 100.0 + LEEWAY + 1) is None  # expired: verified again, and refused
+    big = Grants(tuple(Selector.parse(f"t/{i}") for i in range(6)))
+    cache.put(b"big", big)
+    cache.put(b"big2", big)
+    assert len(cache) == 1  # 12 selectors are over the bound of 10: the oldest went
+    assert cache.get(b"big2", 0.0) is big
+
+
+def test_a_token_granting_absurdly_many_selectors_is_refused():
+    token = jwt.encode({"hub": {"publish": [f"t/{i}" for i in range(MAX_SELECTORS + 1)]}}, SECRET, "HS256")
+    with pytest.raises(Unauthorized, match=f"at most {MAX_SELECTORS}"):
+        hs_authorizer().verify(token)
+    half = [f"t/{i}" for i in range(MAX_SELECTORS // 2 + 1)]
+    token = jwt.encode({"hub": {"publish": half, "subscribe": half}}, SECRET, "HS256")
+    with pytest.raises(Unauthorized, match=f"at most {MAX_SELECTORS}"):
+        hs_authorizer().verify(token)
+
+
+def test_stats_need_an_admin_token_when_auth_is_on():
+    authorizer = hs_authorizer()
+    authorizer.check_admin(mint(admin=True, secret=SECRET))
+    with pytest.raises(Unauthorized):
+        authorizer.check_admin(None)
+    with pytest.raises(Forbidden) as refused:
+        authorizer.check_admin(mint(subscribe=["**"], publish=["**"], secret=SECRET))
+    assert refused.value.code == "admin_required"
+    with pytest.raises(Unauthorized, match="admin"):
+        authorizer.verify(jwt.encode({"hub": {"admin": "yes"}}, SECRET, "HS256"))
+    Authorizer(hub_config.build().auth).check_admin(None)  # auth off: open
+
+
+def test_hub_token_admin_mints_a_token_for_the_stats(capsys):
+    assert cli.main(["token", "--admin", "--secret", SECRET]) == 0
+    token = capsys.readouterr().out.strip()
+    assert hs_authorizer().verify(token).admin
+    hs_authorizer().check_admin(token)

@@ -204,7 +204,12 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
             hub_on_cluster = scenario.cluster and server == "hub"
             redis_url = stack.enter_context(redis_cluster() if hub_on_cluster else redis_server())
         ports = [free_port()] + ([free_port()] if scenario.two_hubs and server == "hub" else [])
-        env = {"HUB_LIMITS_MAX_BODY_BYTES": str(64 * 1024 * 1024), "HUB_LIMITS_MAX_BATCH": "10000"}
+        # Every subscriber comes from this one address: no per-address stream limit.
+        env = {
+            "HUB_LIMITS_MAX_BODY_BYTES": str(64 * 1024 * 1024),
+            "HUB_LIMITS_MAX_BATCH": "10000",
+            "HUB_LIMITS_MAX_CONNECTIONS_PER_IP": "0",
+        }
         procs = [
             stack.enter_context(process(*server_cmd(server, port, redis_url), core=HUB_CORE, env=env))
             for port in ports

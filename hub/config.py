@@ -82,7 +82,7 @@ class LimitsConfig:
     max_batch: int = 1000
     max_topics: int = 100  # per subscription, and per published event
     max_connections: int = 0  # streams per process; 0: the open-file limit less a reserve
-    max_connections_per_ip: int = 0  # streams per client address; 0: unlimited
+    max_connections_per_ip: int = 64  # streams per client address; 0: unlimited
     max_http_connections_per_ip: int = 0  # connections not streams, per peer address; 0: unlimited
     publish_rate: float = 0.0  # events/s per token (per client address without one); 0: unlimited
     publish_burst: int = 0  # events a publisher may send at once; 0: a second's worth, at least a batch

@@ -7,7 +7,7 @@ registry is the app's own, not prometheus-client's global one.
 
 from __future__ import annotations
 
-import os
+import secrets
 import time
 from collections.abc import Iterator
 
@@ -27,6 +27,9 @@ class Metrics:
         self.fanout = fanout
         self.connections = connections
         self.started = time.time()
+        # Tells this process's figures from another's (workers on one port, a restart) without
+        # naming the pid, which is nothing a client should learn.
+        self.instance = secrets.token_hex(4)
         self.registry = CollectorRegistry(auto_describe=True)
         self.publish_latency = Histogram(
             "hub_publish_latency_seconds",
@@ -40,7 +43,7 @@ class Metrics:
         fanout = self.fanout
         counters = fanout.counters
         return {
-            "pid": os.getpid(),
+            "instance": self.instance,
             "uptime": round(time.time() - self.started, 3),
             "broker": fanout.broker.name,
             "ready": fanout.ready,

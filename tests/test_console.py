@@ -74,7 +74,7 @@ async def test_stats_stream_sends_the_stats_every_second_and_releases_its_place(
     assert blocks[0].startswith(b"retry: ")
     stats = [json.loads(block.split(b"data: ", 1)[1]) for block in blocks[1:]]
     assert all(block.startswith(b"event: stats\n") for block in blocks[1:])
-    assert stats[0]["pid"] == stats[1]["pid"]
+    assert stats[0]["instance"] == stats[1]["instance"]
     assert stats[1]["uptime"] - stats[0]["uptime"] >= 0.9
     # Counted like any stream while open, so that the per-client limit covers it; released once left.
     await settled(lambda: connections.open == 0)
@@ -203,3 +203,24 @@ async def test_with_auth_on_the_page_is_public_and_its_token_field_subscribes_an
     await page.click('#publish-form button[type="submit"]')
     await page.wait_for_selector("#publish-result.error")
     assert "not published" in (await page.text_content("#publish-result") or "")
+
+
+async def test_with_auth_on_the_charts_say_they_need_an_admin_token_and_draw_with_one(hub_factory, context):
+    """/stats/stream showed every anonymous visitor the hub's figures; with auth on it needs a token with
+    hub.admin, which the page sends from its token field."""
+    secret = "console-secret-of-at-least-32-bytes!"
+    hub = await hub_factory(auth__jwt_secret=secret)
+    page = await context.new_page()
+    await page.goto(hub.url + "/")
+    await page.wait_for_function(
+        "() => document.querySelector('#hub-status').textContent.includes('hub.admin')"
+    )
+    assert await page.text_content("#connections-now") == "\u2013"
+    await page.fill('#token-form [name="token"]', mint(subscribe=["**"], secret=secret))
+    await page.wait_for_function(
+        "() => document.querySelector('#hub-status').textContent.includes('hub.admin: true')"
+    )
+    await page.fill('#token-form [name="token"]', mint(admin=True, secret=secret))
+    await page.wait_for_function("() => document.querySelector('#hub-status').dataset.state === 'open'")
+    await page.wait_for_function("() => document.querySelector('#connections-now').textContent === '0'")
+    await page.wait_for_function("() => document.querySelector('#rate-now').textContent !== '\\u2013'")

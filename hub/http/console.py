@@ -62,7 +62,9 @@ def static_handler() -> Handler:
 
 async def stats_stream(request: web.Request) -> web.StreamResponse:
     """`/stats` as an SSE event every second: one connection per open console, counted like any stream."""
-    lease = request.app[GUARD].open_stream(request)
+    guard = request.app[GUARD]
+    guard.check_admin(request)
+    lease = guard.open_stream(request)
     try:
         response = web.StreamResponse(
             headers={

@@ -1,18 +1,19 @@
-"""What a request must pass before the engine sees it: its token, its client's limits."""
+"""What a request must pass before the engine sees it: its token, its origin, its client's limits."""
 
 from __future__ import annotations
 
-import hashlib
+import enum
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from hub.auth import COOKIE, Authorizer, Grants
 from hub.config import Config
-from hub.errors import Unauthorized
+from hub.errors import Forbidden, Unauthorized
 from hub.event import Draft
 from hub.limits import (
     Connections,
@@ -25,10 +26,22 @@ from hub.limits import (
 )
 from hub.topics import Selector
 
+# Methods a browser sends across sites without asking, that must change nothing.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class TokenSource(enum.Enum):
+    HEADER = "header"
+    COOKIE = "cookie"  # the browser sends it by itself, whichever page makes the request
+    QUERY = "query"
+
 
 @dataclass(frozen=True, slots=True)
 class Publisher:
-    key: str  # whose publish budget it spends
+    # Who publishes, whatever the spelling of their token: `sub:<sub claim>`, `claims:<digest of the
+    # verified header and payload>` for a token without a sub, or `client:<address>` when auth is off.
+    # It names the publish budget spent.
+    key: str
     grants: Grants | None  # None: auth is off
 
 
@@ -45,22 +58,29 @@ class Guard:
             limits.publish_rate, burst_for(limits.publish_rate, limits.publish_burst, limits.max_batch)
         )
         self._trusted = parse_networks(config.server.trusted_proxies)
+        # Origins whose pages may write with the cookie besides the hub's own: the listed CORS origins.
+        # Not "*": that lets any page read, and a cookie write from any page is exactly what CSRF is.
+        self._write_origins = frozenset(o for o in config.cors.origins if o != "*")
 
     def client(self, request: web.Request) -> str:
         return client_address(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
 
     def check_subscribe(self, request: web.Request, selectors: Sequence[Selector]) -> None:
-        self.authorizer.check_subscribe(self._token(request), selectors)
+        token, _ = self._token(request)
+        self.authorizer.check_subscribe(token, selectors)
+
+    def check_admin(self, request: web.Request) -> None:
+        """The hub's own figures: anyone without auth, a token with `hub.admin` with it."""
+        token, _ = self._token(request)
+        self.authorizer.check_admin(token)
 
     def publisher(self, request: web.Request) -> Publisher:
         """Who publishes, checked before the body is read: a missing or bad token costs us no parsing."""
-        token = self._token(request)
+        token, source = self._token(request)
+        if source is TokenSource.COOKIE and request.method not in SAFE_METHODS:
+            self._check_origin(request)
         grants = self.authorizer.publisher(token)
-        if token is not None:
-            # Hashed: a bucket key need not keep a credential in memory, nor 8 KiB of it.
-            key = "token:" + hashlib.blake2b(token.encode(), digest_size=16).hexdigest()
-        else:
-            key = "client:" + self.client(request)
+        key = grants.subject if grants is not None else "client:" + self.client(request)
         return Publisher(key, grants)
 
     def check_publish(self, publisher: Publisher, drafts: Sequence[Draft]) -> None:
@@ -72,13 +92,64 @@ class Guard:
         """A place for one more stream, to be released when its connection is gone."""
         return self.connections.acquire(self.client(request))
 
-    def _token(self, request: web.Request) -> str | None:
+    def _check_origin(self, request: web.Request) -> None:
+        """A write the cookie authorizes comes from the hub's own page or a listed origin: not CSRF."""
+        site = request.headers.get("Sec-Fetch-Site")
+        if site in ("same-origin", "none"):  # "none": typed in or bookmarked, no page behind it
+            return
+        origin = request.headers.get("Origin")
+        if origin is None:
+            origin = origin_of(request.headers.get("Referer"))
+        if origin is None:
+            if site is None:
+                return  # not a browser (browsers name the page of every cross-site POST): not CSRF
+            raise Forbidden(
+                "origin_forbidden", "a write with the hub_token cookie must say which page it comes from"
+            )
+        if origin in self._write_origins or host_of(origin) == request.host:
+            return
+        raise Forbidden(
+            "origin_forbidden",
+            f"a write with the hub_token cookie from {origin!r}: only this hub's own pages and the "
+            "origins in cors.origins may write with it; others send Authorization: Bearer",
+        )
+
+    def _token(self, request: web.Request) -> tuple[str | None, TokenSource | None]:
         if not self.authorizer.enabled:
-            return None
+            return None, None
         header = request.headers.get("Authorization")
         if header is not None:
             scheme, _, value = header.strip().partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
                 raise Unauthorized("invalid_token", "the Authorization header must be 'Bearer <token>'")
-            return value.strip()
-        return request.cookies.get(COOKIE) or request.query.get("token") or None
+            return value.strip(), TokenSource.HEADER
+        # A token the request names wins over the one the browser adds by itself.
+        query = request.query.get("token")
+        if query:
+            return query, TokenSource.QUERY
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            return cookie, TokenSource.COOKIE
+        return None, None
+
+
+def origin_of(url: str | None) -> str | None:
+    """`scheme://host[:port]` of a URL (a Referer), or None for what is not one."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def host_of(origin: str) -> str | None:
+    """The `host[:port]` of an Origin, to compare with the Host the request was sent to."""
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return None
+    return parts.netloc or None  # `null` (a sandboxed frame, a file) is nobody's

@@ -141,11 +141,13 @@ async def publish(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    request.app[GUARD].check_admin(request)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def stats(request: web.Request) -> web.Response:
+    request.app[GUARD].check_admin(request)
     return web.json_response(request.app[METRICS].stats())
 
 

@@ -221,8 +221,8 @@ function onStats(event) {
   const stats = JSON.parse(event.data);
   const now = Date.now();
   const sample = { t: now, connections: stats.connections, published: null, delivered: null };
-  // A restarted hub (another pid) starts its counters at zero: no rate across it.
-  if (previous && previous.pid === stats.pid && now > previous.t) {
+  // A restarted hub (another instance) starts its counters at zero: no rate across it.
+  if (previous && previous.instance === stats.instance && now > previous.t) {
     const seconds = (now - previous.t) / 1000;
     sample.published = Math.max(0, stats.events_published - previous.events_published) / seconds;
     sample.delivered = Math.max(0, stats.deliveries - previous.deliveries) / seconds;
@@ -319,16 +319,50 @@ function draw() {
   ]);
 }
 
+const stats = { source: null, timer: null };
+
+// With auth on, the stats need a token with hub.admin: the one in the token field, sent as ?token=
+// (EventSource cannot set headers). A new token reopens the stream.
 function watchStats() {
   const status = $("#hub-status");
-  const source = new EventSource("/stats/stream");
+  clearTimeout(stats.timer);
+  if (stats.source) stats.source.close();
+  const params = new URLSearchParams();
+  if (token()) params.set("token", token());
+  const source = new EventSource(`/stats/stream?${params}`);
+  stats.source = source;
   source.addEventListener("open", () => setStatus(status, "open", "hub: connected"));
   source.addEventListener("error", () => {
-    setStatus(status, "error", "hub: unreachable, retrying");
-    if (source.readyState === EventSource.CLOSED) setTimeout(watchStats, REOPEN_MS);
+    if (source.readyState !== EventSource.CLOSED) {
+      setStatus(status, "error", "hub: unreachable, retrying");
+      return;
+    }
+    // Refused: ask /stats why (a token is needed, or a stream limit), and say so.
+    const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+    fetch("/stats", { headers })
+      .then(async (response) => {
+        if (response.ok) return "hub: reconnecting";
+        const answer = await response.json();
+        return `hub stats: ${answer.error?.message || response.statusText}`;
+      })
+      .catch(() => "hub: unreachable, retrying")
+      .then((text) => {
+        if (stats.source === source) setStatus(status, "error", text);
+      });
+    if (stats.source === source) stats.timer = setTimeout(watchStats, REOPEN_MS);
   });
   source.addEventListener("stats", onStats);
 }
+
+// Reopened once typing pauses, not on every key: each opening is a stream the hub counts.
+$("#token-form").elements.token.addEventListener("input", () => {
+  clearTimeout(stats.timer);
+  stats.timer = setTimeout(watchStats, 300);
+});
+$("#token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  watchStats();
+});
 
 window.addEventListener("resize", draw);
 matchMedia("(prefers-color-scheme: dark)").addEventListener("change", draw);

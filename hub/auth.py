@@ -41,6 +41,7 @@ MAX_SELECTORS = 4096
 # Verified tokens kept, so that a client's next request skips the signature and the parsing. Bounded in
 # tokens and in the selectors they hold: a cached token costs memory in proportion to its grants.
 CACHE_TOKENS = 1024
+MAX_SUBJECT_BYTES = 256  # a longer sub names its publisher by its digest
 CACHE_SELECTORS = 64 * 1024
 
 
@@ -49,8 +50,8 @@ class Grants:
     publish: tuple[Selector, ...] = ()
     subscribe: tuple[Selector, ...] = ()
     admin: bool = False  # may read /stats, /stats/stream and /metrics
-    # Who holds the token, whatever its spelling: `sub:<sub>`, or without a sub claim
-    # `claims:<digest of the verified header and payload>`. Empty for grants built by hand.
+    # Who holds the token, whatever its spelling: `sub:<sub>` (`sub#<digest>` past 256 bytes), or
+    # without a sub claim `claims:<digest of the verified header and payload>`. Empty when built by hand.
     subject: str = ""
     expires: float | None = None  # the exp claim, when there is one
     publish_set: SelectorSet = field(init=False, repr=False, compare=False)
@@ -107,7 +108,14 @@ def subject_of(token: str, claims: dict[str, Any]) -> str:
     """The publisher a verified token names, the same for every spelling of the token."""
     sub = claims.get("sub")
     if isinstance(sub, str) and sub:
-        return "sub:" + sub
+        try:
+            encoded = sub.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, escaped in the JSON: no one's name
+            raise Unauthorized("invalid_token", "the token's sub claim is not valid Unicode") from None
+        if len(encoded) <= MAX_SUBJECT_BYTES:
+            return "sub:" + sub
+        # Kept by the rate limiter and in idempotency records: a fixed size, whatever the issuer wrote.
+        return "sub#" + hashlib.blake2b(encoded, digest_size=16).hexdigest()
     # The decoded header and payload: re-encodings PyJWT accepts (padding, spare bits in the last
     # base64 character) decode to the same bytes, and any other change breaks the signature.
     signed, _ = token.encode("ascii").rsplit(b".", 1)

@@ -248,6 +248,11 @@ def test_the_subject_is_the_sub_claim_or_the_verified_claims_whatever_the_spelli
     assert authorizer.verify(anonymous).subject.startswith("claims:")
     other = jwt.encode({**GRANT, "x": 1}, SECRET, "HS256")
     assert authorizer.verify(other).subject != authorizer.verify(anonymous).subject
+    long = authorizer.verify(mint(publish=["a"], subject="x" * 10_000, secret=SECRET)).subject
+    assert long.startswith("sub#")
+    assert len(long) < 64
+    with pytest.raises(Unauthorized, match="sub"):
+        authorizer.verify(jwt.encode({**GRANT, "sub": "\udcff"}, SECRET, "HS256"))
 
 
 def test_a_verified_token_is_checked_once_then_served_from_the_cache():

@@ -38,9 +38,10 @@ class TokenSource(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Publisher:
-    # Who publishes, whatever the spelling of their token: `sub:<sub claim>`, `claims:<digest of the
-    # verified header and payload>` for a token without a sub, or `client:<address>` when auth is off.
-    # It names the publish budget spent.
+    # Who publishes, whatever the spelling of their token: `sub:<sub claim>` (`sub#<digest>` for a sub
+    # over 256 bytes), `claims:<digest of the verified header and payload>` for a token without a sub,
+    # or `client:<address>` when auth is off. It names the publish budget spent and scopes idempotency
+    # keys.
     key: str
     grants: Grants | None  # None: auth is off
 

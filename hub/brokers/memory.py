@@ -28,6 +28,7 @@ from hub.history import (
     merge,
 )
 from hub.idempotency import Idempotency
+from hub.topic_index import TopicIndex
 from hub.topics import Selector
 
 # An event as a topic's history keeps it: a plain tuple, not an Event. A tuple of strings and numbers
@@ -59,6 +60,9 @@ class MemoryBroker(Broker):
         self._seq = 0
         self._topics: dict[str, _Topic] = {}
         self._retained: dict[str, Event] = {}
+        # The same topics by segment, so a pattern's snapshot touches only what it matches.
+        self._topic_index = TopicIndex()
+        self._retained_index = TopicIndex()
         self._done: dict[str, tuple[float, str, list[str]]] = {}  # name -> (until, fingerprint, ids)
 
     async def start(self, sink: BrokerSink) -> None:
@@ -89,12 +93,15 @@ class MemoryBroker(Broker):
                 history = topics.get(topic)
                 if history is None:
                     history = topics[topic] = _Topic()
+                    self._topic_index.add(topic)
                 entries = history.entries
                 entries.append(entry)
                 history.last_seq = seq
                 if len(entries) > max_events or entries[0][1] < too_old:
                     self._trim(history, now)  # rarely: once a topic is full, or its oldest too old
                 if draft.retain:
+                    if topic not in self._retained:
+                        self._retained_index.add(topic)
                     self._retained[topic] = event
             events.append(event)
         ids = [e.id for e in events]
@@ -121,12 +128,6 @@ class MemoryBroker(Broker):
 
     async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
         position = Position(self._epoch, self._seq)
-        topics = self._matching(selectors)
-        now = time.monotonic()
-        for topic in topics:
-            history = self._topics.get(topic)
-            if history is not None:
-                self._trim(history, now)
         reset = None
         if since.kind is SinceKind.UNKNOWN:
             reset = RESET_UNKNOWN
@@ -135,21 +136,22 @@ class MemoryBroker(Broker):
             after = since.position
             if after.epoch != self._epoch or after.seq > self._seq:
                 reset = RESET_EPOCH
-            elif any(self._topics[t].trimmed_to > after.seq for t in topics if t in self._topics):
-                reset = RESET_TRIMMED
             else:
-                events = self._history_after(topics, after.seq)
-                if len(events) <= self._history.max_replay:
-                    return Snapshot(position, events)
-                reset = RESET_TOO_MUCH
+                topics = self._with_history(selectors, after.seq)
+                if any(self._topics[t].trimmed_to > after.seq for t in topics):
+                    reset = RESET_TRIMMED
+                else:
+                    events = self._history_after(topics, after.seq)
+                    if len(events) <= self._history.max_replay:
+                        return Snapshot(position, events)
+                    reset = RESET_TOO_MUCH
         elif since.kind is SinceKind.EARLIEST:
-            retained = [self._retained[t] for t in topics if t in self._retained]
-            events = self._history_after(topics, 0)
+            retained = self._retained_of(selectors)
+            events = self._history_after(self._with_history(selectors), 0)
             if len(events) <= self._history.max_replay:
                 return Snapshot(position, merge([retained, events]))
             reset = RESET_TOO_MUCH
-        retained = [self._retained[t] for t in topics if t in self._retained]
-        return Snapshot(position, merge([retained]), reset)
+        return Snapshot(position, merge([self._retained_of(selectors)]), reset)
 
     async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
         position = Position(self._epoch, self._seq)
@@ -166,21 +168,24 @@ class MemoryBroker(Broker):
     def _history_after(self, topics: list[str], seq: int) -> list[Event]:
         batches = []
         for topic in topics:
-            history = self._topics.get(topic)
-            if history is not None:
-                batches.append([Event(*record) for s, _, record in history.entries if s > seq])
+            history = self._topics[topic]
+            batches.append([Event(*record) for s, _, record in history.entries if s > seq])
         return merge(batches)
 
-    def _matching(self, selectors: Sequence[Selector]) -> list[str]:
-        found: dict[str, None] = {}
-        for selector in selectors:
-            if not selector.is_pattern:
-                found[selector.text] = None
-                continue
-            for topic in (*self._topics, *self._retained):
-                if selector.matches(topic):
-                    found[topic] = None
-        return list(found)
+    def _with_history(self, selectors: Sequence[Selector], after: int = 0) -> list[str]:
+        """The topics the selectors match with events after seq `after`, trimmed to their bounds now.
+        A topic whose last event is older has nothing to replay and lost nothing since."""
+        found = []
+        now = time.monotonic()
+        for topic in _matching(self._topic_index, selectors):
+            history = self._topics[topic]
+            if history.last_seq > after:
+                self._trim(history, now)
+                found.append(topic)
+        return found
+
+    def _retained_of(self, selectors: Sequence[Selector]) -> list[Event]:
+        return [self._retained[t] for t in _matching(self._retained_index, selectors)]
 
     def subscribe(self, selector: Selector) -> asyncio.Future[None]:
         # Every event goes to the sink, which matches it locally: nothing to wait for.
@@ -198,3 +203,11 @@ class MemoryBroker(Broker):
     @property
     def ready(self) -> bool:
         return self._sink is not None
+
+
+def _matching(index: TopicIndex, selectors: Sequence[Selector]) -> list[str]:
+    """The topics of `index` that some selector matches, each once."""
+    found: dict[str, None] = {}
+    for selector in selectors:
+        found.update(dict.fromkeys(index.matching(selector)))
+    return list(found)

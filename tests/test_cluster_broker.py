@@ -15,6 +15,7 @@ from hub.history import Since
 from hub.partitions import Partitions
 from hub.topics import Selector
 from tests.support.waiting import settled
+from tests.support.work import script_runs_us
 
 pytestmark = pytest.mark.parametrize("broker_kind", ["cluster"], indirect=True)
 
@@ -193,3 +194,42 @@ async def test_a_partition_handing_out_an_id_twice_starts_a_new_epoch(hub_factor
     await hub.fanout.broker._client.hset(f"{_partitions(hub).prefixes[p]}:seq", "seq", "5")
     again = (await hub.publish({"topic": "regress", "data": "new"}))["id"]
     assert again.split("_")[0] != ids[0].split("_")[0]  # another digest: another epoch
+
+
+async def test_a_pattern_subscribe_reads_each_partitions_matching_topics_not_all(hub_factory, redis_cluster):
+    # Each partition's snapshot read and split every topic of the partition.
+    hub = await hub_factory(redis_cluster.url, redis__partitions=2)  # 10,000 other topics in each
+    nodes = redis_cluster.primaries()
+    for start in range(0, 20_000, 1000):
+        await hub.publish(
+            [{"topic": f"other/{i}", "data": "x", "retain": True} for i in range(start, start + 1000)]
+        )
+    await hub.publish([{"topic": f"public/{i}", "data": f"public/{i}", "retain": True} for i in range(5)])
+    async with hub.subscribe("public/**") as stream:
+        await stream.take(5)
+        await hub.publish({"topic": "public/0", "data": "again"})
+        assert (await stream.next_event()).data == "again"
+        position = stream.last_event_id
+    await hub.publish({"topic": "public/1", "data": "resumed"})
+    sha = hub.fanout.broker._snapshot_script.sha
+    try:
+        for node in nodes:
+            node.call("CONFIG", "SET", "slowlog-log-slower-than", 0, "slowlog-max-len", 10000)
+        for params, expected in [
+            ({}, {f"public/{i}" for i in range(5)}),
+            ({"lastEventId": "earliest"}, {f"public/{i}" for i in range(5)} | {"again", "resumed"}),
+            ({"lastEventId": position}, {"resumed"}),
+        ]:
+            slowest = []
+            for _ in range(3):  # the best of three: a busy machine can pause Redis in any one
+                for node in nodes:
+                    node.call("SLOWLOG", "RESET")
+                async with hub.subscribe("public/**", **params) as stream:
+                    assert {e.data for e in await stream.take(len(expected))} == expected
+                runs = [us for node in nodes for us in script_runs_us(node, sha)]
+                assert len(runs) == 2, runs  # one read per partition
+                slowest.append(max(runs))
+            assert min(slowest) < 5000, (params, slowest)  # 0.1-0.5 ms; before, 70 ms and more
+    finally:
+        for node in nodes:
+            node.call("CONFIG", "SET", "slowlog-log-slower-than", 10000, "slowlog-max-len", 128)

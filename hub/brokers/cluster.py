@@ -32,6 +32,7 @@ from redis.asyncio.cluster import RedisCluster
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.redis import RedisReplyError, authenticate
+from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.refusals import Refusals
 from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
@@ -93,6 +94,7 @@ class RedisClusterBroker(Broker):
         self._history = history
         self._idempotency_window = idempotency_window
         self._parts = parts = Partitions(config.partitions, config.prefix)
+        self._keys = [RedisKeys(prefix) for prefix in parts.prefixes]
         self._client = RedisCluster.from_url(
             cluster_url(config.url),
             socket_connect_timeout=config.connect_timeout,
@@ -287,14 +289,15 @@ class RedisClusterBroker(Broker):
             args.extend(topics)
             args.append(bodies[i])
             args.append(1 if drafts[i].retain else 0)
-            histories.update(dict.fromkeys(f"{prefix}:h:{t}" for t in topics))
+            histories.update(dict.fromkeys(self._keys[p].history(t) for t in topics))
         # Every key declared: while the slot migrates, Redis then answers TRYAGAIN before running
         # anything, instead of failing the script half-way through on a key that has already moved.
         if idempotency is None:
             token_key = f"{prefix}:pub:{secrets.token_hex(12)}"
         else:
             token_key = f"{prefix}:idem:{idempotency.name}"
-        return [f"{prefix}:seq", f"{prefix}:topics", f"{prefix}:retained", token_key, *histories], args
+        keys = self._keys[p]
+        return [keys.sequence, keys.topics, keys.retained, token_key, *keys.publish_indexes, *histories], args
 
     async def _run_scripts(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[bytes]:
         """Every partition's script call of one publish in one pipeline: one round trip per node, not
@@ -498,8 +501,7 @@ class RedisClusterBroker(Broker):
         ]
         for pattern in patterns:
             args.extend((len(pattern.segments), "/".join(pattern.segments), 1 if pattern.tail else 0))
-        keys = [f"{prefix}:seq", f"{prefix}:topics", f"{prefix}:retained"]
-        keys += [f"{prefix}:h:{t}" for t in exact]
+        keys = [*self._keys[p].snapshot_keys, *(self._keys[p].history(t) for t in exact)]
         synced: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
         if sync:
             if p not in self._wanted:  # given up already (its stream closed): no token would reach us
@@ -523,12 +525,12 @@ class RedisClusterBroker(Broker):
 
     async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
         p = self._parts.of_topic(topic)
-        prefix = self._parts.prefixes[p]
+        keys = self._keys[p]
         start = "-" if after is None else f"({min(after.seq, 2**63 - 1)}-0"
         try:
             async with self._commands:
                 epoch, seq, entries = await self._history_script(
-                    keys=[f"{prefix}:seq", f"{prefix}:h:{topic}"], args=[start, limit]
+                    keys=[keys.sequence, keys.history(topic)], args=[start, limit]
                 )
         except _REDIS_DOWN as exc:
             log.debug("redis cluster call failed: %s", exc)

@@ -189,11 +189,12 @@ class RedisBroker(Broker):
         seen = self._evidence()
         keys = self._keys
         args: list[bytes | str | int] = [
-            4,
+            7,
             keys.sequence,
             keys.topics,
             keys.retained,
             token,
+            *keys.publish_indexes,
             keys.prefix,
             ttl,
             new_epoch(),
@@ -297,7 +298,7 @@ class RedisBroker(Broker):
             args.extend((len(pattern.segments), "/".join(pattern.segments), 1 if pattern.tail else 0))
         keys = self._keys
         try:
-            reply = await self._snapshot_script(keys=[keys.sequence, keys.topics, keys.retained], args=args)
+            reply = await self._snapshot_script(keys=keys.snapshot_keys, args=args)
         except _REDIS_DOWN as exc:
             log.debug("snapshot failed: %s", exc)
             raise BrokerUnavailable("the broker is unavailable") from None

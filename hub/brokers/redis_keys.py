@@ -13,6 +13,20 @@ class RedisKeys:
         self.sequence = f"{prefix}:seq"
         self.topics = f"{prefix}:topics"  # every topic with history, scored by its last seq
         self.retained = f"{prefix}:retained"  # topic -> envelope of its retained event
+        # The same names ordered by name (score 0), so a pattern reads only those under its prefix.
+        self.topic_names = f"{prefix}:topics:names"
+        self.retained_names = f"{prefix}:retained:names"
+        self.names_cursor = f"{prefix}:topics:names:cursor"  # how far an older hub's topics are indexed
+
+    @property
+    def publish_indexes(self) -> list[str]:
+        """The publish script's KEYS after the token: the name indexes and their cursor."""
+        return [self.topic_names, self.retained_names, self.names_cursor]
+
+    @property
+    def snapshot_keys(self) -> list[str]:
+        """The snapshot script's KEYS (a cluster adds histories after them)."""
+        return [self.sequence, self.topics, self.retained, self.topic_names, self.retained_names]
 
     def channel(self, topic: str) -> bytes:
         return self._channel_prefix + topic.encode()

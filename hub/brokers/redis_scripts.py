@@ -6,6 +6,11 @@ topic's last seq), the retained-state hash, and per topic `<prefix>:h:<topic>`, 
 are `<seq>-0` with fields `m` (the envelope), `t` (Redis time, ms, for the age bound) and `p` (the seq of
 the topic's previous event: the first retained entry's `p` says whether anything after a given id was
 trimmed, exactly).
+
+Two name indexes, sorted sets of score 0 (ordered by name): every topic of the registry, and every topic
+with retained state. A pattern reads the names under its literal prefix there, not the whole registry.
+Publishes write them; topics an older hub wrote are indexed a batch per publish, and until then the
+snapshot reads as before (an index is complete when it counts as many as the registry or hash).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from hub.history import RESET_EPOCH, RESET_TOO_MUCH, RESET_TRIMMED, RESET_UNKNOW
 # moves the counter by 0: a probe that Redis takes this script's writes again after refusing them.
 # On a cluster, `prefix` carries the partition's hash tag, so every key touched lives in one slot, and
 # each event goes out once on its partition's sharded channel (SPUBLISH) instead of once per topic.
+# KEYS[5..7]: the topic names index, the retained names index, and the cursor of their catching up with
+# topics an older hub wrote (see `RedisKeys`); a cluster's histories follow them, declared only.
 PUBLISH = """
 local done = redis.call('GET', KEYS[4])
 if done then
@@ -49,6 +56,7 @@ local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local max_events = ARGV[6]
 local max_age = tonumber(ARGV[7])
+local index_due = false
 local ids = {}
 local shard_channel = ARGV[9]
 if tonumber(ARGV[8]) == 0 then
@@ -60,6 +68,7 @@ for e = 1, tonumber(ARGV[8]) do
   local body = ARGV[i + n + 1]
   local retain = ARGV[i + n + 2] == '1'
   local seq = redis.call('HINCRBY', seq_key, 'seq', 1)
+  index_due = index_due or seq % 16 == 0
   local id = epoch .. '-' .. seq
   local message = id .. ' ' .. body
   for c = 1, n do
@@ -81,8 +90,11 @@ for e = 1, tonumber(ARGV[8]) do
       end
     end
     redis.call('ZADD', topics_key, seq, topic)
-    if retain then
-      redis.call('HSET', retained_key, topic, message)
+    if prev == '0' then
+      redis.call('ZADD', KEYS[5], 0, topic)
+    end
+    if retain and redis.call('HSET', retained_key, topic, message) == 1 then
+      redis.call('ZADD', KEYS[6], 0, topic)
     end
     if shard_channel == '' then
       redis.call('PUBLISH', prefix .. ':t:' .. topic, message)
@@ -93,6 +105,30 @@ for e = 1, tonumber(ARGV[8]) do
   end
   ids[e] = id
   i = i + n + 3
+end
+-- Topics an older hub wrote (before the name indexes, or beside this one in a rolling upgrade) are
+-- missing from them. Every 16th seq, a publish compares the counts and indexes the next 1,000 topics
+-- of the registry by score from a cursor: nearly free on the way, complete after a few publishes.
+if index_due and (redis.call('ZCARD', KEYS[5]) < redis.call('ZCARD', topics_key)
+    or redis.call('ZCARD', KEYS[6]) < redis.call('HLEN', retained_key)) then
+  local from = redis.call('GET', KEYS[7]) or '0'
+  local batch = redis.call('ZRANGEBYSCORE', topics_key, '(' .. from, '+inf', 'LIMIT', 0, 1000)
+  if #batch == 0 then
+    redis.call('DEL', KEYS[7])  -- at the end, still incomplete: go round again
+  else
+    local last = redis.call('ZSCORE', topics_key, batch[#batch])
+    if #batch == 1000 then
+      -- the last seq's other topics (of one event), so the cursor can pass it
+      batch = redis.call('ZRANGEBYSCORE', topics_key, '(' .. from, last)
+    end
+    for _, topic in ipairs(batch) do
+      redis.call('ZADD', KEYS[5], 0, topic)
+      if redis.call('HEXISTS', retained_key, topic) == 1 then
+        redis.call('ZADD', KEYS[6], 0, topic)
+      end
+    end
+    redis.call('SET', KEYS[7], last)
+  end
 end
 local result = table.concat(ids, ' ')
 redis.call('SET', KEYS[4], ARGV[10] .. '|' .. result, 'EX', ARGV[2])
@@ -112,6 +148,7 @@ return result
 # The token reaches the hub's subscriber connection after every message published before this read, so
 # once it arrives, no live message older than the snapshot can still be in flight. On a cluster it also
 # carries the position read, as `<token> <epoch>-<seq>`.
+# KEYS[4..5]: the topic names index and the retained names index; a cluster's histories follow them.
 SNAPSHOT = """
 local seq_key, topics_key, retained_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
@@ -151,46 +188,134 @@ local function split(text)
   return out
 end
 
-local topics, seen = {}, {}
-local function add(topic)
-  if not seen[topic] then
-    seen[topic] = true
-    topics[#topics + 1] = topic
-  end
-end
+local exact = {}
 local i = 15
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
-  add(ARGV[i])
+  exact[#exact + 1] = ARGV[i]
 end
 i = i + 1
+-- A pattern reads only the names under its literal prefix from an index ordered by name (a sorted set
+-- of score 0): `a/b/*` those from `a/b/` to `a/b0` ('0' follows '/'), `a/**` also `a`. One that starts
+-- with `*` has no prefix: it reads the whole index.
 local patterns = {}
 for _ = 1, tonumber(ARGV[i]) do
   local count, text, tail = tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3] == '1'
-  patterns[#patterns + 1] = {count == 0 and {} or split(text), tail}
+  local segments = count == 0 and {} or split(text)
+  local literal = {}
+  for _, segment in ipairs(segments) do
+    if segment == '*' then
+      break
+    end
+    literal[#literal + 1] = segment
+  end
+  local ranges = {{'-', '+'}}
+  if #literal > 0 then
+    local stem = table.concat(literal, '/')
+    ranges = {{'[' .. stem .. '/', '(' .. stem .. '0'}}
+    if #literal == #segments then
+      ranges[2] = {'[' .. stem, '[' .. stem}
+    end
+  end
+  patterns[#patterns + 1] = {segments, tail, ranges}
   i = i + 3
 end
-if #patterns > 0 then
-  for _, topic in ipairs(redis.call('ZRANGE', topics_key, 0, -1)) do
-    local parts = split(topic)
+
+local function matches(topic)
+  local parts = split(topic)
+  for _, pattern in ipairs(patterns) do
+    local segments, tail = pattern[1], pattern[2]
+    local ok = (tail and #parts >= #segments) or (#parts == #segments)
+    if ok then
+      for k = 1, #segments do
+        if segments[k] ~= '*' and segments[k] ~= parts[k] then
+          ok = false
+          break
+        end
+      end
+    end
+    if ok then
+      return true
+    end
+  end
+  return false
+end
+
+-- The exact topics, then the matches of the patterns among `candidates`: a name index (by the
+-- patterns' prefixes), or a list of names to test one by one.
+local function gather(index, candidates)
+  local topics, seen = {}, {}
+  local function add(topic)
+    if not seen[topic] then
+      seen[topic] = true
+      topics[#topics + 1] = topic
+    end
+  end
+  for _, topic in ipairs(exact) do
+    add(topic)
+  end
+  if #patterns == 0 then
+    return topics
+  end
+  if index then
     for _, pattern in ipairs(patterns) do
-      local segments, tail = pattern[1], pattern[2]
-      local ok = (tail and #parts >= #segments) or (#parts == #segments)
-      if ok then
-        for k = 1, #segments do
-          if segments[k] ~= '*' and segments[k] ~= parts[k] then
-            ok = false
-            break
+      for _, range in ipairs(pattern[3]) do
+        for _, topic in ipairs(redis.call('ZRANGEBYLEX', index, range[1], range[2])) do
+          if matches(topic) then
+            add(topic)
           end
         end
       end
-      if ok then
+    end
+  else
+    for _, topic in ipairs(candidates()) do
+      if matches(topic) then
         add(topic)
-        break
       end
     end
   end
+  return topics
 end
+
+-- An index that an older hub's writes left incomplete is not read until publishes have caught it up.
+local names_key, retained_names_key = KEYS[4], KEYS[5]
+local function with_history(after)
+  if #patterns == 0 then
+    return gather()
+  end
+  local names = redis.call('ZCARD', names_key) == redis.call('ZCARD', topics_key)
+  if after then
+    -- A topic whose last seq is not after the position has nothing to replay and lost nothing
+    -- since: read the registry by score instead when fewer topics changed than the prefixes hold.
+    local changed = redis.call('ZCOUNT', topics_key, '(' .. after, '+inf')
+    local named = 0
+    if names then
+      for _, pattern in ipairs(patterns) do
+        for _, range in ipairs(pattern[3]) do
+          named = named + redis.call('ZLEXCOUNT', names_key, range[1], range[2])
+        end
+      end
+    end
+    if not names or changed < named then
+      return gather(nil, function()
+        return redis.call('ZRANGEBYSCORE', topics_key, '(' .. after, '+inf')
+      end)
+    end
+  end
+  return gather(names and names_key, function()
+    return redis.call('ZRANGE', topics_key, 0, -1)
+  end)
+end
+local function with_retained()
+  if #patterns == 0 then
+    return gather()
+  end
+  local names = redis.call('ZCARD', retained_names_key) == redis.call('HLEN', retained_key)
+  return gather(names and retained_names_key, function()
+    return redis.call('HKEYS', retained_key)
+  end)
+end
+local topics = {}
 
 local out = {epoch, seq, ''}
 local max_replay = tonumber(ARGV[8])
@@ -213,7 +338,7 @@ local function history_after(after)
   return true
 end
 local function retained()
-  for _, topic in ipairs(topics) do
+  for _, topic in ipairs(with_retained()) do
     local message = redis.call('HGET', retained_key, topic)
     if message then
       out[#out + 1] = message
@@ -237,6 +362,7 @@ if mode == 'after' then
     -- another epoch, or a position from the future: this stream alone resyncs
     out[3] = 'epoch'
   else
+    topics = with_history(ARGV[5])
     for _, topic in ipairs(topics) do
       local head = redis.call('XRANGE', prefix .. ':h:' .. topic, '-', '+', 'COUNT', 1)[1]
       local lost_from
@@ -255,6 +381,7 @@ if mode == 'after' then
     return done()
   end
 elseif mode == 'earliest' then
+  topics = with_history(nil)
   retained()
   if history_after(0) then
     return done()

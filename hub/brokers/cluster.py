@@ -292,11 +292,11 @@ class RedisClusterBroker(Broker):
             histories.update(dict.fromkeys(self._keys[p].history(t) for t in topics))
         # Every key declared: while the slot migrates, Redis then answers TRYAGAIN before running
         # anything, instead of failing the script half-way through on a key that has already moved.
-        if idempotency is None:
-            token_key = f"{prefix}:pub:{secrets.token_hex(12)}"
-        else:
-            token_key = f"{prefix}:idem:{idempotency.name}"
         keys = self._keys[p]
+        if idempotency is None:
+            token_key = keys.publish_token(secrets.token_hex(12))
+        else:
+            token_key = keys.idempotency(idempotency.name)
         return [keys.sequence, keys.topics, keys.retained, token_key, *keys.publish_indexes, *histories], args
 
     async def _run_scripts(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[bytes]:
@@ -435,12 +435,11 @@ class RedisClusterBroker(Broker):
         return sorted(found.items())
 
     async def _current_epochs(self, partitions: Iterable[int]) -> dict[int, str]:
-        prefixes = self._parts.prefixes
         listed = list(partitions)
         try:
             async with self._commands:
                 found = await asyncio.gather(
-                    *(self._client.hget(f"{prefixes[p]}:seq", "epoch") for p in listed)
+                    *(self._client.hget(self._keys[p].sequence, "epoch") for p in listed)
                 )
         except _REDIS_DOWN as exc:
             log.debug("redis cluster call failed: %s", exc)

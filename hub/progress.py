@@ -14,8 +14,9 @@ from typing import TypeGuard
 
 import orjson
 
-from hub.errors import BadRequest, PayloadTooLarge
+from hub.errors import BadRequest
 from hub.event import Draft
+from hub.payload import check_data
 from hub.topics import validate_topic
 
 _FIELDS = {
@@ -63,9 +64,7 @@ def parse_progress(job: str, body: bytes, max_data_bytes: int) -> Draft:
         data = {"current": current, "total": total, "percent": percent}
     if message is not None:
         data["message"] = message
-    size = len(orjson.dumps(data))
-    if size > max_data_bytes:
-        raise PayloadTooLarge("data_too_large", f"the update is {size} bytes; the limit is {max_data_bytes}")
+    check_data(data, max_data_bytes, what="the update")
     return Draft((topic,), data, kind, None, retain=True)
 
 

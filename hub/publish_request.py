@@ -15,7 +15,7 @@ import orjson
 
 from hub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from hub.event import Draft
-from hub.sse import data_text
+from hub.payload import check_data
 from hub.topics import validate_topic
 
 MAX_EVENT_NAME = 128
@@ -131,14 +131,7 @@ def parse_draft(doc: dict[str, object], limits: PublishLimits, where: str = "") 
         raise BadRequest("unknown_field", f"{where}unknown field {unknown!r}")
     topics = _topics(doc, limits, where)
     data = doc.get("data", "")
-    try:
-        size = len(data_text(data).encode("utf-8"))
-    except (TypeError, orjson.JSONEncodeError):
-        raise BadRequest("invalid_data", f"{where}data nests too deeply to be re-encoded") from None
-    if size > limits.max_data_bytes:
-        raise PayloadTooLarge(
-            "data_too_large", f"{where}data is {size} bytes; the limit is {limits.max_data_bytes}"
-        )
+    check_data(data, limits.max_data_bytes, where)
     event = doc.get("event")
     if event is not None:
         event = validate_event_name(event, where)
@@ -183,7 +176,8 @@ def validate_event_name(name: object, where: str = "") -> str:
             "invalid_event_name", f"{where}event must be a string of 1-{MAX_EVENT_NAME} characters"
         )
     for ch in name:
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+        # Cs: a lone surrogate, which no encoder can write
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
             raise BadRequest(
                 "invalid_event_name",
                 f"{where}event {name!r} contains a line break or control character",

@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.ids import advances, names_event
+from tests.support.raw_stream import open_stream
+from tests.support.waiting import settled
 
 
 async def test_form_publish_like_mercure(hub):
@@ -154,3 +156,38 @@ async def test_fuzzed_publish_never_answers_5xx(hub, body, content_type):
         assert resp.status in (200, 400, 413, 415), await resp.text()
         doc = await resp.json()
         assert ("id" in doc or "ids" in doc) if resp.status == 200 else set(doc) == {"error"}
+
+
+def nested_json(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+# orjson parses this, but cannot encode it inside an envelope: once, the memory broker stored it,
+# answered 500, sent it to SSE subscribers only, and its history answered a bare `[`
+POISON = b'{"topic": "public/poison", "data": ' + nested_json(254) + b"}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        POISON,
+        b'{"topic": "public/poison", "data": ' + nested_json(65) + b"}",
+        b'[{"topic": "public/poison", "data": 1}, {"topic": "public/a", "data": ' + nested_json(65) + b"}]",
+    ],
+    ids=["poison-254", "past-the-bound", "batch"],
+)
+async def test_data_nested_too_deep_is_a_400_and_nothing_is_stored_or_sent(hub, body):
+    async with (
+        hub.subscribe("public/**") as sse,
+        open_stream(hub.url, "/events", [("topic", "public/**"), ("format", "ndjson")]) as ndjson,
+    ):
+        await settled(lambda: hub.fanout.connections == 2)
+        status, doc = await hub.post("/publish", data=body, headers={"Content-Type": "application/json"})
+        assert (status, doc["error"]["code"]) == (400, "data_too_deep"), doc
+        async with hub.session.get(hub.url + "/topics/public/poison/history") as resp:
+            assert (resp.status, await resp.json()) == (200, [])
+        marker = await hub.publish({"topic": "public/poison", "data": "marker"})
+        event = await sse.next_event()
+        assert names_event(event.id, marker["id"]), (event.id, marker["id"])
+        (line,) = await ndjson.lines(1)
+        assert orjson.loads(line)["data"] == "marker"

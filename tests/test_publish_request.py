@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hub.errors import HttpError
 from hub.event import Draft
 from hub.publish_request import PublishLimits, parse_publish
+from tests.test_payload import encodes_everywhere
 
 LIMITS = PublishLimits(max_data_bytes=1000, max_batch=10, max_topics=5)
 JSON = "application/json"
@@ -51,7 +52,11 @@ def test_vendor_json_media_type():
         (JSON, b"{", 400, "invalid_json"),
         (JSON, b"\xff\xfe", 400, "invalid_json"),
         (JSON, b"42", 400, "invalid_event"),
-        (JSON, b'{"topic":"a","data":' + b"[" * 300 + b"]" * 300 + b"}", 400, "invalid_data"),
+        (JSON, b'{"topic":"a","data":' + b"[" * 300 + b"]" * 300 + b"}", 400, "data_too_deep"),
+        # parsed, then stored, then unsendable: orjson encodes 254 levels, and the envelope adds one
+        (JSON, b'{"topic":"a","data":' + b"[" * 254 + b"1" + b"]" * 254 + b"}", 400, "data_too_deep"),
+        (JSON, b'{"topic":"a","data":' + b'{"k":' * 65 + b"1" + b"}" * 65 + b"}", 400, "data_too_deep"),
+        (JSON, b'[{"topic":"a"},{"topic":"a","data":' + b"[" * 65 + b"]" * 65 + b"}]", 400, "data_too_deep"),
         (JSON, b'{"topic":"a","data":' + b"9" * 400 + b"}", 400, "invalid_json"),
         (JSON, b'{"topic":"a","data":"\\ud800"}', 400, "invalid_json"),
         (JSON, b"[]", 400, "empty_batch"),
@@ -115,9 +120,19 @@ fields = st.fixed_dictionaries(
         "other": json_values,
     },
 )
+
+
+def deep_data(depth: int, kinds: str) -> bytes:
+    """Data nested `depth` arrays and objects deep, as JSON text (orjson would not encode the deepest)."""
+    opening = "".join("[" if kinds[i % len(kinds)] == "l" else '{"k":' for i in range(depth))
+    closing = "".join("]" if kinds[i % len(kinds)] == "l" else "}" for i in reversed(range(depth)))
+    return f'{{"topic":"a","data":{opening}1{closing}}}'.encode()
+
+
 bodies = st.one_of(
     st.binary(max_size=200),
     fields.map(orjson.dumps),
+    st.builds(deep_data, st.integers(0, 1100), st.text(alphabet="ld", min_size=1, max_size=3)),
     st.lists(fields, max_size=12).map(orjson.dumps),
     st.lists(
         st.tuples(st.sampled_from(["topic", "data", "type", "retry", "x"]), st.text(max_size=8)), max_size=6
@@ -155,4 +170,4 @@ def test_fuzz_parser_answers_drafts_or_a_4xx(content_type, body):
     assert req.drafts
     for draft in req.drafts:
         assert 1 <= len(draft.topics) <= LIMITS.max_topics
-        orjson.loads(draft.body())
+        encodes_everywhere(draft)

@@ -109,6 +109,8 @@ def test_ndjson_lines_are_publish_objects(cuts):
         (b'{"data": "x", "id": "1"}\n', BadRequest),
         (b'{"data": "' + b"x" * 1200 + b'"}\n', PayloadTooLarge),
         (b"x" * 70_000, PayloadTooLarge),  # a line that never ends is not buffered forever
+        # parsed, but no envelope could carry it: refused before it is published
+        (b'{"data": ' + b"[" * 254 + b"1" + b"]" * 254 + b"}\n", BadRequest),
     ],
 )
 def test_ndjson_refusals(body, error):

@@ -210,3 +210,41 @@ async def test_a_stream_over_the_rate_is_slowed_not_cut(hub_factory):
         got = await stream.take(9)
     assert [e.data for e in got[:8]] == [str(i) for i in range(8)]
     assert asyncio.get_running_loop().time() - started >= 0.25  # 6 events over the burst at 20/s
+
+
+def nested_json(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [64, 253], ids=["past-the-bound", "orjson-limit"])
+async def test_progress_with_a_result_nested_too_deep_is_a_400_and_stores_nothing(hub, depth):
+    # 253 in the result is 254 in the update: once a 500 on every broker (orjson cannot encode it)
+    async with hub.subscribe("jobs/**") as stream:
+        status, doc = await hub.post(
+            "/progress/poison",
+            data=b'{"done": true, "result": ' + nested_json(depth) + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert (status, doc["error"]["code"]) == (400, "data_too_deep"), doc
+        async with hub.session.get(hub.url + "/topics/jobs/poison/history") as resp:
+            assert (resp.status, await resp.json()) == (200, [])
+        marker = await hub.publish({"topic": "jobs/poison", "data": "marker"})
+        event = await stream.next_event()
+        assert names_event(event.id, marker["id"]), (event.id, marker["id"])
+
+
+async def test_a_streamed_line_nested_too_deep_is_refused_and_never_published(hub):
+    async with hub.subscribe("feed/deep") as stream:
+        status, doc = await hub.post(
+            "/publish/stream",
+            params={"topic": "feed/deep"},
+            data=b'{"data": "ok"}\n{"data": ' + nested_json(254) + b'}\n{"data": "never"}\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        assert (status, doc["error"]["code"]) == (400, "data_too_deep")
+        got = await stream.take(2)
+    assert [(e.event, e.data) for e in got] == [("message", "ok"), ("error", got[1].data)]
+    error = orjson.loads(got[1].data)
+    assert error["events"] == 1
+    async with hub.session.get(hub.url + "/topics/feed/deep/history") as resp:
+        assert [e["data"] for e in await resp.json()] == ["ok", error]

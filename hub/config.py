@@ -61,6 +61,8 @@ class SseConfig:
     retry: int = 3000  # ms, the reconnection delay sent when a stream opens
     max_buffer: int = 1 * MiB  # unsent bytes after which a slow connection is closed
     subscribe_timeout: float = 5.0  # wait for the broker to confirm a subscription, then 503
+    # seconds a replay's unsent output may stay over max_buffer before the client is cut off
+    drain_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ _POSITIVE = {
     "sse.heartbeat_interval",
     "sse.max_buffer",
     "sse.subscribe_timeout",
+    "sse.drain_timeout",
     "history.max_events",
     "history.max_replay",
     "publish.idempotency_window",

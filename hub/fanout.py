@@ -148,7 +148,8 @@ def snapshot_bodies(
     """The bytes a subscriber gets before live events, in batches: a reset if any, the replayed or
     retained events, then (SSE only) a position line so even a quiet client resumes from here.
 
-    NDJSON carries the reset as a line and ids in its objects; text carries the events' data only."""
+    NDJSON carries the reset as a line and ids in its objects; text carries the events' data only.
+    Takes the events out of `snapshot` as it goes, so that none is held once written."""
     parts: list[bytes] = []
     size = 0
     if snapshot.reset is not None:
@@ -157,7 +158,12 @@ def snapshot_bodies(
             parts.append(sse.encode_event(reset, event="reset"))
         elif fmt is Format.NDJSON:
             parts.append(formats.ndjson_reset(snapshot.reset))
-    for event in snapshot.events:
+    events = snapshot.events
+    events.reverse()  # popped from the end: each in O(1)
+    position = str(snapshot.position)
+    del snapshot
+    while events:
+        event = events.pop()
         body = event_body(event) if fmt is Format.SSE else _other_body(fmt, event, selectors)
         parts.append(body)
         size += len(body)
@@ -165,7 +171,7 @@ def snapshot_bodies(
             yield b"".join(parts)
             parts, size = [], 0
     if fmt is Format.SSE:
-        parts.append(sse.encode_position(str(snapshot.position)))
+        parts.append(sse.encode_position(position))
     yield b"".join(parts)
 
 
@@ -425,6 +431,15 @@ class Fanout:
             if live is not None and not live.done():
                 live.cancel()
             self.broker.unsubscribe(selector)
+
+    def cut_off(self, outbox: Outbox) -> None:
+        """Close a stream whose client stopped reading its replay (the caller dropped its connection)."""
+        held, outbox.held = len(outbox.held or ()), None
+        outbox.close(CloseReason.SLOW_CONSUMER)
+        self.unsubscribe(outbox)
+        self.counters["dropped"] += held
+        self.counters["slow_consumers"] += 1
+        log.info("closed a slow consumer of %s during its replay", ",".join(s.text for s in outbox.selectors))
 
     def _group(self, selector: Selector, *, create: bool) -> _Group | None:
         if selector.is_pattern:

@@ -19,6 +19,7 @@ from hub.history import Since
 from hub.history_request import HistoryRequest, parse_history
 from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
+from hub.http.replay import write_replay
 from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
 from hub.idempotency import scoped
@@ -91,14 +92,26 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
         await response.prepare(request)  # sends the headers at once, whatever follows
         if sub.format is Format.SSE:
             await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
-        # The replay goes through aiohttp's writer, which waits for a slow reader, so a long replay
-        # is never mistaken for a slow consumer; live events are held meanwhile.
-        for body in snapshot_bodies(snapshot, fmt=sub.format, selectors=sub.selectors):
-            await response.write(body)
+        # Live events are held meanwhile. The bodies take the snapshot's events as they go: a long
+        # replay's memory goes as it is written, and all of it once a client that stopped reading is cut.
+        position = snapshot.position
+        bodies = snapshot_bodies(snapshot, fmt=sub.format, selectors=sub.selectors)
+        del snapshot
         transport = request.transport
-        if transport is None or transport.is_closing() or outbox.closed:
+        if transport is None:
             return response
-        fanout.start_writing(outbox, transport, snapshot.position)
+        if not await write_replay(
+            response,
+            transport,
+            bodies,
+            max_buffer=config.sse.max_buffer,
+            drain_timeout=config.sse.drain_timeout,
+        ):
+            fanout.cut_off(outbox)
+            return response
+        if transport.is_closing() or outbox.closed:
+            return response
+        fanout.start_writing(outbox, transport, position)
         if outbox.closed:
             return response
         # From here the stream lives on in the fan-out alone: the unsubscribe is the protocol's.

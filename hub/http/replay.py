@@ -1,0 +1,37 @@
+"""Writing a subscriber's replay under the same bound as its live output, never waiting forever.
+
+Live output is cut off once a client's unsent bytes pass `sse.max_buffer` (see `Outbox`). A replay is
+all there at once and often longer than that, so it is written as the client takes it: past the bound
+the writer waits for the transport to drain, and a client whose unsent output stays over the bound for
+`sse.drain_timeout` seconds is cut off, a slow consumer like any other (it resumes from the last event
+it got). This must never hold what was written: the bodies are consumed one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from aiohttp import web
+
+
+async def write_replay(
+    response: web.StreamResponse,
+    transport: asyncio.Transport,
+    bodies: Iterator[bytes],
+    *,
+    max_buffer: int,
+    drain_timeout: float,
+) -> bool:
+    """Write `bodies` to the prepared `response`; False if the client was cut off for not reading."""
+    # asyncio pauses the writer once the buffer is over the bound and resumes it as soon as it is back
+    # under: aiohttp's write waits in between, and that wait is what the timeout bounds.
+    transport.set_write_buffer_limits(high=max_buffer, low=max_buffer)
+    try:
+        for body in bodies:
+            async with asyncio.timeout(drain_timeout):
+                await response.write(body)
+    except TimeoutError:
+        transport.abort()  # what it holds goes at once, as a live slow consumer's does
+        return False
+    return True

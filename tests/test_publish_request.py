@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hub.errors import HttpError
 from hub.event import Draft
-from hub.publish_request import PublishLimits, parse_publish
+from hub.publish_request import PublishLimits, parse_publish, validate_event_name
 from tests.test_payload import encodes_everywhere
 
 LIMITS = PublishLimits(max_data_bytes=1000, max_batch=10, max_topics=5)
@@ -171,3 +171,10 @@ def test_fuzz_parser_answers_drafts_or_a_4xx(content_type, body):
     for draft in req.drafts:
         assert 1 <= len(draft.topics) <= LIMITS.max_topics
         encodes_everywhere(draft)
+
+
+def test_an_event_name_no_encoder_can_write_is_refused():
+    # no parser here makes a lone surrogate, but a name that cannot be encoded must never be stored
+    with pytest.raises(HttpError) as refused:
+        validate_event_name("x\ud800")
+    assert (refused.value.status, refused.value.code) == (400, "invalid_event_name")

@@ -31,7 +31,20 @@ async def write_replay(
         for body in bodies:
             async with asyncio.timeout(drain_timeout):
                 await response.write(body)
+        # aiohttp waits only once 64 KiB were written since it last did: the last bodies may leave the
+        # buffer over the bound, which the first live event would take for a slow consumer.
+        async with asyncio.timeout(drain_timeout):
+            await _under(transport, max_buffer)
     except TimeoutError:
         transport.abort()  # what it holds goes at once, as a live slow consumer's does
         return False
     return True
+
+
+async def _under(transport: asyncio.Transport, max_buffer: int) -> None:
+    # Polled, more and more seldom: this is once per stream, and asyncio tells only the protocol (which
+    # is aiohttp's) of a buffer's progress.
+    pause = 0.001
+    while transport.get_write_buffer_size() > max_buffer and not transport.is_closing():
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, 0.1)

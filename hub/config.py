@@ -70,6 +70,8 @@ class HistoryConfig:
     max_events: int = 1000  # per topic
     max_age: float = 86400.0  # seconds; 0 keeps events until max_events pushes them out
     max_replay: int = 10000  # events one resume replays; a client that missed more gets a reset
+    # bytes of history one resume reads from Redis in one reply; past them, a reset too
+    max_replay_bytes: int = 16 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,7 @@ _POSITIVE = {
     "sse.drain_timeout",
     "history.max_events",
     "history.max_replay",
+    "history.max_replay_bytes",
     "publish.idempotency_window",
     "limits.max_body_bytes",
     "limits.max_data_bytes",

@@ -210,6 +210,20 @@ async def test_a_resume_past_max_replay_is_a_reset(hub_factory):
         assert [e.data for e in await stream.take(4)] == ["6", "7", "8", "9"]
 
 
+async def test_a_resume_past_max_replay_bytes_is_a_reset_on_redis(hub_factory, broker_kind):
+    """A replay comes from Redis in one reply, held whole until written: max_replay events of max_data
+    bytes made one resume up to 2.5 GB. The memory broker replays the events it holds, copying nothing."""
+    hub = await hub_factory(history__max_replay_bytes=50_000)
+    ids = (await hub.publish([{"topic": "big", "data": f"{i}" + "x" * 9_999} for i in range(10)]))["ids"]
+    async with hub.subscribe("big", headers={"Last-Event-ID": ids[0]}) as stream:
+        if broker_kind == "memory":
+            assert len(await stream.take(9)) == 9
+        else:
+            assert "more events" in await reset_reason(stream)
+    async with hub.subscribe("big", headers={"Last-Event-ID": ids[5]}) as stream:
+        assert [e.data[0] for e in await stream.take(4)] == ["6", "7", "8", "9"]
+
+
 async def test_a_last_event_id_that_is_not_utf8_is_just_unknown(hub):
     async with hub.subscribe(
         "u", headers={"Last-Event-ID": "\udcff\udcfe-1".encode("utf-8", "surrogateescape").decode("latin-1")}

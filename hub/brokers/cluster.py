@@ -494,6 +494,7 @@ class RedisClusterBroker(Broker):
             check[0] if check else "",
             check[1] if check else 0,
             check[2] if check else "",
+            self._history.max_replay_bytes,
             len(exact),
             *exact,
             len(patterns),

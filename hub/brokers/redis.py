@@ -290,6 +290,7 @@ class RedisBroker(Broker):
             "",
             0,
             "",
+            self._history.max_replay_bytes,
             len(exact),
             *exact,
             len(patterns),

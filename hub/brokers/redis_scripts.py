@@ -140,7 +140,8 @@ return result
 # done, the most events to replay (past it: reset 'too_much'), 'SPUBLISH' on a cluster (else 'PUBLISH'),
 # this hub's evidence ('' or the epoch and seq of the newest position it received from this Redis), a
 # continuity check ('' or the topic, seq and envelope of the last event the hub received: after a
-# failover, the promoted replica may lack it and hand its seq out again), the exact topic count, the
+# failover, the promoted replica may lack it and hand its seq out again), the most bytes of history to
+# replay (past it: reset 'too_much'), the exact topic count, the
 # topics, the pattern count, then per pattern: its segment count, its segments joined by '/', '1' if it
 # ends in `**`. Returns {epoch, seq, reset reason or '', envelopes...}.
 # Only the hub's evidence can start a new epoch: the client's after-id is judged, never written, so no
@@ -189,7 +190,7 @@ local function split(text)
 end
 
 local exact = {}
-local i = 15
+local i = 16
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
   exact[#exact + 1] = ARGV[i]
@@ -319,21 +320,31 @@ local topics = {}
 
 local out = {epoch, seq, ''}
 local max_replay = tonumber(ARGV[8])
+local max_bytes = tonumber(ARGV[15])
+local replayed = 0
 local function history_after(after)
   for _, topic in ipairs(topics) do
     local key = prefix .. ':h:' .. topic
-    local entries = redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', max_replay + 1)
-    for _, entry in ipairs(entries) do
-      out[#out + 1] = entry[2][2]
-    end
-    if #out - 3 > max_replay then
-      -- more than one reply should carry: the client resyncs from the retained state instead
-      for k = #out, 4, -1 do
-        out[k] = nil
+    local start = '(' .. after .. '-0'
+    repeat
+      -- in slices, so that a replay past its bounds stops there rather than after reading it all
+      local entries = redis.call('XRANGE', key, start, '+', 'COUNT', 256)
+      for _, entry in ipairs(entries) do
+        out[#out + 1] = entry[2][2]
+        replayed = replayed + #entry[2][2]
       end
-      out[3] = 'too_much'
-      return false
-    end
+      if #out - 3 > max_replay or replayed > max_bytes then
+        -- more than one reply should carry: the client resyncs from the retained state instead
+        for k = #out, 4, -1 do
+          out[k] = nil
+        end
+        out[3] = 'too_much'
+        return false
+      end
+      if #entries > 0 then
+        start = '(' .. entries[#entries][1]
+      end
+    until #entries < 256
   end
   return true
 end

@@ -49,6 +49,14 @@ class Position:
         return event.id if position.seq > self.seq else None
 
 
+def newest(current: Position | None, position: Position) -> Position:
+    """The later of two positions a hub was told of: within an epoch, the greater; a new epoch replaces
+    the old (Redis lost data since)."""
+    if current is None or position.epoch != current.epoch or position.seq > current.seq:
+        return position
+    return current
+
+
 def parse_id(text: str) -> Position | None:
     """The position an id names, or None if it is not in the shape of an id this hub issues: an epoch of
     its alphabet, short, and a seq written as the hub writes it (no sign, no leading zero) within

@@ -443,3 +443,21 @@ async def test_topics_an_older_hub_wrote_are_read_and_then_indexed_by_publishes(
         "old/new",
     ]
     await pattern_reads_every_topic()
+
+
+async def test_a_counter_an_older_hub_let_a_client_damage_is_repaired_by_a_new_epoch(hub, redis_server):
+    """A subscriber's Last-Event-ID once left `1e+20` in the counter: every publish answered 503 for
+    good, and stream ids read `<epoch>--9223372036854775808`. The scripts start a new epoch above it."""
+    before = (await hub.publish({"topic": "dmg", "data": "before"}))["id"]
+    redis_server.command("HSET", hub.fanout.broker._keys.sequence, "seq", "1e+20")
+    # A history read before any script ran: the damaged counter names no place (no 500).
+    async with hub.session.get(hub.url + "/topics/dmg/history", params={"after": before}) as resp:
+        assert resp.status == 409, await resp.text()
+    after = (await hub.publish({"topic": "dmg", "data": "after"}))["id"]
+    assert after.split("-")[0] != before.split("-")[0]
+    assert int(after.split("-")[1]) >= int(before.split("-")[1])
+    async with hub.subscribe("dmg", lastEventId=before) as stream:
+        assert (await stream.next_event()).event == "reset"
+    async with hub.subscribe("dmg", lastEventId=after) as stream:
+        await hub.publish({"topic": "dmg", "data": "live"})
+        assert (await stream.next_event()).data == "live"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hub.event import Draft, Event
-from hub.history import HistoryPage, Position, Since, Snapshot, parse_id
+from hub.history import HistoryPage, Position, Since, Snapshot, parse_id, parse_seq
 from hub.idempotency import Idempotency
 from hub.topics import Selector
 
@@ -82,3 +82,12 @@ class Broker(ABC):
     @abstractmethod
     def ready(self) -> bool:
         """Events can be published and the subscription is live."""
+
+
+def stored_position(epoch: bytes | None, seq: bytes | None) -> Position:
+    """The position a sequence hash holds. No epoch yet, or a counter no script of ours wrote (the
+    scripts repair it at their next run): no position a reader holds names a place in it."""
+    number = parse_seq(seq.decode()) if seq else 0
+    if not epoch or number is None:
+        return Position("", 0)
+    return Position(epoch.decode(), number)

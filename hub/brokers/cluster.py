@@ -30,7 +30,7 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from hub.brokers import redis_scripts
-from hub.brokers.base import Broker, BrokerSink
+from hub.brokers.base import Broker, BrokerSink, stored_position
 from hub.brokers.redis import RedisReplyError, authenticate
 from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.refusals import Refusals
@@ -48,6 +48,7 @@ from hub.history import (
     Since,
     SinceKind,
     Snapshot,
+    newest,
     parse_id,
 )
 from hub.idempotency import Idempotency
@@ -192,7 +193,8 @@ class RedisClusterBroker(Broker):
         ]
         if idempotency is not None:
             # The key's own partition holds its record too, whichever partitions the request touches, so
-            # that a request reusing the key for other topics finds it there.
+            # that a request reusing the key for other topics finds it there. The price of a key on a
+            # cluster: a round trip to read the records first, and sometimes one more script call.
             home = int(idempotency.name[:8], 16) % self._parts.count
             await self._check_reuse(sorted({*groups, home}), idempotency)
             if home not in groups:
@@ -215,17 +217,13 @@ class RedisClusterBroker(Broker):
         if b"!reused" in replies:
             raise idempotency_key_reused()
         entries: list[list[tuple[int, str, int]]] = [[] for _ in drafts]
-        for (p, items), reply in zip(sorted(groups.items()), replies, strict=False):
-            newest = None
+        # The key's own partition answered last, if it was called for its record alone: no ids of ours.
+        for (p, items), reply in zip(sorted(groups.items()), replies[: len(groups)], strict=True):
             for (i, _), id_ in zip(items, reply.decode().split(" "), strict=True):
-                newest = parse_id(id_)
-                assert newest is not None
-                entries[i].append((p, newest.epoch, newest.seq))
-            published = self._published[p]
-            if newest is not None and (
-                published is None or newest.epoch != published.epoch or newest > published
-            ):
-                self._published[p] = newest
+                position = parse_id(id_)
+                assert position is not None
+                entries[i].append((p, position.epoch, position.seq))
+                self._published[p] = newest(self._published[p], position)
         return [format_vector(e) for e in entries]
 
     def _evidence(self, p: int) -> tuple[str, int]:
@@ -242,11 +240,10 @@ class RedisClusterBroker(Broker):
         script checks only its own record, and a request that reuses a key for other partitions would
         otherwise be published in those and refused in the others. (Two requests racing with one key
         can still get past this; the scripts then refuse the second where the first has written.)"""
-        prefixes = self._parts.prefixes
         try:
             async with self._commands:
                 found = await asyncio.gather(
-                    *(self._client.get(f"{prefixes[p]}:idem:{idempotency.name}") for p in partitions)
+                    *(self._client.get(self._keys[p].idempotency(idempotency.name)) for p in partitions)
                 )
         except _REDIS_DOWN as exc:
             log.debug("idempotency check failed: %s", exc)
@@ -535,7 +532,7 @@ class RedisClusterBroker(Broker):
         except _REDIS_DOWN as exc:
             log.debug("redis cluster call failed: %s", exc)
             raise BrokerUnavailable("the broker is unavailable") from None
-        position = Position(epoch.decode() if epoch else "", int(seq or 0))
+        position = stored_position(epoch, seq)
         events = []
         last = None
         for entry_id, fields in entries:

@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from hub.brokers import redis_scripts
-from hub.brokers.base import Broker, BrokerSink
+from hub.brokers.base import Broker, BrokerSink, stored_position
 from hub.brokers.command_link import CommandLink, LinkDown
 from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.refusals import Refusals
@@ -47,6 +47,7 @@ from hub.history import (
     SinceKind,
     Snapshot,
     merge,
+    newest,
     parse_id,
     seq_of,
 )
@@ -167,11 +168,9 @@ class RedisBroker(Broker):
         if reply == b"!reused":
             raise idempotency_key_reused()
         ids: list[str] = reply.decode().split(" ")
-        newest = parse_id(ids[-1])
-        if newest is not None and (
-            self._published is None or newest.epoch != self._published.epoch or newest > self._published
-        ):
-            self._published = newest
+        last = parse_id(ids[-1])
+        if last is not None:
+            self._published = newest(self._published, last)
         return ids
 
     def _evidence(self) -> Position | None:
@@ -328,7 +327,7 @@ class RedisBroker(Broker):
             log.error("redis refused a history read: %s", exc)
             raise BrokerUnavailable("the broker refused the read") from None
         # No epoch yet: Redis has no history at all, so no position a reader holds names a place in it.
-        position = Position(epoch.decode() if epoch else "", int(seq or 0))
+        position = stored_position(epoch, seq)
         return HistoryPage.of(position, _open_all([fields[b"m"] for _, fields in entries]))
 
     async def tick(self) -> None:

@@ -17,6 +17,22 @@ from __future__ import annotations
 
 from hub.history import RESET_EPOCH, RESET_TOO_MUCH, RESET_TRIMMED, RESET_UNKNOWN
 
+# A counter that is not a plain integer was written by no script of this hub (an older one let a client's
+# Last-Event-ID in, leaving `1e+20`): every publish failed on it, and ids issued under it cannot be trusted.
+# A new epoch starts from the highest seq any topic has (a history's next entry must be above its last).
+# Returns the new epoch, or nil when the counter is sound.
+REPAIR_COUNTER = """
+local function repair_counter(seq_key, topics_key, fresh)
+  local stored = redis.call('HGET', seq_key, 'seq')
+  if not stored or (#stored <= 16 and string.match(stored, '^%d+$')) then
+    return nil
+  end
+  local top = redis.call('ZRANGE', topics_key, -1, -1, 'WITHSCORES')[2]
+  redis.call('HSET', seq_key, 'epoch', fresh, 'seq', math.floor(math.max(tonumber(top or '0') or 0, 0)))
+  return fresh
+end
+"""
+
 # KEYS: sequence hash, topic registry, retained hash, this call's token (its first answer, for retries
 # and Idempotency-Key). ARGV: prefix, token lifetime (s), a fresh epoch, this hub's last seen epoch and
 # seq, max events per topic, max age (ms; 0 = none), the event count, the shard channel ('' on one Redis:
@@ -28,7 +44,9 @@ from hub.history import RESET_EPOCH, RESET_TOO_MUCH, RESET_TRIMMED, RESET_UNKNOW
 # each event goes out once on its partition's sharded channel (SPUBLISH) instead of once per topic.
 # KEYS[5..7]: the topic names index, the retained names index, and the cursor of their catching up with
 # topics an older hub wrote (see `RedisKeys`); a cluster's histories follow them, declared only.
-PUBLISH = """
+PUBLISH = (
+    REPAIR_COUNTER
+    + """
 local done = redis.call('GET', KEYS[4])
 if done then
   local fingerprint, ids = string.match(done, '^([^|]*)|(.*)$')
@@ -42,7 +60,7 @@ if done then
 end
 local seq_key, topics_key, retained_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
-local epoch = redis.call('HGET', seq_key, 'epoch')
+local epoch = repair_counter(seq_key, topics_key, ARGV[3]) or redis.call('HGET', seq_key, 'epoch')
 local hwm = tonumber(ARGV[5])
 if not epoch then
   epoch = ARGV[3]
@@ -134,6 +152,7 @@ local result = table.concat(ids, ' ')
 redis.call('SET', KEYS[4], ARGV[10] .. '|' .. result, 'EX', ARGV[2])
 return result
 """
+)
 
 # KEYS: sequence hash, topic registry, retained hash. ARGV: prefix, a fresh epoch, mode ('new',
 # 'earliest', 'after', 'unknown'), the client's after-id epoch and seq, a channel and token to publish when
@@ -150,10 +169,12 @@ return result
 # once it arrives, no live message older than the snapshot can still be in flight. On a cluster it also
 # carries the position read, as `<token> <epoch>-<seq>`.
 # KEYS[4..5]: the topic names index and the retained names index; a cluster's histories follow them.
-SNAPSHOT = """
+SNAPSHOT = (
+    REPAIR_COUNTER
+    + """
 local seq_key, topics_key, retained_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
-local epoch = redis.call('HGET', seq_key, 'epoch')
+local epoch = repair_counter(seq_key, topics_key, ARGV[2]) or redis.call('HGET', seq_key, 'epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', seq_key, 'epoch', epoch)
@@ -329,11 +350,16 @@ local function history_after(after)
     repeat
       -- in slices, so that a replay past its bounds stops there rather than after reading it all
       local entries = redis.call('XRANGE', key, start, '+', 'COUNT', 256)
+      local over = false
       for _, entry in ipairs(entries) do
         out[#out + 1] = entry[2][2]
         replayed = replayed + #entry[2][2]
+        if replayed > max_bytes then
+          over = true
+          break
+        end
       end
-      if #out - 3 > max_replay or replayed > max_bytes then
+      if over or #out - 3 > max_replay then
         -- more than one reply should carry: the client resyncs from the retained state instead
         for k = #out, 4, -1 do
           out[k] = nil
@@ -403,6 +429,7 @@ end
 retained()
 return done()
 """
+)
 
 # The SNAPSHOT script's reset reason, as the client is told it.
 RESETS = {

@@ -1,0 +1,165 @@
+"""The adversarial layer of issue 18: hostile values on every endpoint, header and query parameter that
+reaches the engine, on the memory broker, one Redis and a Redis Cluster, with auth off and on.
+
+Each batch of hostile requests (from 127.0.0.2; the honest client is 127.0.0.1) is followed by the checks
+of `tests.support.hostile_run`: (a) Redis keys other than those an accepted publish writes byte for byte
+unchanged, on every node; (b) an honest publish, and a resume from the last real id, delivered with no
+`reset`; (c) no 5xx and no ERROR log line. With auth on, hostile requests carry no token, a minimal one
+(one public topic), forged ones or bytes that are no token; `public/**` is open to anonymous readers.
+
+`HUB_HOSTILE_EXAMPLES` sets the batches per test (default 8: the layer stays within about a minute);
+hypothesis runs derandomized, with no database, so a run is the same each time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jwt
+import pytest
+from hypothesis import strategies as st
+
+from hub.auth import mint
+from tests.support import hostile
+from tests.support.hostile import Credentials
+from tests.support.hostile_run import HostileRun
+from tests.support.ids import plain, vector
+from tests.support.raw_http import RawAnswer, RawRequest, send
+from tests.support.waiting import settled
+
+SECRET = "hostile-secret-of-at-least-32-bytes!"
+ALLOWED_ORIGIN = "https://app.example"
+EXAMPLES = int(os.environ.get("HUB_HOSTILE_EXAMPLES", "8"))
+BATCH = 4  # hostile requests per batch, at most
+
+pytestmark = [
+    pytest.mark.parametrize("auth", ["off", "jwt"]),
+    pytest.mark.timeout(60 + EXAMPLES * 3),
+]
+
+
+def credentials() -> Credentials:
+    minimal = mint(publish=["public/min"], subscribe=["public/min"], secret=SECRET)
+    forged = [
+        mint(publish=["**"], subscribe=["**"], secret="another-secret-of-at-least-32-bytes"),
+        mint(publish=["**"], subscribe=["**"], secret=SECRET, ttl=-60),
+        jwt.encode({"hub": {"publish": ["**"], "subscribe": ["**"]}}, key="", algorithm="none"),
+        jwt.encode({"hub": {"publish": ["**"], "subscribe": ["**"]}}, key=SECRET * 2, algorithm="HS512"),
+        jwt.encode({"hub": {"publish": "**", "subscribe": [["**"]]}}, key=SECRET, algorithm="HS256"),
+        jwt.encode(
+            {"hub": {"publish": [f"public/t{i}" for i in range(3000)]}}, key=SECRET, algorithm="HS256"
+        ),
+        minimal.replace(".", ".\u00e9", 1),
+    ]
+    return Credentials(minimal, forged)
+
+
+@pytest.fixture
+async def run(hub_factory, broker_kind, request, caplog, auth):
+    settings = {"cors__origins": (ALLOWED_ORIGIN,), "cors__allow_credentials": True}
+    admin = {}
+    if auth == "jwt":
+        settings |= {"auth__jwt_secret": SECRET, "auth__public_topics": ("public/**",)}
+        admin = {"Authorization": "Bearer " + mint(publish=["**"], subscribe=["**"], secret=SECRET)}
+    hub = await hub_factory(**settings)
+    await settled(lambda: hub.fanout.broker.ready)
+    if broker_kind == "redis":
+        ports = [request.getfixturevalue("redis_server").port]
+    elif broker_kind == "cluster":
+        ports = [node.port for node in request.getfixturevalue("redis_cluster").nodes]
+    else:
+        ports = []
+    running = HostileRun(hub, caplog, ports, admin)
+    await running.start()
+    yield running
+    print(f"\n[{broker_kind}, auth {auth}] {running.summary()}")
+
+
+def batches(requests):
+    return st.lists(requests, min_size=1, max_size=BATCH)
+
+
+async def test_hostile_resume_positions_change_nothing_shared(run):
+    """Last-Event-ID and ?lastEventId= from the future, the past, other epochs and partitions, numbers no
+    counter holds, undecodable bytes: at most that one stream resets."""
+    await run.run(batches(hostile.resume_requests(run.anchors, credentials())), EXAMPLES)
+
+
+async def test_hostile_history_queries_change_nothing_shared(run):
+    """?after=, ?limit= and ?format= on a topic's history: a 4xx or a history, never a write."""
+    await run.run(batches(hostile.history_requests(run.anchors, credentials())), EXAMPLES)
+
+
+async def test_hostile_topics_and_selectors_change_nothing_shared(run):
+    """Topics and selectors spelled every way, in every place one is read from."""
+    await run.run(batches(hostile.topic_requests(credentials())), EXAMPLES)
+
+
+async def test_hostile_publishes_write_only_their_own_topics(run):
+    """Nested and huge data, hostile Idempotency-Keys, media types, progress reports and streamed bodies:
+    refused with a 4xx before anything is stored, or published to their own topics only; an
+    Idempotency-Key a hostile client used does not swallow the honest client's publish."""
+    await run.run(batches(hostile.publish_requests(credentials())), EXAMPLES)
+
+
+async def test_hostile_credentials_and_origins_on_every_endpoint(run, auth):
+    """Tokens forged, undecodable, huge or in the wrong scheme, in every place one is read from, from any
+    Origin: never a 5xx, and no cookie-authenticated write from an origin CORS does not allow."""
+    creds = credentials()
+    await run.run(batches(hostile.credential_requests(creds)), EXAMPLES, check=csrf_check(auth, creds))
+
+
+def csrf_check(auth, creds):
+    cookie = b"hub_token=" + creds.minimal.encode()
+
+    def check(request: RawRequest, answer: RawAnswer) -> str | None:
+        headers = dict(request.headers)
+        origin = headers.get(b"Origin")
+        if (
+            auth == "jwt"
+            and request.method == b"POST"
+            and headers.get(b"Cookie") == cookie
+            and origin is not None
+            and origin != ALLOWED_ORIGIN.encode()
+            and answer.status == 200
+        ):
+            return f"a cookie-authenticated write from Origin {origin!r} was accepted: {request!r}"
+        return None
+
+    return check
+
+
+async def test_a_future_id_resets_only_its_own_stream(run, broker_kind):
+    """The issue's attack, exactly: the current epoch (or digest) with a seq from the future, in the
+    header and in the query. That stream gets a `reset`; Redis, the honest client and every later
+    publish do not notice."""
+    ids = future_ids(run.anchors)
+    requests = []
+    for value in ids:
+        header = hostile.request("GET", b"/events?topic=public/probe", [(b"Last-Event-ID", value.encode())])
+        query = hostile.request("GET", b"/events?topic=public/probe&lastEventId=" + value.encode())
+        requests += [header, query]
+
+    def check(request: RawRequest, answer: RawAnswer) -> str | None:
+        if answer.status != 200 or not answer.reset:
+            return f"{request!r} answered {answer.status} without a reset: {answer.body[:300]!r}"
+        return None
+
+    await run.batch(requests, check)
+    # and a stream that did not send one still opens with the epoch it had before
+    again = await send(run.hub.url, RawRequest(b"GET", b"/events?topic=public/probe"))
+    assert again.status == 200, again
+    assert not again.reset, again
+
+
+def future_ids(anchors):
+    out = []
+    for anchor in anchors[:1]:
+        if anchor.is_vector:
+            digest, seqs = vector(anchor.id)
+            entries = "".join(f"_{p}.99999999" for p in seqs)
+            out += [digest + entries, digest + "".join(f"_{p}.{s + 1000000}" for p, s in seqs.items())]
+        else:
+            epoch, seq = plain(anchor.id)
+            out += [f"{epoch}-99999999999999999999", f"{epoch}-1000000", f"{epoch}-{seq + 1}"]
+    return out

@@ -1,0 +1,197 @@
+"""Batches of hostile requests against a live hub, each followed by the three checks of issue 18:
+
+(a) Redis keys other than those the batch's accepted publishes write are byte for byte unchanged, on
+    every node (`tests.support.redis_state`);
+(b) an honest client still publishes, and resumes from the last real id it got with no `reset`: its
+    replay, then live delivery (and an Idempotency-Key a hostile client used is still the honest
+    client's own);
+(c) no 5xx answer, no JSON answer that does not parse, and no ERROR log line.
+
+Hostile requests come from another address (127.0.0.2) than the honest client (127.0.0.1), so that what
+the hub keys per client keeps them apart. Hypothesis generates the batches in a worker thread (as
+`tests.support.fuzz` does) and each runs on the hub's event loop. Shrinking is off: a hub that one batch
+broke fails every later batch too, so the first failing batch is the one to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from hub.http.state import CONFIG
+from tests.support.hostile import Anchor
+from tests.support.hub_client import HubUnderTest
+from tests.support.raw_http import RawAnswer, RawRequest, send
+from tests.support.redis_state import RedisState
+from tests.support.sse_reader import SseStream
+
+PROBE = "public/probe"  # the honest client's topic
+HOSTILE_ADDRESS = "127.0.0.2"
+
+Check = Callable[[RawRequest, RawAnswer], str | None]
+
+
+@dataclass
+class HostileRun:
+    hub: HubUnderTest
+    caplog: pytest.LogCaptureFixture
+    redis_ports: Sequence[int]  # every node of the hub's Redis; empty on the memory broker
+    admin: dict[str, str]  # the honest publisher's headers (a token when auth is on)
+    last_id: str = ""  # the id of the last event the honest client received
+    anchors: list[Anchor] = field(default_factory=list)
+    batches: int = 0
+    requests: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return self.hub.running.runner.app[CONFIG].redis.prefix
+
+    async def start(self) -> None:
+        """The honest client's first event, and the anchors positions are made from: its id (one
+        partition on a cluster) and the position of a stream of every public topic (all partitions).
+        Reading every partition first also gives each its epoch before the first snapshot of keys."""
+        wide = await send(self.hub.url, RawRequest(b"GET", b"/events?topic=public/**"))
+        assert wide.status == 200, wide
+        async with self._subscribe(None) as stream:
+            await self._publish("start", None)
+            event = await stream.next_event()
+            assert event.data == "start", event
+            self.last_id = event.id
+        position = [line for line in wide.body.split(b"\n") if line.startswith(b"id: ")]
+        self.anchors = [Anchor(self.last_id), Anchor(position[-1][4:].decode())]
+
+    async def run(
+        self, batches: st.SearchStrategy[list[RawRequest]], examples: int, check: Check | None = None
+    ) -> None:
+        """`examples` batches from hypothesis, each checked. Generated in a thread beside the hub's loop."""
+        loop = asyncio.get_running_loop()
+
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(batch=batches)
+        def one(batch: list[RawRequest]) -> None:
+            asyncio.run_coroutine_threadsafe(self.batch(batch, check), loop).result(timeout=120)
+
+        await asyncio.to_thread(one)
+
+    async def batch(self, requests: Sequence[RawRequest], check: Check | None = None) -> None:
+        self.batches += 1
+        problems: list[str] = []
+        before = self._keys()
+        logged = len(self.caplog.records)
+        written: list[str] = []
+        published = False
+        keys: list[str] = []
+        for request in requests:
+            answer = await send(self.hub.url, request, local_host=HOSTILE_ADDRESS)
+            self.requests += 1
+            self.statuses[answer.status] = self.statuses.get(answer.status, 0) + 1
+            if answer.status >= 500:
+                problems.append(f"{answer.status} {answer.body[:300]!r} for {request!r}")
+            elif answer.content_type == "application/json" and not _parses(answer.body):
+                problems.append(f"a JSON answer that does not parse, {answer.body[:300]!r}, for {request!r}")
+            if answer.status == 200 and request.writes:
+                written += request.writes
+                published = True
+                keys += [v.decode("latin-1") for n, v in request.headers if n.lower() == b"idempotency-key"]
+            if check is not None and (problem := check(request, answer)) is not None:
+                problems.append(problem)
+        after = self._keys()
+        if before is not None and after is not None:
+            changes = before.changes(after, self.prefix, written, published)
+            problems += [f"redis key changed: {change}" for change in changes]
+        errors = [
+            f"{r.levelname} {r.name}: {r.getMessage()[:300]}"
+            + (f" ({type(r.exc_info[1]).__name__})" if r.exc_info else "")
+            for r in self.caplog.records[logged:]
+            if r.levelno >= logging.ERROR
+        ]
+        problems += [f"logged: {line}" for line in errors]
+        problems += await self.probe(keys[0] if keys else None)
+        if problems:
+            listing = "\n  ".join(repr(r) for r in requests)
+            raise AssertionError(
+                f"batch {self.batches}: " + "\n".join(problems) + f"\nthe batch:\n  {listing}"
+            )
+
+    async def probe(self, idempotency_key: str | None = None) -> list[str]:
+        """(b): publish, resume from the last real id (the new event replayed, no reset), then a live
+        event. Answers the problems found; the honest client's last id moves on only when all went well."""
+        marker = f"probe-{self.batches}"
+        try:
+            status, text = await self._publish(marker, idempotency_key)
+            if status != 200:
+                return [f"the honest publish answered {status}: {text[:300]}"]
+            async with self._subscribe(self.last_id) as stream:
+                seen = []
+                async with asyncio.timeout(10):
+                    while True:
+                        event = await stream.next_event(10)
+                        seen.append((event.event, event.data[:80]))
+                        if event.event == "reset":
+                            return [f"the honest resume from {self.last_id!r} got a reset: {event.data}"]
+                        if event.data == marker:
+                            break
+                status, text = await self._publish(marker + "-live", None)
+                if status != 200:
+                    return [f"the honest publish answered {status}: {text[:300]}"]
+                event = await stream.next_event(10)
+                if (event.event, event.data) != ("message", marker + "-live"):
+                    return [f"the honest live event came as {event}"]
+                self.last_id = event.id
+        except TimeoutError:
+            key = f" (published with Idempotency-Key {idempotency_key!r})" if idempotency_key else ""
+            return [f"the honest resume from {self.last_id!r} never got its event{key}: got {seen}"]
+        except AssertionError as exc:
+            return [f"the honest resume from {self.last_id!r} was refused: {exc}"]
+        return []
+
+    async def _publish(self, data: str, idempotency_key: str | None) -> tuple[int, str]:
+        headers = dict(self.admin)
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        body = {"topic": PROBE, "data": data}
+        async with self.hub.session.post(self.hub.url + "/publish", json=body, headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    @contextlib.asynccontextmanager
+    async def _subscribe(self, last_id: str | None) -> AsyncIterator[SseStream]:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        url = self.hub.url + "/events"
+        async with self.hub.session.get(url, params={"topic": PROBE}, headers=headers) as resp:
+            assert resp.status == 200, f"{resp.status} {await resp.text()}"
+            stream = SseStream(resp)
+            await stream.until_comment()
+            yield stream
+
+    def _keys(self) -> RedisState | None:
+        if not self.redis_ports:
+            return None
+        return RedisState.capture(self.redis_ports, self.prefix)
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
+        return f"{self.batches} batches, {self.requests} requests ({statuses})"
+
+
+def _parses(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True

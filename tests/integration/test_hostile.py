@@ -7,7 +7,7 @@ unchanged, on every node; (b) an honest publish, and a resume from the last real
 `reset`; (c) no 5xx and no ERROR log line. With auth on, hostile requests carry no token, a minimal one
 (one public topic), forged ones or bytes that are no token; `public/**` is open to anonymous readers.
 
-`HUB_HOSTILE_EXAMPLES` sets the batches per test (default 8: the layer stays within about a minute);
+`HUB_HOSTILE_EXAMPLES` sets the batches per test (default 15: the layer stays within about a minute);
 hypothesis runs derandomized, with no database, so a run is the same each time.
 """
 
@@ -29,8 +29,8 @@ from tests.support.waiting import settled
 
 SECRET = "hostile-secret-of-at-least-32-bytes!"
 ALLOWED_ORIGIN = "https://app.example"
-EXAMPLES = int(os.environ.get("HUB_HOSTILE_EXAMPLES", "8"))
-BATCH = 4  # hostile requests per batch, at most
+EXAMPLES = int(os.environ.get("HUB_HOSTILE_EXAMPLES", "15"))
+BATCH = 6  # hostile requests per batch, at most
 
 pytestmark = [
     pytest.mark.parametrize("auth", ["off", "jwt"]),
@@ -82,12 +82,23 @@ def batches(requests):
 async def test_hostile_resume_positions_change_nothing_shared(run):
     """Last-Event-ID and ?lastEventId= from the future, the past, other epochs and partitions, numbers no
     counter holds, undecodable bytes: at most that one stream resets."""
-    await run.run(batches(hostile.resume_requests(run.anchors, credentials())), EXAMPLES)
+    seeds = [
+        [
+            hostile.request("GET", b"/events?topic=public/**", [(b"Last-Event-ID", value.encode())]),
+            hostile.request("GET", b"/events?topic=public/probe&lastEventId=" + value.encode()),
+        ]
+        for value in future_ids(run.anchors)
+    ]
+    await run.run(batches(hostile.resume_requests(run.anchors, credentials())), EXAMPLES, seeds=seeds)
 
 
 async def test_hostile_history_queries_change_nothing_shared(run):
     """?after=, ?limit= and ?format= on a topic's history: a 4xx or a history, never a write."""
-    await run.run(batches(hostile.history_requests(run.anchors, credentials())), EXAMPLES)
+    seeds = [
+        [hostile.request("GET", b"/topics/public%2Fprobe/history?after=" + value.encode())]
+        for value in future_ids(run.anchors)
+    ]
+    await run.run(batches(hostile.history_requests(run.anchors, credentials())), EXAMPLES, seeds=seeds)
 
 
 async def test_hostile_topics_and_selectors_change_nothing_shared(run):
@@ -99,31 +110,143 @@ async def test_hostile_publishes_write_only_their_own_topics(run):
     """Nested and huge data, hostile Idempotency-Keys, media types, progress reports and streamed bodies:
     refused with a 4xx before anything is stored, or published to their own topics only; an
     Idempotency-Key a hostile client used does not swallow the honest client's publish."""
-    await run.run(batches(hostile.publish_requests(credentials())), EXAMPLES)
+    creds = credentials()
+    await run.run(
+        batches(hostile.publish_requests(creds)), EXAMPLES, check=reuse_check, seeds=publish_seeds(creds)
+    )
+
+
+def publish_seeds(creds):
+    """The issue's: an event nested 254 deep, as data and as a progress result; an Idempotency-Key the
+    attacker takes first (the honest publish after the batch reuses it); one key, two bodies."""
+    token = [(b"Authorization", b"Bearer " + creds.minimal.encode())]
+    json_type = [(b"Content-Type", b"application/json")]
+    deep = hostile.nested(254, "list")
+    key = [(b"Idempotency-Key", b"order-7-created")]
+
+    def publish(body, headers=(), note="publish"):
+        return hostile.request(
+            "POST", b"/publish", [*json_type, *token, *headers], body, ["public/min"], note
+        )
+
+    return [
+        [publish(b'{"topic": "public/min", "data": ' + deep + b"}")],
+        [
+            hostile.request(
+                "POST",
+                b"/progress/min",
+                [*json_type, *token],
+                b'{"done": true, "result": ' + deep + b"}",
+                ["jobs/min"],
+                "progress",
+            )
+        ],
+        [publish(b'{"topic": "public/min", "data": "attacker"}', key)],
+        [
+            publish(b'{"topic": "public/min", "data": "first"}', [(b"Idempotency-Key", b"reused-1")]),
+            publish(
+                b'{"topic": "public/min", "data": "second"}', [(b"Idempotency-Key", b"reused-1")], REUSED
+            ),
+        ],
+    ]
+
+
+REUSED = "the same key, another body"
+
+
+def reuse_check(request: RawRequest, answer: RawAnswer) -> str | None:
+    if request.note == REUSED and answer.status not in (401, 403, 422):
+        return f"an Idempotency-Key reused with another body answered {answer.status}, not 422"
+    return None
 
 
 async def test_hostile_credentials_and_origins_on_every_endpoint(run, auth):
     """Tokens forged, undecodable, huge or in the wrong scheme, in every place one is read from, from any
-    Origin: never a 5xx, and no cookie-authenticated write from an origin CORS does not allow."""
+    Origin: never a 5xx, no cookie-authenticated write from an origin CORS does not allow, and (auth on)
+    no stats for a client without a token."""
     creds = credentials()
-    await run.run(batches(hostile.credential_requests(creds)), EXAMPLES, check=csrf_check(auth, creds))
+    await run.run(
+        batches(hostile.credential_requests(creds)),
+        EXAMPLES,
+        check=credential_check(auth, creds),
+        seeds=credential_seeds(creds),
+    )
 
 
-def csrf_check(auth, creds):
+def credential_seeds(creds):
+    """The issue's: tokens that are not UTF-8, and cookie-authenticated simple requests (a form post, a
+    `text/plain` post) from a foreign Origin to every route that publishes."""
+    cookie = (b"Cookie", b"hub_token=" + creds.minimal.encode())
+    evil = (b"Origin", b"https://evil.example")
+    return [
+        [
+            hostile.request("GET", b"/events?topic=public/min", [(b"Authorization", b"Bearer \xe9")]),
+            hostile.request("GET", b"/events?topic=public/min", [(b"Cookie", b"hub_token=x\xff")]),
+            hostile.request(
+                "POST",
+                b"/publish",
+                [(b"Authorization", b"Bearer \xe9"), (b"Content-Type", b"application/json")],
+                b'{"topic": "public/min", "data": "x"}',
+                ["public/min"],
+            ),
+        ],
+        [
+            hostile.request(
+                "POST",
+                b"/publish",
+                [cookie, evil, (b"Content-Type", b"application/x-www-form-urlencoded")],
+                b"topic=public/min&data=csrf",
+                ["public/min"],
+            ),
+            hostile.request(
+                "POST",
+                b"/progress/min",
+                [cookie, evil, (b"Content-Type", b"text/plain")],
+                b'{"current": 1, "total": 2}',
+                ["jobs/min"],
+            ),
+            hostile.request(
+                "POST",
+                b"/publish/stream?topic=public/min",
+                [cookie, evil, (b"Content-Type", b"text/plain")],
+                b"csrf",
+                ["public/min"],
+            ),
+        ],
+    ]
+
+
+PRIVATE_READS = (b"/stats", b"/stats/stream", b"/metrics")
+
+
+def credential_check(auth, creds):
+    """With auth on: no cookie-authenticated write from an origin CORS does not allow, and no stats
+    without a valid token."""
     cookie = b"hub_token=" + creds.minimal.encode()
 
+    def carries_token(request: RawRequest) -> bool:
+        headers = dict(request.headers)
+        query = request.target.partition(b"?")[2].split(b"&")
+        return (
+            headers.get(b"Authorization") == b"Bearer " + creds.minimal.encode()
+            or headers.get(b"Cookie") == cookie
+            or b"token=" + creds.minimal.encode() in query
+        )
+
     def check(request: RawRequest, answer: RawAnswer) -> str | None:
+        if auth != "jwt" or answer.status != 200:
+            return None
         headers = dict(request.headers)
         origin = headers.get(b"Origin")
         if (
-            auth == "jwt"
-            and request.method == b"POST"
+            request.method == b"POST"
             and headers.get(b"Cookie") == cookie
             and origin is not None
             and origin != ALLOWED_ORIGIN.encode()
-            and answer.status == 200
         ):
-            return f"a cookie-authenticated write from Origin {origin!r} was accepted: {request!r}"
+            return f"a cookie-authenticated write from Origin {origin!r} was accepted"
+        if request.target.split(b"?")[0] in PRIVATE_READS and not carries_token(request):
+            return f"{request.target.split(b'?')[0].decode()} answered 200 without a token while auth is on"
         return None
 
     return check
@@ -142,10 +265,11 @@ async def test_a_future_id_resets_only_its_own_stream(run, broker_kind):
 
     def check(request: RawRequest, answer: RawAnswer) -> str | None:
         if answer.status != 200 or not answer.reset:
-            return f"{request!r} answered {answer.status} without a reset: {answer.body[:300]!r}"
+            return f"a resume from the future answered {answer.status} with no reset"
         return None
 
     await run.batch(requests, check)
+    run.assert_clean()
     # and a stream that did not send one still opens with the epoch it had before
     again = await send(run.hub.url, RawRequest(b"GET", b"/events?topic=public/probe"))
     assert again.status == 200, again

@@ -417,9 +417,15 @@ def topic_requests(creds: Credentials) -> st.SearchStrategy[RawRequest]:
     def build(draw: st.DrawFn) -> RawRequest:
         where = draw(st.sampled_from(["events", "many", "history", "progress", "stream", "publish"]))
         value = draw(topic)
-        text = value.decode("utf-8", "replace")
         spelled = draw(query_value(value))
-        written = (text, urllib.parse.quote(text, safe=""), urllib.parse.unquote(text))
+        # what the hub may take the topic for, whichever way it decodes the spelling sent
+        written = (
+            value.decode("utf-8", "replace"),
+            value.decode("utf-8", "surrogateescape"),
+            value.decode("latin-1"),
+            urllib.parse.quote_from_bytes(value, safe=""),
+            urllib.parse.unquote(value.decode("latin-1")),
+        )
         json_topic = json.dumps(value.decode("utf-8", "surrogatepass")).encode("utf-8", "surrogatepass")
         if where == "events":
             more = draw(st.lists(topic, max_size=3))

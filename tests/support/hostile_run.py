@@ -5,7 +5,7 @@
 (b) an honest client still publishes, and resumes from the last real id it got with no `reset`: its
     replay, then live delivery (and an Idempotency-Key a hostile client used is still the honest
     client's own);
-(c) no 5xx answer, no JSON answer that does not parse, and no ERROR log line.
+(c) no 5xx answer, no JSON answer that does not parse, no ERROR log line (and no version banner).
 
 Hostile requests come from another address (127.0.0.2) than the honest client (127.0.0.1), so that what
 the hub keys per client keeps them apart. Hypothesis generates the batches in a worker thread (as
@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ from tests.support.sse_reader import SseStream
 PROBE = "public/probe"  # the honest client's topic
 HOSTILE_ADDRESS = "127.0.0.2"
 
+# A test's own check of each answer: the kind of problem it shows, or None.
 Check = Callable[[RawRequest, RawAnswer], str | None]
 
 
@@ -50,6 +52,7 @@ class HostileRun:
     batches: int = 0
     requests: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    found: dict[str, tuple[int, str]] = field(default_factory=dict)  # kind -> (times, first instance)
 
     @property
     def prefix(self) -> str:
@@ -70,28 +73,31 @@ class HostileRun:
         self.anchors = [Anchor(self.last_id), Anchor(position[-1][4:].decode())]
 
     async def run(
-        self, batches: st.SearchStrategy[list[RawRequest]], examples: int, check: Check | None = None
+        self,
+        batches: st.SearchStrategy[list[RawRequest]],
+        examples: int,
+        check: Check | None = None,
+        seeds: Sequence[Sequence[RawRequest]] = (),
     ) -> None:
-        """`examples` batches from hypothesis, each checked. Generated in a thread beside the hub's loop."""
-        loop = asyncio.get_running_loop()
+        """The `seeds` (the attacks the issue names, so that no draw can miss them), then `examples`
+        batches from hypothesis, each checked; then fails listing every kind of problem found, each
+        with the first batch that showed it."""
+        for batch in [*seeds, *generate(batches, examples)]:
+            await self.batch(batch, check)
+        self.assert_clean()
 
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(batch=batches)
-        def one(batch: list[RawRequest]) -> None:
-            asyncio.run_coroutine_threadsafe(self.batch(batch, check), loop).result(timeout=120)
-
-        await asyncio.to_thread(one)
+    def assert_clean(self) -> None:
+        if not self.found:
+            return
+        lines = [f"{len(self.found)} kinds of problem in {self.summary()}:"]
+        for kind, (count, first) in self.found.items():
+            lines.append(f"- {kind}: {count} times; first: {first}")
+        raise AssertionError("\n".join(lines))
 
     async def batch(self, requests: Sequence[RawRequest], check: Check | None = None) -> None:
+        """Send a batch, run the checks, and note each problem under its kind (see `assert_clean`)."""
         self.batches += 1
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []
         before = self._keys()
         logged = len(self.caplog.records)
         written: list[str] = []
@@ -101,64 +107,74 @@ class HostileRun:
             answer = await send(self.hub.url, request, local_host=HOSTILE_ADDRESS)
             self.requests += 1
             self.statuses[answer.status] = self.statuses.get(answer.status, 0) + 1
+            where = f"{request.method.decode()} {_path(request.target)}"
+            if re.search(r"python|aiohttp", answer.headers.get("server", ""), re.IGNORECASE):
+                problems.append(("a version banner in the Server header", answer.headers["server"]))
             if answer.status >= 500:
-                problems.append(f"{answer.status} {answer.body[:300]!r} for {request!r}")
+                problems.append((f"{answer.status} on {where}", f"{answer.body[:300]!r} for {request!r}"))
             elif answer.content_type == "application/json" and not _parses(answer.body):
-                problems.append(f"a JSON answer that does not parse, {answer.body[:300]!r}, for {request!r}")
-            if answer.status == 200 and request.writes:
+                problems.append((f"JSON that does not parse on {where}", f"{answer.body[:300]!r}"))
+            # A streamed publish publishes what came before a bad part of its body, and then refuses it.
+            streamed = request.target.startswith(b"/publish/stream") and answer.status in (200, 400, 413)
+            if request.writes and (answer.status == 200 or streamed):
                 written += request.writes
                 published = True
-                keys += [v.decode("latin-1") for n, v in request.headers if n.lower() == b"idempotency-key"]
+                if request.target.split(b"?")[0] == b"/publish":  # the one route that reads the key
+                    keys += [
+                        v.decode("latin-1") for n, v in request.headers if n.lower() == b"idempotency-key"
+                    ]
             if check is not None and (problem := check(request, answer)) is not None:
-                problems.append(problem)
+                problems.append((problem, f"{answer.status} {answer.body[:300]!r} for {request!r}"))
         after = self._keys()
         if before is not None and after is not None:
-            changes = before.changes(after, self.prefix, written, published)
-            problems += [f"redis key changed: {change}" for change in changes]
-        errors = [
-            f"{r.levelname} {r.name}: {r.getMessage()[:300]}"
-            + (f" ({type(r.exc_info[1]).__name__})" if r.exc_info else "")
-            for r in self.caplog.records[logged:]
-            if r.levelno >= logging.ERROR
-        ]
-        problems += [f"logged: {line}" for line in errors]
+            problems += [
+                (f"redis key changed ({kind})", change)
+                for kind, change in before.changes(after, self.prefix, written, published)
+            ]
+        for record in self.caplog.records[logged:]:
+            if record.levelno >= logging.ERROR:
+                exc = f" ({type(record.exc_info[1]).__name__})" if record.exc_info else ""
+                problems.append(
+                    (f"logged {record.levelname} by {record.name}{exc}", record.getMessage()[:300])
+                )
         problems += await self.probe(keys[0] if keys else None)
-        if problems:
-            listing = "\n  ".join(repr(r) for r in requests)
-            raise AssertionError(
-                f"batch {self.batches}: " + "\n".join(problems) + f"\nthe batch:\n  {listing}"
+        listing = "\n      ".join(repr(r) for r in requests)
+        for kind, detail in problems:
+            count, first = self.found.get(
+                kind, (0, f"{detail}\n    in batch {self.batches}:\n      {listing}")
             )
+            self.found[kind] = (count + 1, first)
 
-    async def probe(self, idempotency_key: str | None = None) -> list[str]:
+    async def probe(self, idempotency_key: str | None = None) -> list[tuple[str, str]]:
         """(b): publish, resume from the last real id (the new event replayed, no reset), then a live
         event. Answers the problems found; the honest client's last id moves on only when all went well."""
         marker = f"probe-{self.batches}"
         try:
             status, text = await self._publish(marker, idempotency_key)
             if status != 200:
-                return [f"the honest publish answered {status}: {text[:300]}"]
+                return [(f"the honest publish answered {status}", text[:300])]
             async with self._subscribe(self.last_id) as stream:
                 seen = []
-                async with asyncio.timeout(10):
+                async with asyncio.timeout(3):
                     while True:
-                        event = await stream.next_event(10)
+                        event = await stream.next_event(3)
                         seen.append((event.event, event.data[:80]))
                         if event.event == "reset":
-                            return [f"the honest resume from {self.last_id!r} got a reset: {event.data}"]
+                            return [("the honest resume got a reset", f"from {self.last_id!r}: {event.data}")]
                         if event.data == marker:
                             break
                 status, text = await self._publish(marker + "-live", None)
                 if status != 200:
-                    return [f"the honest publish answered {status}: {text[:300]}"]
-                event = await stream.next_event(10)
+                    return [(f"the honest publish answered {status}", text[:300])]
+                event = await stream.next_event(3)
                 if (event.event, event.data) != ("message", marker + "-live"):
-                    return [f"the honest live event came as {event}"]
+                    return [("the honest live event was another", repr(event))]
                 self.last_id = event.id
         except TimeoutError:
             key = f" (published with Idempotency-Key {idempotency_key!r})" if idempotency_key else ""
-            return [f"the honest resume from {self.last_id!r} never got its event{key}: got {seen}"]
+            return [("the honest resume missed its event", f"from {self.last_id!r}{key}: got {seen}")]
         except AssertionError as exc:
-            return [f"the honest resume from {self.last_id!r} was refused: {exc}"]
+            return [("the honest resume was refused", f"from {self.last_id!r}: {exc}")]
         return []
 
     async def _publish(self, data: str, idempotency_key: str | None) -> tuple[int, str]:
@@ -187,6 +203,36 @@ class HostileRun:
     def summary(self) -> str:
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
         return f"{self.batches} batches, {self.requests} requests ({statuses})"
+
+
+def generate(strategy: st.SearchStrategy[list[RawRequest]], examples: int) -> list[list[RawRequest]]:
+    """The batches, all drawn before the first is sent: hypothesis seeds the global `random` while it
+    draws and takes any other use of it then (the hub's epochs, a cluster broker's jitter) for a
+    strategy's, so nothing of the hub may run meanwhile."""
+    drawn: list[list[RawRequest]] = []
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(batch=strategy)
+    def draw(batch: list[RawRequest]) -> None:
+        drawn.append(batch)
+
+    draw()
+    return drawn
+
+
+def _path(target: bytes) -> str:
+    path = target.split(b"?")[0].decode("utf-8", "replace")
+    for route in ("/topics/", "/progress/"):
+        if path.startswith(route):
+            return route + "..."
+    return path
 
 
 def _parses(body: bytes) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "text/plain")
 # An SSE block holding nothing but an id line: the position every stream sends after its replay.
@@ -36,6 +37,9 @@ class RawRequest:
         if self.body or self.method == b"POST":
             lines.append(b"Content-Length: %d" % len(self.body))
         return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis prints examples with this: keep it short
 
     def __repr__(self) -> str:
         head = f"{self.method.decode()} {self.target[:300]!r} headers={list(self.headers)!r}"[:1200]
@@ -80,12 +84,15 @@ async def send(
             answer = RawAnswer(int(status_line.split()[1]), headers)
             chunked = headers.get("transfer-encoding", "").lower() == "chunked"
             stream = answer.status == 200 and answer.content_type in STREAM_TYPES
-            if stream and request.target.startswith((b"/events", b"/stats/stream")):
-                sse = answer.content_type == "text/event-stream" and request.target.startswith(b"/events")
-                answer.body = await _stream_head(reader, chunked, until_position=sse)
-            else:
-                raw = await reader.read()  # Connection: close, so the body ends with the connection
-                answer.body = _dechunk(raw) if chunked else raw
+            try:
+                if stream and request.target.startswith((b"/events", b"/stats/stream")):
+                    sse = answer.content_type == "text/event-stream" and request.target.startswith(b"/events")
+                    answer.body = await _stream_head(reader, chunked, until_position=sse)
+                else:
+                    raw = await reader.read()  # Connection: close, so the body ends with the connection
+                    answer.body = _dechunk(raw) if chunked else raw
+            except ConnectionError:
+                pass  # refused before the whole request was read: the answer stands
             return answer
     finally:
         writer.close()
@@ -97,7 +104,7 @@ async def _stream_head(reader: asyncio.StreamReader, chunked: bool, until_positi
     """An SSE stream of events up to its position line; any other stream: what arrives in a short while
     (a reset line comes at once, events only when published)."""
     raw = b""
-    wait = 5.0 if until_position else 0.2
+    wait = 2.0 if until_position else 0.2
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait):
             while True:

@@ -39,9 +39,11 @@ class RedisState:
                         break
         return cls(keys)
 
-    def changes(self, after: RedisState, prefix: str, written: Iterable[str], published: bool) -> list[str]:
+    def changes(
+        self, after: RedisState, prefix: str, written: Iterable[str], published: bool
+    ) -> list[tuple[str, str]]:
         """What changed that the accepted publishes (to `written` topics; any at all if `published`)
-        do not account for. Empty when nothing else moved."""
+        do not account for, as (kind of key, what changed). Empty when nothing else moved."""
         topics = set(written)
         out = []
         for key in sorted(self.keys.keys() | after.keys.keys()):
@@ -49,8 +51,12 @@ class RedisState:
             if old == new:
                 continue
             kind, rest = _kind(key, prefix)
+            if kind in ("seq", "topics", "retained"):
+                # a hash or sorted set a publish creates if it is missing
+                old, new = old or {}, new or {}
             if kind == "seq" and isinstance(old, dict) and isinstance(new, dict) and published:
-                if old.get("epoch") == new.get("epoch") and int(new.get("seq", 0)) >= int(old.get("seq", 0)):
+                same_epoch = old.get("epoch") in (None, new.get("epoch"))
+                if same_epoch and int(new.get("seq", 0)) >= int(old.get("seq", 0)):
                     continue
             elif kind in ("topics", "retained") and isinstance(old, dict) and isinstance(new, dict):
                 if _without(old, topics) == _without(new, topics):
@@ -59,7 +65,7 @@ class RedisState:
                 continue
             elif kind == "token" and old is None and published:
                 continue  # a new publish token, answering retries of an accepted publish
-            out.append(f"{key!r}: {_short(old)} -> {_short(new)}")
+            out.append((kind, f"{key!r}: {_short(old)} -> {_short(new)}"))
         return out
 
 

@@ -5,7 +5,8 @@ Each batch of hostile requests (from 127.0.0.2; the honest client is 127.0.0.1) 
 of `tests.support.hostile_run`: (a) Redis keys other than those an accepted publish writes byte for byte
 unchanged, on every node; (b) an honest publish, and a resume from the last real id, delivered with no
 `reset`; (c) no 5xx and no ERROR log line. With auth on, hostile requests carry no token, a minimal one
-(one public topic), forged ones or bytes that are no token; `public/**` is open to anonymous readers.
+(one public topic), forged or malformed ones, or bytes that are no token; `public/**` is open to
+anonymous readers. Each test also runs the attacks the issue names, as fixed seeds.
 
 `HUB_HOSTILE_EXAMPLES` sets the batches per test (default 15: the layer stays within about a minute);
 hypothesis runs derandomized, with no database, so a run is the same each time.
@@ -40,7 +41,7 @@ pytestmark = [
 
 def credentials() -> Credentials:
     minimal = mint(publish=["public/min"], subscribe=["public/min"], secret=SECRET)
-    forged = [
+    hostile_tokens = [
         mint(publish=["**"], subscribe=["**"], secret="another-secret-of-at-least-32-bytes"),
         mint(publish=["**"], subscribe=["**"], secret=SECRET, ttl=-60),
         jwt.encode({"hub": {"publish": ["**"], "subscribe": ["**"]}}, key="", algorithm="none"),
@@ -51,7 +52,7 @@ def credentials() -> Credentials:
         ),
         minimal.replace(".", ".\u00e9", 1),
     ]
-    return Credentials(minimal, forged)
+    return Credentials(minimal, hostile_tokens)
 
 
 @pytest.fixture

@@ -170,9 +170,7 @@ def query_value(value: bytes) -> st.SearchStrategy[bytes]:
         [
             urllib.parse.quote_from_bytes(value, safe="").encode(),
             urllib.parse.quote_from_bytes(value, safe="").replace("%", "%25").encode(),
-            urllib.parse.quote_plus_from_bytes(value).encode()
-            if hasattr(urllib.parse, "quote_plus_from_bytes")
-            else urllib.parse.quote_plus(value.decode("latin-1"), encoding="latin-1").encode(),
+            urllib.parse.quote_plus(value.decode("latin-1"), encoding="latin-1").encode(),
             raw_safe,
         ]
     )
@@ -278,15 +276,17 @@ class Credentials:
     """How a hostile request authenticates: the tokens it may carry, valid and not."""
 
     minimal: str  # a valid token granting one public topic
-    forged: Sequence[str]  # signed with another secret, `alg: none`, expired, other algorithms...
+    # signed with another secret, `alg: none`, expired, another algorithm; or signed right but with
+    # claims of the wrong shape, or thousands of grants
+    hostile: Sequence[str]
 
 
 def credential_headers(creds: Credentials) -> st.SearchStrategy[tuple[list[tuple[bytes, bytes]], bytes]]:
-    """Headers, and a query suffix, carrying a token: none, the minimal one, a forged one, or bytes
+    """Headers, and a query suffix, carrying a token: none, the minimal one, a hostile one, or bytes
     that are not a token at all (undecodable, huge, in the wrong scheme)."""
     token = st.one_of(
         st.just(creds.minimal.encode()),
-        st.sampled_from(list(creds.forged)).map(str.encode),
+        st.sampled_from(list(creds.hostile)).map(str.encode),
         header_bytes(st.text(max_size=60)),
         st.sampled_from(UNDECODABLE),
         st.just(creds.minimal.encode() + b"="),

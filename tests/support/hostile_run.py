@@ -155,9 +155,9 @@ class HostileRun:
                 return [(f"the honest publish answered {status}", text[:300])]
             async with self._subscribe(self.last_id) as stream:
                 seen = []
-                async with asyncio.timeout(3):
+                async with asyncio.timeout(5):
                     while True:
-                        event = await stream.next_event(3)
+                        event = await stream.next_event(5)
                         seen.append((event.event, event.data[:80]))
                         if event.event == "reset":
                             return [("the honest resume got a reset", f"from {self.last_id!r}: {event.data}")]
@@ -166,7 +166,7 @@ class HostileRun:
                 status, text = await self._publish(marker + "-live", None)
                 if status != 200:
                     return [(f"the honest publish answered {status}", text[:300])]
-                event = await stream.next_event(3)
+                event = await stream.next_event(5)
                 if (event.event, event.data) != ("message", marker + "-live"):
                     return [("the honest live event was another", repr(event))]
                 self.last_id = event.id

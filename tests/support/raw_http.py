@@ -104,7 +104,7 @@ async def _stream_head(reader: asyncio.StreamReader, chunked: bool, until_positi
     """An SSE stream of events up to its position line; any other stream: what arrives in a short while
     (a reset line comes at once, events only when published)."""
     raw = b""
-    wait = 2.0 if until_position else 0.2
+    wait = 5.0 if until_position else 0.2
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait):
             while True:

@@ -15,6 +15,7 @@ hypothesis runs derandomized, with no database, so a run is the same each time.
 from __future__ import annotations
 
 import os
+import re
 
 import jwt
 import pytest
@@ -163,8 +164,8 @@ def reuse_check(request: RawRequest, answer: RawAnswer) -> str | None:
 
 async def test_hostile_credentials_and_origins_on_every_endpoint(run, auth):
     """Tokens forged, undecodable, huge or in the wrong scheme, in every place one is read from, from any
-    Origin: never a 5xx, no cookie-authenticated write from an origin CORS does not allow, and (auth on)
-    no stats for a client without a token."""
+    Origin: never a 5xx, no version banner, no cookie-authenticated write from an origin CORS does not
+    allow, and (auth on) no stats for a client without a token."""
     creds = credentials()
     await run.run(
         batches(hostile.credential_requests(creds)),
@@ -221,8 +222,8 @@ PRIVATE_READS = (b"/stats", b"/stats/stream", b"/metrics")
 
 
 def credential_check(auth, creds):
-    """With auth on: no cookie-authenticated write from an origin CORS does not allow, and no stats
-    without a valid token."""
+    """No version banner; and with auth on, no cookie-authenticated write from an origin CORS does not
+    allow, and no stats without a valid token."""
     cookie = b"hub_token=" + creds.minimal.encode()
 
     def carries_token(request: RawRequest) -> bool:
@@ -235,6 +236,8 @@ def credential_check(auth, creds):
         )
 
     def check(request: RawRequest, answer: RawAnswer) -> str | None:
+        if re.search(r"python|aiohttp", answer.headers.get("server", ""), re.IGNORECASE):
+            return "a version banner in the Server header"
         if auth != "jwt" or answer.status != 200:
             return None
         headers = dict(request.headers)

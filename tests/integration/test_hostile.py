@@ -156,10 +156,10 @@ def publish_seeds(creds):
 REUSED = "the same key, another body"
 
 
-def reuse_check(request: RawRequest, answer: RawAnswer) -> str | None:
+def reuse_check(request: RawRequest, answer: RawAnswer) -> list[str]:
     if request.note == REUSED and answer.status not in (401, 403, 422):
-        return f"an Idempotency-Key reused with another body answered {answer.status}, not 422"
-    return None
+        return [f"an Idempotency-Key reused with another body answered {answer.status}, not 422"]
+    return []
 
 
 async def test_hostile_credentials_and_origins_on_every_endpoint(run, auth):
@@ -235,11 +235,12 @@ def credential_check(auth, creds):
             or b"token=" + creds.minimal.encode() in query
         )
 
-    def check(request: RawRequest, answer: RawAnswer) -> str | None:
+    def check(request: RawRequest, answer: RawAnswer) -> list[str]:
+        found = []
         if re.search(r"python|aiohttp", answer.headers.get("server", ""), re.IGNORECASE):
-            return "a version banner in the Server header"
+            found.append("a version banner in the Server header")
         if auth != "jwt" or answer.status != 200:
-            return None
+            return found
         headers = dict(request.headers)
         origin = headers.get(b"Origin")
         if (
@@ -248,10 +249,11 @@ def credential_check(auth, creds):
             and origin is not None
             and origin != ALLOWED_ORIGIN.encode()
         ):
-            return f"a cookie-authenticated write from Origin {origin!r} was accepted"
-        if request.target.split(b"?")[0] in PRIVATE_READS and not carries_token(request):
-            return f"{request.target.split(b'?')[0].decode()} answered 200 without a token while auth is on"
-        return None
+            found.append(f"a cookie-authenticated write from Origin {origin!r} was accepted")
+        path = request.target.split(b"?")[0]
+        if path in PRIVATE_READS and not carries_token(request):
+            found.append(f"{path.decode()} answered 200 without a token while auth is on")
+        return found
 
     return check
 
@@ -267,10 +269,10 @@ async def test_a_future_id_resets_only_its_own_stream(run, broker_kind):
         query = hostile.request("GET", b"/events?topic=public/probe&lastEventId=" + value.encode())
         requests += [header, query]
 
-    def check(request: RawRequest, answer: RawAnswer) -> str | None:
+    def check(request: RawRequest, answer: RawAnswer) -> list[str]:
         if answer.status != 200 or not answer.reset:
-            return f"a resume from the future answered {answer.status} with no reset"
-        return None
+            return [f"a resume from the future answered {answer.status} with no reset"]
+        return []
 
     await run.batch(requests, check)
     run.assert_clean()

@@ -36,8 +36,8 @@ from tests.support.sse_reader import SseStream
 PROBE = "public/probe"  # the honest client's topic
 HOSTILE_ADDRESS = "127.0.0.2"
 
-# A test's own check of each answer: the kind of problem it shows, or None.
-Check = Callable[[RawRequest, RawAnswer], str | None]
+# A test's own check of each answer: the kinds of problem it shows.
+Check = Callable[[RawRequest, RawAnswer], list[str]]
 
 
 @dataclass
@@ -120,8 +120,11 @@ class HostileRun:
                     keys += [
                         v.decode("latin-1") for n, v in request.headers if n.lower() == b"idempotency-key"
                     ]
-            if check is not None and (problem := check(request, answer)) is not None:
-                problems.append((problem, f"{answer.status} {answer.body[:300]!r} for {request!r}"))
+            if check is not None:
+                problems += [
+                    (kind, f"{answer.status} {answer.body[:300]!r} for {request!r}")
+                    for kind in check(request, answer)
+                ]
         after = self._keys()
         if before is not None and after is not None:
             problems += [

@@ -5,7 +5,8 @@
 (b) an honest client still publishes, and resumes from the last real id it got with no `reset`: its
     replay, then live delivery (and an Idempotency-Key a hostile client used is still the honest
     client's own);
-(c) no 5xx answer, no JSON answer that does not parse, and no ERROR log line.
+(c) no 5xx answer, no JSON answer that does not parse, no ERROR log line, and no token in any log line
+    (every logger is captured from DEBUG up).
 
 Hostile requests come from another address (127.0.0.2) than the honest client (127.0.0.1), so that what
 the hub keys per client keeps them apart. Hypothesis generates the batches in a worker thread (as
@@ -46,6 +47,7 @@ class HostileRun:
     caplog: pytest.LogCaptureFixture
     redis_ports: Sequence[int]  # every node of the hub's Redis; empty on the memory broker
     admin: dict[str, str]  # the honest publisher's headers (a token when auth is on)
+    secrets: Sequence[str] = ()  # what no log line may hold: the signatures of the tokens sent
     last_id: str = ""  # the id of the last event the honest client received
     anchors: list[Anchor] = field(default_factory=list)
     batches: int = 0
@@ -137,6 +139,9 @@ class HostileRun:
                 problems.append(
                     (f"logged {record.levelname} by {record.name}{exc}", record.getMessage()[:300])
                 )
+            text = record.getMessage() + (repr(record.exc_info[1]) if record.exc_info else "")
+            if any(secret in text for secret in self.secrets):
+                problems.append((f"a token in a {record.levelname} line by {record.name}", text[:300]))
         problems += await self.probe(keys[0] if keys else None)
         listing = "\n      ".join(repr(r) for r in requests)
         for kind, detail in problems:

@@ -137,8 +137,12 @@ def publish_seeds(creds):
             "POST", b"/publish", [*json_type, *token, *headers], body, ["public/min"], note
         )
 
+    def history(topic):
+        return hostile.request("GET", b"/topics/" + topic + b"/history", token, note="history")
+
     return [
-        [publish(b'{"topic": "public/min", "data": ' + deep + b"}")],
+        # its history after it: a JSON array that parses (it was a bare `[`), or no such event stored
+        [publish(b'{"topic": "public/min", "data": ' + deep + b"}"), history(b"public%2Fmin")],
         [
             hostile.request(
                 "POST",
@@ -147,7 +151,8 @@ def publish_seeds(creds):
                 b'{"done": true, "result": ' + deep + b"}",
                 ["jobs/min"],
                 "progress",
-            )
+            ),
+            history(b"jobs%2Fmin"),
         ],
         [publish(b'{"topic": "public/min", "data": "attacker"}', key)],
         [

@@ -22,7 +22,6 @@ import jwt
 import pytest
 from hypothesis import strategies as st
 
-from hub.auth import mint
 from tests.support import hostile
 from tests.support.hostile import Credentials
 from tests.support.hostile_run import HostileRun
@@ -31,6 +30,7 @@ from tests.support.raw_http import RawAnswer, RawRequest, send
 from tests.support.waiting import settled
 
 SECRET = "hostile-secret-of-at-least-32-bytes!"
+LATER = 4_102_444_800  # 2100-01-01
 ALLOWED_ORIGIN = "https://app.example"
 EXAMPLES = int(os.environ.get("HUB_HOSTILE_EXAMPLES", "15"))
 BATCH = 6  # hostile requests per batch, at most
@@ -41,17 +41,21 @@ pytestmark = [
 ]
 
 
+def token(publish, subscribe, key=SECRET, algorithm="HS256", exp=LATER):
+    """The same bytes every run (no `iat`, a fixed `exp`), so that a run's requests are too."""
+    return jwt.encode({"hub": {"publish": publish, "subscribe": subscribe}, "exp": exp}, key, algorithm)
+
+
 def credentials() -> Credentials:
-    minimal = mint(publish=["public/min"], subscribe=["public/min"], secret=SECRET)
+    minimal = token(["public/min"], ["public/min"])
+    everything = (["**"], ["**"])
     hostile_tokens = [
-        mint(publish=["**"], subscribe=["**"], secret="another-secret-of-at-least-32-bytes"),
-        mint(publish=["**"], subscribe=["**"], secret=SECRET, ttl=-60),
-        jwt.encode({"hub": {"publish": ["**"], "subscribe": ["**"]}}, key="", algorithm="none"),
-        jwt.encode({"hub": {"publish": ["**"], "subscribe": ["**"]}}, key=SECRET * 2, algorithm="HS512"),
-        jwt.encode({"hub": {"publish": "**", "subscribe": [["**"]]}}, key=SECRET, algorithm="HS256"),
-        jwt.encode(
-            {"hub": {"publish": [f"public/t{i}" for i in range(3000)]}}, key=SECRET, algorithm="HS256"
-        ),
+        token(*everything, key="another-secret-of-at-least-32-bytes"),
+        token(*everything, exp=1_000_000_000),  # expired
+        token(*everything, key="", algorithm="none"),
+        token(*everything, key=SECRET * 2, algorithm="HS512"),
+        token("**", [["**"]]),  # signed right, claims of the wrong shape
+        token([f"public/t{i}" for i in range(3000)], []),
         minimal.replace(".", ".\u00e9", 1),
     ]
     return Credentials(minimal, hostile_tokens)
@@ -63,7 +67,7 @@ async def run(hub_factory, broker_kind, request, caplog, auth):
     admin = {}
     if auth == "jwt":
         settings |= {"auth__jwt_secret": SECRET, "auth__public_topics": ("public/**",)}
-        admin = {"Authorization": "Bearer " + mint(publish=["**"], subscribe=["**"], secret=SECRET)}
+        admin = {"Authorization": "Bearer " + token(["**"], ["**"])}
     hub = await hub_factory(**settings)
     await settled(lambda: hub.fanout.broker.ready)
     if broker_kind == "redis":

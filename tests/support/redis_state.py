@@ -1,7 +1,8 @@
 """Every key of one hub prefix, read from every node, compared before and after a batch of requests.
 
 What a publish writes may change, and only for the topics it was accepted for: their histories, their
-members of the topic registry and fields of the retained hash, a publish token, and the counter of the
+members of the topic registry and its name indexes and fields of the retained hash, a publish token, the
+name indexes' migration cursor, and the counter of the
 sequence hash (never its epoch). Everything else must be byte for byte the same: DUMP for any key,
 type-aware reads where a publish may legitimately touch part of a key. Key names follow
 `hub.brokers.redis_keys` and `hub.partitions` (`<prefix>:` or `<prefix>:{<tag>}:`).
@@ -51,20 +52,22 @@ class RedisState:
             if old == new:
                 continue
             kind, rest = _kind(key, prefix)
-            if kind in ("seq", "topics", "retained"):
+            if kind in ("seq", "topics", "retained", "names"):
                 # a hash or sorted set a publish creates if it is missing
                 old, new = old or {}, new or {}
             if kind == "seq" and isinstance(old, dict) and isinstance(new, dict) and published:
                 same_epoch = old.get("epoch") in (None, new.get("epoch"))
                 if same_epoch and int(new.get("seq", 0)) >= int(old.get("seq", 0)):
                     continue
-            elif kind in ("topics", "retained") and isinstance(old, dict) and isinstance(new, dict):
+            elif kind in ("topics", "retained", "names") and isinstance(old, dict) and isinstance(new, dict):
                 if _without(old, topics) == _without(new, topics):
                     continue
             elif kind == "history" and rest in topics:
                 continue
             elif kind == "token" and old is None and published:
                 continue  # a new publish token, answering retries of an accepted publish
+            elif kind == "cursor" and published:
+                continue  # how far publishes have indexed the names an older hub wrote
             out.append((kind, f"{key!r}: {_short(old)} -> {_short(new)}"))
         return out
 
@@ -76,6 +79,10 @@ def _kind(key: str, prefix: str) -> tuple[str, str]:
         rest = rest[tagged.end() :]
     if rest in ("seq", "topics", "retained"):
         return rest, ""
+    if rest in ("topics:names", "retained:names"):
+        return "names", rest  # sorted by name, a publish adds its topics
+    if rest == "topics:names:cursor":
+        return "cursor", rest
     if rest.startswith("h:"):
         return "history", rest[2:]
     if rest.startswith(("pub:", "idem:")):
@@ -89,7 +96,7 @@ def _read(conn: RespConnection, key: str, prefix: str) -> Value:
         flat = conn.call("HGETALL", key)
         assert isinstance(flat, list), flat
         return dict(zip(flat[::2], flat[1::2], strict=True))
-    if kind == "topics":
+    if kind in ("topics", "names"):
         flat = conn.call("ZRANGE", key, 0, -1, "WITHSCORES")
         assert isinstance(flat, list), flat
         return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import resource
@@ -229,3 +230,19 @@ async def test_a_malformed_request_gets_a_json_400_and_one_quiet_log_line(hub, r
     assert all(r.exc_info is None for r in records)
     assert all("eyJsecret" not in r.getMessage() for r in records)
     assert len([r for r in records if "malformed" in r.getMessage()]) == 1
+
+
+async def test_a_malformed_request_with_a_body_still_being_sent_gets_its_whole_400(hub):
+    # Closing at once, with the rest of the body still arriving, made the kernel reset the connection:
+    # the client lost the 400's body (or all of it) before it could read it.
+    body = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    for _ in range(5):
+        async with raw(hub.running.port) as (reader, writer):
+            writer.write(
+                b"POST /progress/job HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Idempotency-Key: a\x1bb\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            answer = await reader.read()
+        assert head.split(b" ", 2)[1] == b"400"
+        assert json.loads(answer)["error"]["code"] == "bad_request", answer

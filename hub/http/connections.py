@@ -14,16 +14,18 @@ A detached stream (`hub.http.detach`) leaves the table once aiohttp forgets its 
 aiohttp has no API for what this needs to know of a connection, so it reads three attributes of
 `RequestHandler` (checked on import; tests/test_connections.py pins the behaviour): `_waiter` (set
 while it waits for a request), `_messages` (requests parsed, not yet handled) and
-`_request_in_progress`. It must never close a connection that is being answered.
+`_request_in_progress`; and it wraps `_make_error_handler`, which answers a request the parser refused.
+It must never close a connection that is being answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import resource
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -42,6 +44,8 @@ RELIED_ON = ("_waiter", "_messages", "_request_in_progress")
 _slots = {name for cls in RequestHandler.__mro__ for name in getattr(cls, "__slots__", ())}
 if not _slots.issuperset(RELIED_ON):  # pragma: no cover - an aiohttp this module was not written for
     raise ImportError(f"aiohttp's RequestHandler lacks {sorted(set(RELIED_ON) - _slots)}; see {__name__}")
+if not callable(getattr(RequestHandler, "_make_error_handler", None)):  # pragma: no cover - as above
+    raise ImportError(f"aiohttp's RequestHandler lacks _make_error_handler; see {__name__}")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -133,7 +137,7 @@ class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection protocol, with a header timeout, a place in the table, and malformed
     requests answered in the hub's JSON shape and logged in one line without their bytes."""
 
-    __slots__ = ("_header_clock", "_header_timeout", "_peer", "_table")
+    __slots__ = ("_closed", "_header_clock", "_header_timeout", "_lingering", "_peer", "_table")
 
     def __init__(
         self, manager: web.Server, *, table: ConnectionTable, header_timeout: float, **kwargs: Any
@@ -143,11 +147,16 @@ class GuardedRequestHandler(RequestHandler):
         self._header_timeout = header_timeout
         self._header_clock: asyncio.TimerHandle | None = None
         self._peer = "unknown"
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._lingering = False
 
     @property
     def waiting(self) -> bool:
-        """Idle between requests, or still sending one's headers: nothing of ours is under way."""
-        return self.transport is not None and not self._request_in_progress and not self._messages
+        """Idle between requests, still sending one's headers, or lingering after a malformed one:
+        nothing of ours is under way."""
+        if self.transport is None:
+            return False
+        return self._lingering or (not self._request_in_progress and not self._messages)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -177,6 +186,8 @@ class GuardedRequestHandler(RequestHandler):
             self._header_clock.cancel()
             self._header_clock = None
         self._table.forget(self, self._peer)
+        if not self._closed.done():
+            self._closed.set_result(None)
         super().connection_lost(exc)
 
     def close_waiting(self, why: str) -> None:
@@ -191,6 +202,33 @@ class GuardedRequestHandler(RequestHandler):
         self._header_clock = None
         if self.waiting:
             self.close_waiting(f"no complete request headers within {self._header_timeout:g} s")
+
+    def _make_error_handler(self, err_info: Any) -> Callable[[BaseRequest], Awaitable[web.StreamResponse]]:
+        answer = super()._make_error_handler(err_info)
+
+        async def answer_then_linger(request: BaseRequest) -> web.StreamResponse:
+            response = await answer(request)
+            if response.status < 500:
+                await response.prepare(request)
+                await response.write_eof()
+                await self._linger()
+            return response
+
+        return answer_then_linger
+
+    async def _linger(self) -> None:
+        # The parser gave up in the headers, so the body may still be on its way: closing now, with
+        # bytes unread, makes the kernel reset the connection, and the client loses the answer. So the
+        # answer is ended with a FIN and what else comes is dropped until the client closes its side,
+        # for at most aiohttp's own lingering time (it does the same for a parsed request's unread body).
+        self.close()  # data_received drops everything from now on
+        if self.transport is None or not self.transport.can_write_eof():
+            return
+        self.transport.write_eof()
+        self._lingering = True  # the answer is out: the connection may be closed to make room
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._lingering_time):
+                await asyncio.shield(self._closed)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if isinstance(kw.get("exc_info"), web.RequestPayloadError):

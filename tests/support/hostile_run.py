@@ -50,6 +50,7 @@ class HostileRun:
     admin: dict[str, str]  # the honest publisher's headers (a token when auth is on)
     secrets: Sequence[str] = ()  # what no log line may hold: the signatures of the tokens sent
     last_id: str = ""  # the id of the last event the honest client received
+    honest_keys: set[str] = field(default_factory=set)  # the Idempotency-Keys it has published with
     anchors: list[Anchor] = field(default_factory=list)
     batches: int = 0
     requests: int = 0
@@ -146,7 +147,9 @@ class HostileRun:
             text = record.getMessage() + (repr(record.exc_info[1]) if record.exc_info else "")
             if any(secret in text for secret in self.secrets):
                 problems.append((f"a token in a {record.levelname} line by {record.name}", text[:300]))
-        problems += await self.probe(keys[0] if keys else None)
+        # A key the honest client sent before, with another body, is rightly refused (422): not one of these.
+        fresh = [key for key in keys if key not in self.honest_keys]
+        problems += await self.probe(fresh[0] if fresh else None)
         listing = "\n      ".join(repr(r) for r in requests)
         for kind, detail in problems:
             count, first = self.found.get(
@@ -190,6 +193,7 @@ class HostileRun:
         headers = dict(self.admin)
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
+            self.honest_keys.add(idempotency_key)
         body = {"topic": PROBE, "data": data}
         async with self.hub.session.post(self.hub.url + "/publish", json=body, headers=headers) as resp:
             return resp.status, await resp.text()

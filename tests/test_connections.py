@@ -232,17 +232,34 @@ async def test_a_malformed_request_gets_a_json_400_and_one_quiet_log_line(hub, r
     assert len([r for r in records if "malformed" in r.getMessage()]) == 1
 
 
-async def test_a_malformed_request_with_a_body_still_being_sent_gets_its_whole_400(hub):
-    # Closing at once, with the rest of the body still arriving, made the kernel reset the connection:
-    # the client lost the 400's body (or all of it) before it could read it.
-    body = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+STILL_SENDING = b'{"a":' * 100_000 + b"1" + b"}" * 100_000  # 600 KB
+MALFORMED_WHILE_SENDING = {
+    "a control byte in a header": b"POST /progress/job HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+    b"\r\nIdempotency-Key: a\x1bb\r\nContent-Length: %d\r\n\r\n" % len(STILL_SENDING) + STILL_SENDING,
+    "a body that is not gzip": b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(STILL_SENDING) + STILL_SENDING,
+}
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED_WHILE_SENDING.values(), ids=MALFORMED_WHILE_SENDING)
+async def test_a_malformed_request_whose_body_is_still_arriving_gets_its_whole_400(hub, request_bytes):
+    # Closing at once, with the rest of the body unread, made the kernel reset the connection: the
+    # client lost the 400's body, or all of it, before it could read it.
     for _ in range(5):
         async with raw(hub.running.port) as (reader, writer):
-            writer.write(
-                b"POST /progress/job HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Idempotency-Key: a\x1bb\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-            )
+            writer.write(request_bytes)
             head = await reader.readuntil(b"\r\n\r\n")
             answer = await reader.read()
         assert head.split(b" ", 2)[1] == b"400"
-        assert json.loads(answer)["error"]["code"] == "bad_request", answer
+        assert json.loads(answer)["error"]["code"] in ("bad_request", "bad_body_encoding"), answer
+
+
+async def test_a_connection_lingering_after_its_400_is_closed_to_make_room(hub_factory):
+    hub = await hub_factory(limits__max_http_connections_per_ip=1)
+    async with raw(hub.running.port) as (reader, writer):
+        # a 400 for a bad header, and a body that never comes: the hub waits for the client to close
+        writer.write(b"POST /publish HTTP/1.1\r\nHost: x\r\nBad Header: y\r\nContent-Length: 100\r\n\r\n")
+        assert (await read_response(reader)).startswith(b"HTTP/1.0 400")
+        assert await healthz(hub.running.port) == 200
+        assert await closed_after(reader, 5) < 3
+    assert hub.running.runner.table.evicted == 1

@@ -14,7 +14,7 @@ A detached stream (`hub.http.detach`) leaves the table once aiohttp forgets its 
 aiohttp has no API for what this needs to know of a connection, so it reads three attributes of
 `RequestHandler` (checked on import; tests/test_connections.py pins the behaviour): `_waiter` (set
 while it waits for a request), `_messages` (requests parsed, not yet handled) and
-`_request_in_progress`; and it wraps `_make_error_handler`, which answers a request the parser refused.
+`_request_in_progress`; and it extends `_handle_request`, to linger after a malformed request.
 It must never close a connection that is being answered.
 """
 
@@ -44,8 +44,8 @@ RELIED_ON = ("_waiter", "_messages", "_request_in_progress")
 _slots = {name for cls in RequestHandler.__mro__ for name in getattr(cls, "__slots__", ())}
 if not _slots.issuperset(RELIED_ON):  # pragma: no cover - an aiohttp this module was not written for
     raise ImportError(f"aiohttp's RequestHandler lacks {sorted(set(RELIED_ON) - _slots)}; see {__name__}")
-if not callable(getattr(RequestHandler, "_make_error_handler", None)):  # pragma: no cover - as above
-    raise ImportError(f"aiohttp's RequestHandler lacks _make_error_handler; see {__name__}")
+if not callable(getattr(RequestHandler, "_handle_request", None)):  # pragma: no cover - as above
+    raise ImportError(f"aiohttp's RequestHandler lacks _handle_request; see {__name__}")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -137,7 +137,7 @@ class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection protocol, with a header timeout, a place in the table, and malformed
     requests answered in the hub's JSON shape and logged in one line without their bytes."""
 
-    __slots__ = ("_closed", "_header_clock", "_header_timeout", "_lingering", "_peer", "_table")
+    __slots__ = ("_closed", "_header_clock", "_header_timeout", "_malformed", "_peer", "_table")
 
     def __init__(
         self, manager: web.Server, *, table: ConnectionTable, header_timeout: float, **kwargs: Any
@@ -148,15 +148,13 @@ class GuardedRequestHandler(RequestHandler):
         self._header_clock: asyncio.TimerHandle | None = None
         self._peer = "unknown"
         self._closed: asyncio.Future[None] = self._loop.create_future()
-        self._lingering = False
+        self._malformed = False  # a request on it was refused as malformed
 
     @property
     def waiting(self) -> bool:
         """Idle between requests, still sending one's headers, or lingering after a malformed one:
         nothing of ours is under way."""
-        if self.transport is None:
-            return False
-        return self._lingering or (not self._request_in_progress and not self._messages)
+        return self.transport is not None and not self._request_in_progress and not self._messages
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -203,29 +201,28 @@ class GuardedRequestHandler(RequestHandler):
         if self.waiting:
             self.close_waiting(f"no complete request headers within {self._header_timeout:g} s")
 
-    def _make_error_handler(self, err_info: Any) -> Callable[[BaseRequest], Awaitable[web.StreamResponse]]:
-        answer = super()._make_error_handler(err_info)
-
-        async def answer_then_linger(request: BaseRequest) -> web.StreamResponse:
-            response = await answer(request)
-            if response.status < 500:
-                await response.prepare(request)
-                await response.write_eof()
-                await self._linger()
-            return response
-
-        return answer_then_linger
+    async def _handle_request(
+        self,
+        request: BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        response, reset = await super()._handle_request(request, start_time, request_handler)
+        # Refused in its headers (aiohttp's parser), or in a body that broke off or does not decode:
+        # whatever else the client sends is unread.
+        if not reset and (self._malformed or request.content.exception() is not None):
+            await self._linger()
+        return response, reset
 
     async def _linger(self) -> None:
-        # The parser gave up in the headers, so the body may still be on its way: closing now, with
-        # bytes unread, makes the kernel reset the connection, and the client loses the answer. So the
-        # answer is ended with a FIN and what else comes is dropped until the client closes its side,
-        # for at most aiohttp's own lingering time (it does the same for a parsed request's unread body).
+        # The rest of the body may still be on its way: closing now, with bytes unread, makes the
+        # kernel reset the connection, and the client loses the answer. So the answer is ended with a
+        # FIN and what else comes is dropped until the client closes its side, for at most aiohttp's
+        # own lingering time (it reads a parsed request's unread body as long).
         self.close()  # data_received drops everything from now on
         if self.transport is None or not self.transport.can_write_eof():
             return
         self.transport.write_eof()
-        self._lingering = True  # the answer is out: the connection may be closed to make room
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._lingering_time):
                 await asyncio.shield(self._closed)
@@ -252,6 +249,7 @@ class GuardedRequestHandler(RequestHandler):
                 raise ConnectionError("a response was under way; nothing more can be sent")
             response = error_response(status, code, text)
             response.force_close()
+            self._malformed = True
         response.headers[hdrs.SERVER] = SERVER_NAME
         return response
 

@@ -5,9 +5,9 @@
 (b) an honest client still publishes, and resumes from the last real id it got with no `reset`: its
     replay, then live delivery (and an Idempotency-Key a hostile client used is still the honest
     client's own);
-(c) no 5xx answer, no JSON answer that does not parse, no 429 (a limit that refused a request hides
-    what it tests), no ERROR log line, and no token in any log line (every logger is captured from
-    DEBUG up).
+(c) a whole answer to every request (no connection closed or reset before its end), no 5xx answer,
+    no JSON answer that does not parse, no 429 (a limit that refused a request hides what it tests),
+    no ERROR log line, and no token in any log line (every logger is captured from DEBUG up).
 
 Hostile requests come from another address (127.0.0.2) than the honest client (127.0.0.1), so that what
 the hub keys per client keeps them apart. Hypothesis generates the batches in a worker thread (as
@@ -111,7 +111,11 @@ class HostileRun:
             self.requests += 1
             self.statuses[answer.status] = self.statuses.get(answer.status, 0) + 1
             where = f"{request.method.decode()} {_path(request.target)}"
-            if answer.status >= 500:
+            if answer.status == 0 or answer.cut_short:
+                # The hub closed or reset the connection: the client never got (all of) its answer.
+                what = "no answer" if answer.status == 0 else f"a {answer.status} cut short"
+                problems.append((f"{what} on {where}", f"{answer.body[:300]!r} for {request!r}"))
+            elif answer.status >= 500:
                 problems.append((f"{answer.status} on {where}", f"{answer.body[:300]!r} for {request!r}"))
             elif answer.content_type == "application/json" and not _parses(answer.body):
                 problems.append((f"JSON that does not parse on {where}", f"{answer.body[:300]!r}"))

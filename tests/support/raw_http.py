@@ -51,6 +51,7 @@ class RawAnswer:
     status: int  # 0: the hub closed the connection without answering
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes = b""
+    cut_short: bool = False  # the connection broke before the body's end, or with less than its length
 
     @property
     def content_type(self) -> str:
@@ -91,8 +92,10 @@ async def send(
                 else:
                     raw = await reader.read()  # Connection: close, so the body ends with the connection
                     answer.body = _dechunk(raw) if chunked else raw
+                    length = headers.get("content-length", "")
+                    answer.cut_short = length.isdigit() and len(answer.body) < int(length)
             except ConnectionError:
-                pass  # refused before the whole request was read: the answer stands
+                answer.cut_short = True  # reset: what the hub sent may be lost
             return answer
     finally:
         writer.close()

@@ -165,6 +165,18 @@ def publish_seeds(creds):
                 b'{"topic": "public/min", "data": "second"}', [(b"Idempotency-Key", b"reused-1")], REUSED
             ),
         ],
+        # refused while 600 KB of body is still arriving, in a header and in the body's encoding: the
+        # hub closed at once, and the kernel's reset took the 400 with it
+        [
+            hostile.request(
+                "POST",
+                b"/progress/min",
+                [*json_type, *token, (b"Idempotency-Key", b"a\x1bb")],
+                b'{"done": true, "result": ' + hostile.nested(100_000, "object") + b"}",
+                note="progress",
+            ),
+            publish(hostile.nested(100_000, "object"), [(b"Content-Encoding", b"gzip")]),
+        ],
     ]
 
 

@@ -8,7 +8,7 @@ re-encodes an event just to add its id.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import orjson
@@ -29,9 +29,13 @@ class Draft:
     event: str | None = None
     retry: int | None = None
     retain: bool = False
+    # `data` as compact JSON, when validation encoded it already (hub/payload.py): the body embeds these
+    # bytes rather than encode the value again.
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     def body(self) -> bytes:
-        doc: dict[str, object] = {"t": self.topics, "d": self.data}
+        data = self.data if self.encoded is None else orjson.Fragment(self.encoded)
+        doc: dict[str, object] = {"t": self.topics, "d": data}
         if self.event is not None:
             doc["e"] = self.event
         if self.retry is not None:

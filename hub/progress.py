@@ -16,7 +16,7 @@ import orjson
 
 from hub.errors import BadRequest
 from hub.event import Draft
-from hub.payload import check_data
+from hub.payload import encode_data
 from hub.topics import validate_topic
 
 _FIELDS = {
@@ -64,8 +64,8 @@ def parse_progress(job: str, body: bytes, max_data_bytes: int) -> Draft:
         data = {"current": current, "total": total, "percent": percent}
     if message is not None:
         data["message"] = message
-    check_data(data, max_data_bytes, what="the update")
-    return Draft((topic,), data, kind, None, retain=True)
+    encoded = encode_data(data, max_data_bytes, what="the update")
+    return Draft((topic,), data, kind, None, True, encoded)
 
 
 def _count(value: object) -> TypeGuard[int | float]:

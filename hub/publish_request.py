@@ -15,7 +15,7 @@ import orjson
 
 from hub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from hub.event import Draft
-from hub.payload import check_data
+from hub.payload import encode_data
 from hub.topics import validate_topic
 
 MAX_EVENT_NAME = 128
@@ -131,7 +131,7 @@ def parse_draft(doc: dict[str, object], limits: PublishLimits, where: str = "") 
         raise BadRequest("unknown_field", f"{where}unknown field {unknown!r}")
     topics = _topics(doc, limits, where)
     data = doc.get("data", "")
-    check_data(data, limits.max_data_bytes, where)
+    encoded = encode_data(data, limits.max_data_bytes, where)
     event = doc.get("event")
     if event is not None:
         event = validate_event_name(event, where)
@@ -143,7 +143,7 @@ def parse_draft(doc: dict[str, object], limits: PublishLimits, where: str = "") 
     retain = doc.get("retain", False)
     if not isinstance(retain, bool):
         raise BadRequest("invalid_field", f"{where}retain must be true or false")
-    return Draft(topics, data, event, retry, retain)
+    return Draft(topics, data, event, retry, retain, encoded)
 
 
 def _topics(doc: dict[str, object], limits: PublishLimits, where: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from hub import formats
 from hub.errors import HttpError
 from hub.event import Draft, Event
 from hub.fanout import event_body
-from hub.payload import MAX_DATA_DEPTH, ORJSON_MAX_DEPTH, check_data
+from hub.payload import MAX_DATA_DEPTH, ORJSON_MAX_DEPTH, check_data, encode_data
 from hub.progress import parse_progress
 from hub.sse import data_text
 
@@ -90,6 +90,39 @@ def test_a_wide_shallow_value_is_not_too_deep():
     check_data(data, 10**6)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"a": 1},
+        list(range(33)),  # more values than the walk looks at: encoded padded
+        [{"i": i} for i in range(2000)],
+        {"items": [{"i": i, "tags": [i]} for i in range(50)]},
+        nested(MAX_DATA_DEPTH),
+        (1, [2, (3,)]),  # a tuple is no JSON type the walk knows: the padded encode judges it
+    ],
+)
+def test_encode_data_returns_the_compact_json_once_for_the_envelope_to_embed(data):
+    encoded = encode_data(data, 10**6)
+    assert encoded == orjson.dumps(data)
+    # The envelope writes these bytes as they are (a value that encoded otherwise would show it).
+    assert Draft(("t",), data, encoded=b'"embedded"').body() == b'{"t":["t"],"d":"embedded"}'
+
+
+def test_a_string_is_measured_not_encoded():
+    assert encode_data("é" * 10, 20) is None
+    with pytest.raises(HttpError) as refused:
+        encode_data("é" * 11, 20)
+    assert (refused.value.status, refused.value.code) == (413, "data_too_large")
+
+
+def test_too_large_and_too_deep_is_refused_as_too_large_first():
+    # as before the encode was shared: size is judged first, for wide values and narrow ones alike
+    for data in (nested(MAX_DATA_DEPTH + 1, leaf="x" * 100), [nested(MAX_DATA_DEPTH + 1)] * 40):
+        with pytest.raises(HttpError) as refused:
+            check_data(data, 50)
+        assert (refused.value.status, refused.value.code) == (413, "data_too_large")
+
+
 def test_brackets_inside_strings_are_not_nesting():
     check_data(["[" * 500, "{" * 500], 10_000)
 
@@ -146,3 +179,7 @@ def test_fuzz_data_passes_exactly_when_shallow_enough_and_then_encodes(shape, de
     size = check_data(data, 10**7)
     assert size == len(data_text(data).encode())
     encodes_everywhere(data)
+    # the bytes the envelope embeds are exactly the value's compact JSON, however it was encoded
+    encoded = encode_data(data, 10**7)
+    assert encoded == (None if isinstance(data, str) else orjson.dumps(data))
+    assert Draft(("t",), data, encoded=encoded).body() == Draft(("t",), data).body()

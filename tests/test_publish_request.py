@@ -27,6 +27,14 @@ def test_object_with_every_field():
     assert req.batch is False
 
 
+def test_parsed_data_is_encoded_once_and_the_envelope_embeds_it():
+    req = parse_publish(JSON, b'[{"topic":"a","data":{"x": [1, 2]}},{"topic":"a","data":"s"}]', LIMITS)
+    value, text = req.drafts
+    assert value.encoded == b'{"x":[1,2]}'  # what validation measured, kept for Draft.body()
+    assert text.encoded is None  # a string is measured without encoding it
+    assert value.body() == b'{"t":["a"],"d":{"x":[1,2]}}'
+
+
 def test_batch_and_topics():
     req = parse_publish(
         JSON + "; charset=utf-8", b'[{"topics":["a","b","a"],"data":"x"},{"topic":"c"}]', LIMITS

@@ -33,6 +33,14 @@ class Draft:
     # bytes rather than encode the value again.
     encoded: bytes | None = field(default=None, compare=False, repr=False)
 
+    def data_size(self) -> int:
+        """The bytes of `data` as compact JSON (a string's characters), without encoding it again."""
+        if self.encoded is not None:
+            return len(self.encoded)
+        if isinstance(self.data, str):
+            return len(self.data)
+        return len(orjson.dumps(self.data))
+
     def body(self) -> bytes:
         data = self.data if self.encoded is None else orjson.Fragment(self.encoded)
         doc: dict[str, object] = {"t": self.topics, "d": data}
@@ -59,10 +67,15 @@ class Event:
     # other partitions (it reaches the hub once per partition, each copy with that partition's topics).
     stamp: Stamp | None = None
     cross: tuple[str, ...] = ()
+    # Bytes it came in (its envelope's body, or its data as published): what holding it for a subscriber
+    # costs, about; 0 where nothing holds it (history read for a replay).
+    size: int = field(default=0, compare=False, repr=False)
 
     @classmethod
     def from_draft(cls, id: str, draft: Draft) -> Event:
-        return cls(id, draft.topics, draft.data, draft.event, draft.retry, draft.retain)
+        return cls(
+            id, draft.topics, draft.data, draft.event, draft.retry, draft.retain, size=draft.data_size()
+        )
 
 
 class EnvelopeError(ValueError):
@@ -99,7 +112,7 @@ def open_envelope(message: bytes) -> Event:
         event_id = id_.decode()
     except UnicodeDecodeError:
         raise EnvelopeError("envelope id is not UTF-8") from None
-    return Event(event_id, topics, data, event, retry, bool(doc.get("k", False)))
+    return Event(event_id, topics, data, event, retry, bool(doc.get("k", False)), size=len(body))
 
 
 # Every pair of epoch characters, by the 10 bits it encodes: three lookups make an epoch.

@@ -433,10 +433,18 @@ class Fanout:
             self.broker.unsubscribe(selector)
 
     def cut_off(self, outbox: Outbox) -> None:
-        """Close a stream whose client stopped reading its replay (the caller dropped its connection)."""
-        held, outbox.held = len(outbox.held or ()), None
-        outbox.close(CloseReason.SLOW_CONSUMER)
+        """Close a stream whose replay was not written: its client stopped reading it, or it was cut off
+        meanwhile (see `_hold`). The caller dropped its connection."""
+        if not outbox.closed:
+            self._drop_replaying(outbox)
         self.unsubscribe(outbox)
+
+    def _drop_replaying(self, outbox: Outbox) -> None:
+        """Close a subscriber as a slow consumer while its replay is written, and let go of what was
+        held for it: it resumes later, from history."""
+        held, outbox.held = len(outbox.held or ()), None
+        self._replaying.pop(outbox, None)
+        outbox.close(CloseReason.SLOW_CONSUMER)
         self.counters["dropped"] += held
         self.counters["slow_consumers"] += 1
         log.info("closed a slow consumer of %s during its replay", ",".join(s.text for s in outbox.selectors))
@@ -529,13 +537,12 @@ class Fanout:
                 selector.matches_segments(p) for selector in outbox.selectors for p in parts
             ):
                 held.append(event)
-                if len(held) > MAX_HELD:
-                    # reading its replay slower than events arrive: it resumes later, from history
-                    del self._replaying[outbox]
-                    outbox.held = None
-                    self.counters["dropped"] += len(held)
-                    outbox.close(CloseReason.SLOW_CONSUMER)
-                    self.counters["slow_consumers"] += 1
+                outbox.held_bytes += event.size
+                # Held events are output it has not taken yet, bounded as any is: reading its replay
+                # slower than they come, it resumes later (its replay is stopped and its connection
+                # dropped, see `write_replay`). start_writing would encode them all at once otherwise.
+                if outbox.held_bytes > outbox.max_buffer or len(held) > MAX_HELD:
+                    self._drop_replaying(outbox)
 
     def _match(self, topics: tuple[str, ...], parts: list[list[str]]) -> Collection[Outbox]:
         exact = self._exact

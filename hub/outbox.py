@@ -33,6 +33,7 @@ class Outbox:
         "format",
         "heartbeat_event",
         "held",
+        "held_bytes",
         "max_buffer",
         "pending",
         "selectors",
@@ -58,6 +59,7 @@ class Outbox:
         self.pending: list[bytes] = []
         # Live events that arrive while the subscriber's snapshot is read; merged in by id after it.
         self.held: list[Event] | None = []
+        self.held_bytes = 0  # their `Event.size`: past max_buffer, it is a slow consumer
         self.transport: asyncio.Transport | None = None  # None until the stream is live
         self.close_reason: CloseReason | None = None
         # On a cluster, for a subscriber of several partitions: its snapshot's cursor, which names the

@@ -4,13 +4,15 @@ Live output is cut off once a client's unsent bytes pass `sse.max_buffer` (see `
 all there at once and often longer than that, so it is written as the client takes it: past the bound
 the writer waits for the transport to drain, and a client whose unsent output stays over the bound for
 `sse.drain_timeout` seconds is cut off, a slow consumer like any other (it resumes from the last event
-it got). This must never hold what was written: the bodies are consumed one at a time.
+it got). This must never hold what was written: the bodies are consumed one at a time. The live events
+that arrive meanwhile are held for it under the same bound (`Fanout._hold`): once they pass it, the
+subscriber is closed and its replay stops here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 
@@ -22,29 +24,36 @@ async def write_replay(
     *,
     max_buffer: int,
     drain_timeout: float,
+    closed: Callable[[], bool],
 ) -> bool:
-    """Write `bodies` to the prepared `response`; False if the client was cut off for not reading."""
+    """Write `bodies` to the prepared `response`; False if the client was cut off for not reading, or
+    once `closed()` (checked between bodies) says that its stream was closed meanwhile."""
     # asyncio pauses the writer once the buffer is over the bound and resumes it as soon as it is back
     # under: aiohttp's write waits in between, and that wait is what the timeout bounds.
     transport.set_write_buffer_limits(high=max_buffer, low=max_buffer)
     try:
         for body in bodies:
+            if closed():
+                break
             async with asyncio.timeout(drain_timeout):
                 await response.write(body)
         # aiohttp waits only once 64 KiB were written since it last did: the last bodies may leave the
         # buffer over the bound, which the first live event would take for a slow consumer.
         async with asyncio.timeout(drain_timeout):
-            await _under(transport, max_buffer)
+            await _under(transport, max_buffer, closed)
     except TimeoutError:
-        transport.abort()  # what it holds goes at once, as a live slow consumer's does
-        return False
-    return True
+        pass
+    else:
+        if not closed():
+            return True
+    transport.abort()  # what it holds goes at once, as a live slow consumer's does
+    return False
 
 
-async def _under(transport: asyncio.Transport, max_buffer: int) -> None:
+async def _under(transport: asyncio.Transport, max_buffer: int, closed: Callable[[], bool]) -> None:
     # Polled, more and more seldom: this is once per stream, and asyncio tells only the protocol (which
     # is aiohttp's) of a buffer's progress.
     pause = 0.001
-    while transport.get_write_buffer_size() > max_buffer and not transport.is_closing():
+    while transport.get_write_buffer_size() > max_buffer and not transport.is_closing() and not closed():
         await asyncio.sleep(pause)
         pause = min(2 * pause, 0.1)

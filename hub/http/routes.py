@@ -106,6 +106,7 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
             bodies,
             max_buffer=config.sse.max_buffer,
             drain_timeout=config.sse.drain_timeout,
+            closed=lambda: outbox.closed,
         ):
             fanout.cut_off(outbox)
             return response

@@ -1,11 +1,12 @@
-"""`python -m bench faults|load|memory`: the fault run, the load benchmark, an idle stream's memory."""
+"""`python -m bench faults|load|memory|parse`: the fault run, the load benchmark, an idle stream's memory,
+what parsing a publish costs."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import faults, load, memory
+from bench import faults, load, memory, parse
 
 
 def main() -> int:
@@ -25,6 +26,7 @@ def main() -> int:
     mem = commands.add_parser("memory", help="what each idle stream keeps alive in the hub")
     mem.add_argument("--subs", type=int, default=2000)
     mem.add_argument("--no-trace", action="store_true", help="RSS and objects only, without tracemalloc")
+    commands.add_parser("parse", help="what parsing a publish and encoding its envelopes costs (no server)")
     args = parser.parse_args()
     if args.command == "load":
         unknown = set(args.scenarios.split(",")) - set(load.SCENARIOS)
@@ -33,6 +35,8 @@ def main() -> int:
         return load.main(args.scenarios.split(","), args.servers.split(","), args.runs, args.write)
     if args.command == "memory":
         return memory.main(args.subs, trace=not args.no_trace)
+    if args.command == "parse":
+        return parse.main()
     if args.command == "faults":
         return faults.main(args.size, aof=not args.no_aof, cluster=args.cluster)
     return 2

@@ -33,6 +33,8 @@ class ServerConfig:
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON lines elsewhere
     header_timeout: float = 10.0  # seconds to send a request's headers, from connecting or its first byte
     idle_timeout: float = 75.0  # seconds a keep-alive connection may wait for its next request
+    # seconds a request body may take in all (a streamed publish's: between two pieces of it)
+    body_timeout: float = 30.0
 
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -129,6 +131,7 @@ _POSITIVE = {
     "server.shutdown_timeout",
     "server.header_timeout",
     "server.idle_timeout",
+    "server.body_timeout",
     "redis.connect_timeout",
     "redis.max_connections",
     "redis.wait_timeout",

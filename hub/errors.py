@@ -7,6 +7,7 @@
     │   ├── Forbidden             403: a valid token that does not grant the topic
     │   ├── NotFound              404
     │   ├── MethodNotAllowed      405
+    │   ├── RequestTimeout        408: a request body that did not arrive in time
     │   ├── Conflict              409: a position from a history the broker has since lost
     │   ├── Unprocessable         422: an Idempotency-Key sent again with another request
     │   ├── PayloadTooLarge       413: body, data or batch over its limit
@@ -72,6 +73,10 @@ class NotFound(HttpError):
 
 class MethodNotAllowed(HttpError):
     status = 405
+
+
+class RequestTimeout(HttpError):
+    status = 408
 
 
 class Conflict(HttpError):

@@ -12,20 +12,29 @@ from collections.abc import Sequence
 
 from hub.errors import TooManyRequests
 
-# File descriptors kept back from the stream limit for Redis connections, publishes, logs and accepts.
+# File descriptors kept back from the connection budget for Redis connections, logs and accepts; at most
+# a quarter of the open-file limit, so that a small limit (macOS: 256) still leaves most for clients.
 FD_RESERVE = 256
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def stream_limit(configured: int) -> int:
-    """Streams one process holds at most: the configured number, or what its open-file limit allows."""
-    if configured:
-        return configured
+def budget_for(open_files: int) -> int:
+    """Connections, streams included, that a process with this open-file limit may hold."""
+    return max(1, open_files - min(FD_RESERVE, open_files // 4))
+
+
+def descriptor_budget() -> int:
+    """`budget_for` this process's open-file limit."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 1_000_000
-    return max(1, soft - FD_RESERVE)
+    return budget_for(soft)
+
+
+def stream_limit(configured: int) -> int:
+    """Streams one process holds at most: the configured number, or what its open-file limit allows."""
+    return configured or descriptor_budget()
 
 
 class Connections:
@@ -160,6 +169,22 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
         if not _trusted(address, trusted):
             break
     return client
+
+
+def client_key(address: str) -> str:
+    """What every per-client limit and scope counts a client address as: an IPv4 address as is, an IPv6
+    one as its /64 (the least a site is given: addresses inside it cost a client nothing to rotate), an
+    IPv4-mapped IPv6 one as the IPv4 address. Anything else ("unknown", "unix") as is."""
+    if ":" not in address:
+        return address  # IPv4, the common case: no parsing, no allocation
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
 
 
 def _normalized(text: str) -> str | None:

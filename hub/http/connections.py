@@ -3,19 +3,21 @@
 On its own, aiohttp waits for a request's headers as long as its keep-alive timeout, and counts its
 connections toward nothing: sockets that send half a request and stop (slowloris), or nothing at all,
 could hold every file descriptor. Here a connection must finish its request's headers within
-`server.header_timeout` of connecting, or of that request's first byte; it waits at most
-`server.idle_timeout` between requests; and it counts toward the open-file budget (with the streams)
-and toward its peer address's `limits.max_http_connections_per_ip`. A new connection over either
-closes the oldest connection that is idle or still sending headers or, with none, is refused itself.
+`server.header_timeout` of connecting, of that request's first byte, or of the response before it (a
+request pipelined behind another arrives before its turn); it waits at most `server.idle_timeout`
+between requests; and it counts toward the open-file budget (with the streams) and toward its peer's
+`limits.max_http_connections_per_ip` (an IPv6 peer's /64, see `hub.limits.client_key`). A new
+connection over either closes the oldest connection that is idle or still sending headers or, with
+none, is refused itself. (Bodies are bounded by the routes that read them: `hub.http.body`.)
 
 A detached stream (`hub.http.detach`) leaves the table once aiohttp forgets its connection: its
 `Lease` counts it from then on, and no timeout here applies to it.
 
-aiohttp has no API for what this needs to know of a connection, so it reads three attributes of
-`RequestHandler` (checked on import; tests/test_connections.py pins the behaviour): `_waiter` (set
-while it waits for a request), `_messages` (requests parsed, not yet handled) and
-`_request_in_progress`; and it extends `_handle_request`, to linger after a malformed request.
-It must never close a connection that is being answered.
+aiohttp has no API for what this needs to know of a connection, so it reads four attributes of
+`RequestHandler` (checked on import; tests/test_connections.py pins the behaviour): `_waiter` (a
+pending future while it waits for the bytes of a request), `_messages` (requests parsed, not yet
+handled), `_request_in_progress` and `_parser`; and it extends `_handle_request`, to linger after a
+malformed request. It must never close a connection that is being answered.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import resource
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -33,14 +34,14 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from hub.http.errors import error_response, malformed
-from hub.limits import FD_RESERVE, Connections, parse_networks
+from hub.limits import Connections, client_key, descriptor_budget, parse_networks
 
 log = logging.getLogger(__name__)
 
 # The `Server` header of every response: no version for anyone to look up.
 SERVER_NAME = "broadcast-hub"
 
-RELIED_ON = ("_waiter", "_messages", "_request_in_progress")
+RELIED_ON = ("_waiter", "_messages", "_request_in_progress", "_parser")
 _slots = {name for cls in RequestHandler.__mro__ for name in getattr(cls, "__slots__", ())}
 if not _slots.issuperset(RELIED_ON):  # pragma: no cover - an aiohttp this module was not written for
     raise ImportError(f"aiohttp's RequestHandler lacks {sorted(set(RELIED_ON) - _slots)}; see {__name__}")
@@ -60,16 +61,8 @@ REFUSAL = (
 )
 
 
-def connection_budget() -> int:
-    """Connections one process may hold, streams included: its open-file limit less the reserve."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(1, soft - FD_RESERVE)
-
-
 class ConnectionTable:
-    """The connections aiohttp holds, oldest first, in all and per peer address."""
+    """The connections aiohttp holds, oldest first, in all and per peer (`client_key` of its address)."""
 
     def __init__(
         self, budget: int, per_peer: int, streams: Connections, exempt: Sequence[_Network] = ()
@@ -89,8 +82,9 @@ class ConnectionTable:
     def held_by(self, peer: str) -> int:
         return len(self._by_peer.get(peer, ()))
 
-    def admit(self, conn: GuardedRequestHandler, peer: str) -> bool:
-        """Count `conn` in, making room by closing an older waiting one if need be; False: no room."""
+    def admit(self, conn: GuardedRequestHandler, peer: str, address: str) -> bool:
+        """Count `conn` from `address` in under `peer`, its key, making room by closing an older waiting
+        one if need be; False: no room."""
         if len(self._all) + self._streams.open >= self.budget and not self._evict(self._all):
             self.refused += 1
             return False
@@ -99,7 +93,7 @@ class ConnectionTable:
             self.per_peer
             and mine is not None
             and len(mine) >= self.per_peer
-            and not self._exempted(peer)
+            and not self._exempted(address)
             and not self._evict(mine)
         ):
             self.refused += 1
@@ -125,9 +119,9 @@ class ConnectionTable:
         victim.close_waiting("over the connection limit")
         return True
 
-    def _exempted(self, peer: str) -> bool:
+    def _exempted(self, address: str) -> bool:
         try:
-            ip = ipaddress.ip_address(peer)
+            ip = ipaddress.ip_address(address)
         except ValueError:
             return False
         return any(ip in net for net in self._exempt)
@@ -137,7 +131,17 @@ class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection protocol, with a header timeout, a place in the table, and malformed
     requests answered in the hub's JSON shape and logged in one line without their bytes."""
 
-    __slots__ = ("_closed", "_header_clock", "_header_timeout", "_malformed", "_peer", "_table")
+    __slots__ = (
+        "_closed",
+        "_header_deadline",
+        "_header_timeout",
+        "_header_timer",
+        "_lingering",
+        "_malformed",
+        "_owed",
+        "_peer",
+        "_table",
+    )
 
     def __init__(
         self, manager: web.Server, *, table: ConnectionTable, header_timeout: float, **kwargs: Any
@@ -145,44 +149,69 @@ class GuardedRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._table = table
         self._header_timeout = header_timeout
-        self._header_clock: asyncio.TimerHandle | None = None
+        # One timer per connection, moved on lazily as aiohttp does its keep-alive timer: a request
+        # costs no timer of its own. No deadline: 0.
+        self._header_deadline = 0.0
+        self._header_timer: asyncio.TimerHandle | None = None
+        # A request is owed by the deadline (the connection is new, or one's first byte came): then it
+        # closes without looking at what the parser holds.
+        self._owed = True
         self._peer = "unknown"
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._malformed = False  # a request on it was refused as malformed
+        self._lingering = False
 
     @property
     def waiting(self) -> bool:
-        """Idle between requests, still sending one's headers, or lingering after a malformed one:
-        nothing of ours is under way."""
-        return self.transport is not None and not self._request_in_progress and not self._messages
+        """aiohttp waits for the bytes of a request (idle, or still being sent its headers), or the
+        connection lingers after a malformed one: nothing of ours is under way. Not merely "no request
+        in progress": a request just parsed is neither queued nor in progress until its task starts."""
+        if self._lingering:
+            return True
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peername = transport.get_extra_info("peername")
-        self._peer = str(peername[0]) if isinstance(peername, tuple) else "unix"
-        if not self._table.admit(self, self._peer):
+        address = str(peername[0]) if isinstance(peername, tuple) else "unix"
+        self._peer = client_key(address)
+        if not self._table.admit(self, self._peer, address):
             log.debug("refused a connection from %s: over the connection limit", self._peer)
             if self.transport is not None:
                 self.transport.write(REFUSAL)
             self.force_close()
             return
-        self._start_header_clock()
+        self._arm_header_clock()
 
     def data_received(self, data: bytes) -> None:
-        if self._header_clock is None and data and self._waiter is not None and not self._waiter.done():
-            # The first byte of the next request: its headers are on the clock from now, and aiohttp's
-            # idle timer stops (it starts again after the response).
+        if not self._owed and data and self.waiting:
+            # The first byte of the next request: its headers are on the clock from now (or from the
+            # response before, if that is sooner), and aiohttp's idle timer stops (it starts again
+            # after the response).
+            self._owed = True
             self.keep_alive(True)
-            self._start_header_clock()
+            if not self._header_deadline:
+                self._arm_header_clock()
         super().data_received(data)
-        if self._header_clock is not None and self._messages:
-            self._header_clock.cancel()  # the headers are in: the request is being answered
-            self._header_clock = None
+        if self._header_deadline and self._messages:
+            # The headers are in: the request is being answered. The timer, if any, finds no deadline.
+            self._header_deadline = 0.0
+            self._owed = False
+
+    def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
+        # aiohttp calls this once a response is out, whether or not it logs: bytes of a next request may
+        # already be in the parser, sent before their turn, and no byte to come would start the clock.
+        super().log_access(request, response, time)
+        if self.transport is not None:
+            self._owed = False
+            self._arm_header_clock()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._header_clock is not None:
-            self._header_clock.cancel()
-            self._header_clock = None
+        self._header_deadline = 0.0
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         self._table.forget(self, self._peer)
         if not self._closed.done():
             self._closed.set_result(None)
@@ -193,13 +222,45 @@ class GuardedRequestHandler(RequestHandler):
         self._table.forget(self, self._peer)  # at once: the transport reports its loss only later
         self.force_close()
 
-    def _start_header_clock(self) -> None:
-        self._header_clock = self._loop.call_later(self._header_timeout, self._headers_late)
+    def _arm_header_clock(self) -> None:
+        deadline = self._loop.time() + self._header_timeout
+        self._header_deadline = deadline
+        if self._header_timer is None:
+            self._header_timer = self._loop.call_at(deadline, self._header_clock_rings)
 
-    def _headers_late(self) -> None:
-        self._header_clock = None
+    def _header_clock_rings(self) -> None:
+        self._header_timer = None
+        deadline = self._header_deadline
+        if not deadline or self.transport is None:
+            return
+        if self._loop.time() < deadline:  # moved on since the timer was set
+            self._header_timer = self._loop.call_at(deadline, self._header_clock_rings)
+            return
         if self.waiting:
-            self.close_waiting(f"no complete request headers within {self._header_timeout:g} s")
+            self._header_deadline = 0.0
+            if self._owed or self._holds_part_of_a_request():
+                self.close_waiting(f"no complete request headers within {self._header_timeout:g} s")
+            # else idle between requests: aiohttp's idle timer has it
+        elif self._request_in_progress or self._messages:
+            self._header_deadline = 0.0  # being answered: its response sets the clock again
+            self._owed = False
+        else:
+            self._arm_header_clock()  # answered, aiohttp still reading the rest of an unread body
+
+    def _holds_part_of_a_request(self) -> bool:
+        """Whether the parser holds the start of a request, not yet whole.
+
+        HTTP lets a server skip empty lines before a request line: a parser between requests takes
+        them as nothing, while one in the middle of a request line or its headers completes or refuses
+        the request. Asked only of a connection to be closed if so, as the lines spoil such a parser."""
+        parser = self._parser
+        if parser is None:
+            return False
+        try:
+            messages, _, _ = parser.feed_data(b"\r\n\r\n")
+        except Exception:  # the parser's refusal (HttpProcessingError), whatever its kind
+            return True
+        return bool(messages)
 
     async def _handle_request(
         self,
@@ -223,9 +284,13 @@ class GuardedRequestHandler(RequestHandler):
         if self.transport is None or not self.transport.can_write_eof():
             return
         self.transport.write_eof()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._lingering_time):
-                await asyncio.shield(self._closed)
+        self._lingering = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lingering_time):
+                    await asyncio.shield(self._closed)
+        finally:
+            self._lingering = False
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if isinstance(kw.get("exc_info"), web.RequestPayloadError):
@@ -288,7 +353,7 @@ class HubRunner(web.AppRunner):
 
 
 def table_for(streams: Connections, per_peer: int, trusted_proxies: Sequence[str]) -> ConnectionTable:
-    return ConnectionTable(connection_budget(), per_peer, streams, parse_networks(trusted_proxies))
+    return ConnectionTable(descriptor_budget(), per_peer, streams, parse_networks(trusted_proxies))
 
 
 async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:

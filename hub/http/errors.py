@@ -12,6 +12,7 @@ from aiohttp import http_exceptions, web
 from aiohttp.typedefs import Handler
 
 from hub.errors import HttpError
+from hub.http.body import ClientLeft
 from hub.http.state import CONFIG
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         code, message = malformed(exc.__cause__)
         log.debug("malformed body on %s %s: %s", request.method, request.path, code)
         response = error_response(400, code, message)
+        response.force_close()
+        return response
+    except ClientLeft as exc:
+        # Nobody to answer (the response goes nowhere), and nothing of ours went wrong: one quiet line.
+        log.debug("%s", exc)
+        response = error_response(400, "body_broke_off", "the request body broke off")
         response.force_close()
         return response
     except Exception:

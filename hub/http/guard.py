@@ -21,6 +21,7 @@ from hub.limits import (
     PublishRate,
     burst_for,
     client_address,
+    client_key,
     parse_networks,
     stream_limit,
 )
@@ -40,8 +41,8 @@ class TokenSource(enum.Enum):
 class Publisher:
     # Who publishes, whatever the spelling of their token: `sub:<sub claim>` (`sub#<digest>` for a sub
     # over 256 bytes), `claims:<digest of the verified header and payload>` for a token without a sub,
-    # or `client:<address>` when auth is off. It names the publish budget spent and scopes idempotency
-    # keys.
+    # or `client:<address>` when auth is off (`hub.limits.client_key`: an IPv6 client's /64). It names
+    # the publish budget spent and scopes idempotency keys.
     key: str
     grants: Grants | None  # None: auth is off
 
@@ -64,7 +65,10 @@ class Guard:
         self._write_origins = frozenset(o for o in config.cors.origins if o != "*")
 
     def client(self, request: web.Request) -> str:
-        return client_address(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
+        """The client as every per-client limit and scope counts it (see `client_key`)."""
+        return client_key(
+            client_address(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
+        )
 
     def check_subscribe(self, request: web.Request, selectors: Sequence[Selector]) -> None:
         token, _ = self._token(request)

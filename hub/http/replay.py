@@ -6,7 +6,8 @@ the writer waits for the transport to drain, and a client whose unsent output st
 `sse.drain_timeout` seconds is cut off, a slow consumer like any other (it resumes from the last event
 it got). This must never hold what was written: the bodies are consumed one at a time. The live events
 that arrive meanwhile are held for it under the same bound (`Fanout._hold`): once they pass it, the
-subscriber is closed and its replay stops here too.
+subscriber is closed and its replay stops here too. A history download is written the same way
+(`BoundedWriter`): a client that does not read it is cut off.
 """
 
 from __future__ import annotations
@@ -28,17 +29,16 @@ async def write_replay(
 ) -> bool:
     """Write `bodies` to the prepared `response`; False if the client was cut off for not reading, or
     once `closed()` (checked between bodies) says that its stream was closed meanwhile."""
-    # asyncio pauses the writer once the buffer is over the bound and resumes it as soon as it is back
-    # under: aiohttp's write waits in between, and that wait is what the timeout bounds.
-    transport.set_write_buffer_limits(high=max_buffer, low=max_buffer)
+    out = BoundedWriter(response, transport, max_buffer=max_buffer, drain_timeout=drain_timeout)
+    for body in bodies:
+        if closed():
+            transport.abort()
+            return False
+        if not await out.write(body):
+            return False
+    # aiohttp waits only once 64 KiB were written since it last did: the last bodies may leave the
+    # buffer over the bound, which the first live event would take for a slow consumer.
     try:
-        for body in bodies:
-            if closed():
-                break
-            async with asyncio.timeout(drain_timeout):
-                await response.write(body)
-        # aiohttp waits only once 64 KiB were written since it last did: the last bodies may leave the
-        # buffer over the bound, which the first live event would take for a slow consumer.
         async with asyncio.timeout(drain_timeout):
             await _under(transport, max_buffer, closed)
     except TimeoutError:
@@ -48,6 +48,38 @@ async def write_replay(
             return True
     transport.abort()  # what it holds goes at once, as a live slow consumer's does
     return False
+
+
+class BoundedWriter:
+    """Writes to a prepared response, cutting the client off once its unsent output stays over
+    `max_buffer` for `drain_timeout` seconds."""
+
+    __slots__ = ("_drain_timeout", "_response", "_transport")
+
+    def __init__(
+        self,
+        response: web.StreamResponse,
+        transport: asyncio.Transport,
+        *,
+        max_buffer: int,
+        drain_timeout: float,
+    ) -> None:
+        self._response = response
+        self._transport = transport
+        self._drain_timeout = drain_timeout
+        # asyncio pauses the writer once the buffer is over the bound and resumes it as soon as it is
+        # back under: aiohttp's write waits in between, and that wait is what the timeout bounds.
+        transport.set_write_buffer_limits(high=max_buffer, low=max_buffer)
+
+    async def write(self, body: bytes | bytearray | memoryview) -> bool:
+        """False if the client was cut off for not reading: write nothing more."""
+        try:
+            async with asyncio.timeout(self._drain_timeout):
+                await self._response.write(body)
+        except TimeoutError:
+            self._transport.abort()  # what it holds goes at once, as a live slow consumer's does
+            return False
+        return True
 
 
 async def _under(transport: asyncio.Transport, max_buffer: int, closed: Callable[[], bool]) -> None:

@@ -17,9 +17,10 @@ from hub.fanout import snapshot_bodies
 from hub.formats import CONTENT_TYPES, Format
 from hub.history import Since
 from hub.history_request import HistoryRequest, parse_history
+from hub.http.body import read_body
 from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
-from hub.http.replay import write_replay
+from hub.http.replay import BoundedWriter, write_replay
 from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
 from hub.idempotency import scoped
@@ -138,7 +139,7 @@ async def publish(request: web.Request) -> web.Response:
         )
     guard = request.app[GUARD]
     publisher = guard.publisher(request)
-    body = await request.read()
+    body = await read_body(request, config.server.body_timeout)
     parsed = parse_publish(
         request.headers.get("Content-Type", ""),
         body,
@@ -192,25 +193,37 @@ async def _write_history(request: web.Request, topic: str, query: HistoryRequest
         headers["Content-Type"] = "application/json"
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
+    transport = request.transport
+    if transport is None:
+        await pages.aclose()
+        return response
+    # Written as the client reads it: one that stops reading is cut off, and its pages go with it.
+    config = request.app[CONFIG]
+    out = BoundedWriter(
+        response, transport, max_buffer=config.sse.max_buffer, drain_timeout=config.sse.drain_timeout
+    )
     empty = True
     try:
-        if query.format == "json":
-            await response.write(b"[")
-        page = first
+        if query.format == "json" and not await out.write(b"["):
+            return response
+        page, first = first, None
         while page is not None:
-            if query.format == "ndjson":
-                await response.write(b"".join(formats.ndjson_event(event, topic) for event in page))
-            else:
-                await response.write(formats.json_array_items(page, topic, first=empty))
+            body = (
+                b"".join(formats.ndjson_event(event, topic) for event in page)
+                if query.format == "ndjson"
+                else formats.json_array_items(page, topic, first=empty)
+            )
+            if not await out.write(body):
+                log.debug("history of %r cut off: the client did not read it", topic)
+                return response
             empty = False
             page = await anext(pages, None)
         if query.format == "json":
-            await response.write(formats.json_array_end(empty))
+            await out.write(formats.json_array_end(empty))
     except HttpError as exc:
         # Too late for a status: cut the body off, so that no client takes a partial history for all.
         log.warning("history of %r cut off: %s", topic, exc.message)
-        if request.transport is not None:
-            request.transport.abort()
+        transport.abort()
     except ConnectionResetError:
         pass  # the client left before the end of its download
     finally:

@@ -11,6 +11,7 @@ from aiohttp import web
 from hub.errors import BadRequest, HttpError, TooManyRequests
 from hub.event import Draft
 from hub.fanout import Fanout
+from hub.http.body import next_piece, read_body
 from hub.http.guard import Guard, Publisher
 from hub.http.state import CONFIG, FANOUT, GUARD
 from hub.progress import job_topic, parse_progress
@@ -26,7 +27,8 @@ async def progress(request: web.Request) -> web.Response:
     topic = job_topic(job)
     publisher = guard.publisher(request)
     guard.check_publish(publisher, [Draft((topic,), None)])
-    draft = parse_progress(job, await request.read(), config.limits.max_data_bytes)
+    body = await read_body(request, config.server.body_timeout)
+    draft = parse_progress(job, body, config.limits.max_data_bytes)
     ids = await request.app[FANOUT].publish([draft])
     return web.json_response({"id": ids[0], "topic": topic})
 
@@ -66,8 +68,9 @@ async def publish_stream(request: web.Request) -> web.Response:
             count += len(ids)
             last_id = ids[-1]
 
+    gap = config.server.body_timeout
     try:
-        async for chunk in request.content.iter_any():
+        while chunk := await next_piece(request, gap):
             drafts = reader.feed(chunk)
             if drafts:
                 await send(drafts)

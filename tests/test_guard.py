@@ -15,6 +15,7 @@ import pytest
 from hub import config as hub_config
 from hub.auth import mint
 from hub.http.state import GUARD
+from tests.support.waiting import settled
 
 SECRET = "guard-secret-of-at-least-32-bytes!"
 APP = "https://app.example"
@@ -231,3 +232,61 @@ async def test_anonymous_stats_streams_cannot_take_every_place(hub_factory):
     finally:
         for resp in held:
             resp.close()
+
+
+IPV6_NEIGHBOURS = ["2001:db8:7:7::1", "2001:db8:7:7::2", "2001:db8:7:7:ffff::3", "2001:db8:7:7::4"]
+
+
+async def test_rotating_ipv6_addresses_within_a_64_does_not_dodge_the_stream_limit(hub_factory):
+    hub = await hub_factory(limits__max_connections_per_ip=2, server__trusted_proxies=("127.0.0.1",))
+    held = []
+    try:
+        for address in IPV6_NEIGHBOURS[:2]:
+            held.append(
+                await hub.session.get(hub.url + "/stats/stream", headers={"X-Forwarded-For": address})
+            )
+            assert held[-1].status == 200
+        for address in IPV6_NEIGHBOURS[2:]:
+            async with hub.session.get(
+                hub.url + "/stats/stream", headers={"X-Forwarded-For": address}
+            ) as resp:
+                assert (resp.status, (await resp.json())["error"]["code"]) == (429, "too_many_connections")
+        async with hub.subscribe("t", headers={"X-Forwarded-For": "2001:db8:7:8::1"}):
+            pass  # the next /64 is someone else
+    finally:
+        for resp in held:
+            resp.close()
+
+
+async def test_rotating_ipv6_addresses_within_a_64_shares_one_publish_budget_and_key_scope(hub_factory):
+    hub = await hub_factory(
+        limits__publish_rate=0.01, limits__publish_burst=3, server__trusted_proxies=("127.0.0.1",)
+    )
+    first = await hub.publish(
+        {"topic": "t", "data": 1},
+        headers={"X-Forwarded-For": IPV6_NEIGHBOURS[0], "Idempotency-Key": "k-1"},
+    )
+    # Another address of the same /64 sending the same key is the same publisher retrying.
+    again = await hub.publish(
+        {"topic": "t", "data": 1},
+        headers={"X-Forwarded-For": IPV6_NEIGHBOURS[1], "Idempotency-Key": "k-1"},
+    )
+    assert again == first  # (a retry spends budget too)
+    await hub.publish({"topic": "t", "data": 2}, headers={"X-Forwarded-For": IPV6_NEIGHBOURS[2]})
+    await hub.publish({"topic": "t", "data": 3}, expect=429, headers={"X-Forwarded-For": IPV6_NEIGHBOURS[3]})
+    # An IPv4 client is the same client written as IPv4-mapped IPv6.
+    for data in (4, 5, 6):
+        await hub.publish({"topic": "t", "data": data}, headers={"X-Forwarded-For": "203.0.113.9"})
+    await hub.publish(
+        {"topic": "t", "data": 7}, expect=429, headers={"X-Forwarded-For": "::ffff:203.0.113.9"}
+    )
+
+
+async def test_connections_from_an_ipv6_peer_count_toward_its_64(hub_factory):
+    hub = await hub_factory(server__host="::1", limits__max_http_connections_per_ip=10)
+    table = hub.running.runner.table
+    _, writer = await asyncio.open_connection("::1", hub.running.port)
+    try:
+        await settled(lambda: table.held_by("::/64") == 1)
+    finally:
+        writer.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import tracemalloc
 from urllib.parse import quote
 
@@ -239,3 +240,21 @@ async def test_a_history_download_holds_a_place_among_the_clients_streams(hub_fa
         assert resp.status == 200
         assert len(await resp.json()) == 1
     assert hub.running.runner.app[GUARD].connections.open == 0  # and gives it back
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"])
+async def test_a_history_download_the_client_does_not_read_is_cut_off(hub_factory):
+    # Nothing bounded it: the handler waited on the socket for ever, holding its stream place and pages.
+    hub = await hub_factory(sse__max_buffer=64 * 1024, sse__drain_timeout=0.5, history__max_events=200)
+    for _ in range(25):
+        await hub.publish([{"topic": "unread", "data": "x" * 100_000}] * 8)
+    connections = hub.running.runner.app[GUARD].connections
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", hub.running.port))
+    try:
+        sock.sendall(b"GET /topics/unread/history?limit=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settled(lambda: connections.open == 1)
+        await settled(lambda: connections.open == 0, timeout=8)
+    finally:
+        sock.close()

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from hub.errors import TooManyRequests
-from hub.limits import Connections, PublishRate, burst_for, client_address, parse_networks, stream_limit
+from hub.limits import (
+    Connections,
+    PublishRate,
+    budget_for,
+    burst_for,
+    client_address,
+    client_key,
+    parse_networks,
+    stream_limit,
+)
 
 
 def test_connections_are_limited_per_process_and_per_client():
@@ -38,8 +47,17 @@ def test_stream_limit_follows_the_open_file_limit_unless_set():
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert stream_limit(0) == max(1, soft - 256)
+    assert stream_limit(0) == budget_for(soft)
     assert stream_limit(7) == 7
+
+
+@pytest.mark.parametrize(
+    ("open_files", "budget"),
+    [(1_048_576, 1_048_320), (4096, 3840), (1024, 768), (256, 192), (100, 75), (4, 3), (1, 1)],
+)
+def test_a_small_open_file_limit_keeps_a_quarter_back_not_256(open_files, budget):
+    # At 256 (macOS's default) the reserve of 256 left one connection for the whole process.
+    assert budget_for(open_files) == budget
 
 
 def test_publish_rate_is_a_token_bucket_per_publisher():
@@ -102,3 +120,23 @@ TRUSTED = parse_networks(["10.0.0.0/8", "::1"])
 )
 def test_client_address_behind_trusted_proxies(peer, forwarded, client):
     assert client_address(peer, forwarded, TRUSTED) == client
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:0db8:0001:0002:0000:0000:0000:0002", "2001:db8:1:2::/64"),  # one spelling
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),  # the next /64 is another client
+        ("::ffff:203.0.113.9", "203.0.113.9"),  # IPv4-mapped: the IPv4 client it is
+        ("::1", "::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("unknown", "unknown"),
+        ("unix", "unix"),
+        ("not:an:address", "not:an:address"),
+    ],
+)
+def test_a_client_is_keyed_by_its_ipv4_address_or_its_ipv6_64(address, key):
+    assert client_key(address) == key

@@ -82,8 +82,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the hub failed on this request")
-    if response.status == 413:
-        # The rest of an oversized body is not worth reading: without this, aiohttp would read and
-        # discard it for up to its lingering time (10 s) to keep the connection alive.
+    if response.status in (408, 413):
+        # The rest of an oversized or stalled body is not worth reading: the connection closes after.
+        # (aiohttp still reads and discards the rest of an oversized one for up to its lingering time,
+        # 10 s, so that a client still sending gets the answer; a stalled one, hub.http.body ends.)
         response.force_close()
     return response

@@ -54,7 +54,7 @@ class BoundedWriter:
     """Writes to a prepared response, cutting the client off once its unsent output stays over
     `max_buffer` for `drain_timeout` seconds."""
 
-    __slots__ = ("_drain_timeout", "_response", "_transport")
+    __slots__ = ("_drain_timeout", "_max_buffer", "_response", "_transport")
 
     def __init__(
         self,
@@ -67,15 +67,25 @@ class BoundedWriter:
         self._response = response
         self._transport = transport
         self._drain_timeout = drain_timeout
+        self._max_buffer = max_buffer
         # asyncio pauses the writer once the buffer is over the bound and resumes it as soon as it is
         # back under: aiohttp's write waits in between, and that wait is what the timeout bounds.
         transport.set_write_buffer_limits(high=max_buffer, low=max_buffer)
 
     async def write(self, body: bytes | bytearray | memoryview) -> bool:
         """False if the client was cut off for not reading: write nothing more."""
+        step = self._max_buffer
         try:
-            async with asyncio.timeout(self._drain_timeout):
-                await self._response.write(body)
+            if len(body) <= step:
+                async with asyncio.timeout(self._drain_timeout):
+                    await self._response.write(body)
+                return True
+            # A body longer than the bound (a history page) goes a bound's worth at a time: a client
+            # that reads it slowly but steadily keeps up, as on a live stream.
+            view = memoryview(body)
+            for start in range(0, len(view), step):
+                async with asyncio.timeout(self._drain_timeout):
+                    await self._response.write(view[start : start + step])
         except TimeoutError:
             self._transport.abort()  # what it holds goes at once, as a live slow consumer's does
             return False

@@ -47,7 +47,6 @@ from hub.history import (
     SinceKind,
     Snapshot,
     merge,
-    newest,
     parse_id,
     seq_of,
 )
@@ -110,7 +109,7 @@ class RedisBroker(Broker):
         self._catch_up_task: asyncio.Task[None] | None = None
         # The last event received: where a reconnect catches up from, and this hub's high-water mark.
         self._last_id = b""
-        self._published: Position | None = None  # the newest id this process's publishes were given
+        self._published: tuple[str, int] = ("", 0)  # the newest id this process's publishes were given
         # While catching up after a reconnect, live messages wait here so they follow the history.
         self._held: list[bytes] | None = None
         # Snapshot tokens awaited on the subscriber connection (see `_snapshot`); a subscriber's token
@@ -168,24 +167,29 @@ class RedisBroker(Broker):
         if reply == b"!reused":
             raise idempotency_key_reused()
         ids: list[str] = reply.decode().split(" ")
-        last = parse_id(ids[-1])
-        if last is not None:
-            self._published = newest(self._published, last)
+        # The script's own ids, the last the newest: split, not parsed (this is once per publish).
+        epoch, _, seq = ids[-1].rpartition("-")
+        published = self._published
+        if published[0] != epoch or published[1] < int(seq):
+            self._published = (epoch, int(seq))
         return ids
 
-    def _evidence(self) -> Position | None:
+    def _evidence(self) -> tuple[str, int]:
         """The newest position this hub had from Redis, received or answered to its own publishes: the
-        only evidence on which the scripts start a new epoch (Redis holds less than that)."""
-        seen = parse_id(self._last_id.decode())
+        only evidence on which the scripts start a new epoch (Redis holds less than that). ('', 0): none."""
+        epoch_bytes, _, seq = self._last_id.rpartition(b"-")
+        try:
+            received = (epoch_bytes.decode(), int(seq)) if epoch_bytes else ("", 0)
+        except ValueError:  # the id of a malformed message someone else wrote to a channel
+            received = ("", 0)
         published = self._published
-        if published is not None and (seen is None or (published.epoch == seen.epoch and published > seen)):
+        if published[0] and (not received[0] or (published[0] == received[0] and published[1] > received[1])):
             return published
-        return seen
+        return received
 
     def _publish_args(
         self, drafts: Sequence[Draft], token: str, ttl: int, fingerprint: str
     ) -> list[bytes | str | int]:
-        seen = self._evidence()
         keys = self._keys
         args: list[bytes | str | int] = [
             7,
@@ -197,8 +201,7 @@ class RedisBroker(Broker):
             keys.prefix,
             ttl,
             new_epoch(),
-            seen.epoch if seen else "",
-            seen.seq if seen else 0,
+            *self._evidence(),
             self._history.max_events,
             int(self._history.max_age * 1000),
             len(drafts),
@@ -273,7 +276,6 @@ class RedisBroker(Broker):
         exact = [s.text for s in selectors if not s.is_pattern]
         patterns = [s for s in selectors if s.is_pattern]
         after = since.position
-        seen = self._evidence()
         args: list[bytes | str | int] = [
             self._keys.prefix,
             new_epoch(),
@@ -284,8 +286,7 @@ class RedisBroker(Broker):
             token,
             self._history.max_replay,
             "PUBLISH",
-            seen.epoch if seen else "",
-            seen.seq if seen else 0,
+            *self._evidence(),
             "",
             0,
             "",

@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
-from hypothesis import strategies as st
 
 from hub import cli
 from hub import config as hub_config
@@ -21,6 +20,7 @@ from hub.auth import LEEWAY, MAX_SELECTORS, Authorizer, Grants, TokenCache, mint
 from hub.errors import ConfigError, Forbidden, Unauthorized
 from hub.event import Draft
 from hub.topics import Selector
+from tests.support.selector_strategies import selector_text, topic_text
 
 SECRET = "s" * 32
 
@@ -188,15 +188,6 @@ def test_auth_off_allows_everything_and_ignores_tokens():
     authorizer = Authorizer(hub_config.build().auth)
     authorizer.check_subscribe(None, [Selector.parse("**")])
     assert authorizer.publisher("garbage") is None
-
-
-segment = st.sampled_from(["a", "b", "*"])
-selector_text = st.builds(
-    lambda segs, tail: "/".join(segs + (["**"] if tail else [])) or "**",
-    st.lists(segment, max_size=4),
-    st.booleans(),
-)
-topic_text = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=6).map("/".join)
 
 
 @given(selector_text, selector_text, topic_text)

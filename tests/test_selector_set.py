@@ -13,14 +13,7 @@ from hub.auth import MAX_SELECTORS, Authorizer, mint
 from hub.event import Draft
 from hub.selector_set import SelectorSet
 from hub.topics import Selector
-
-segment = st.sampled_from(["a", "b", "*"])
-selector_text = st.builds(
-    lambda segs, tail: "/".join(segs + (["**"] if tail else [])) or "**",
-    st.lists(segment, max_size=4),
-    st.booleans(),
-)
-topic_text = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=6).map("/".join)
+from tests.support.selector_strategies import selector_text, topic_text
 
 
 @given(st.lists(selector_text, max_size=8), topic_text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bench.processes import HubProcess
@@ -32,8 +34,13 @@ def nginx_in_front(tmp_path: Path, upstream_ports: list[int]) -> Iterator[str]:
     conf = (ROOT / "deploy/nginx/nginx.conf").read_text()
     assert conf.count("listen 80;") == 1
     (tmp_path / "nginx.conf").write_text(conf.replace("listen 80;", f"listen 127.0.0.1:{port};"))
-    servers = "".join(f"    server 127.0.0.1:{p};\n" for p in upstream_ports)
-    (tmp_path / "hub-upstream.conf").write_text(f"upstream hub {{\n{servers}    keepalive 32;\n}}\n")
+    # deploy/nginx/hub-upstream.conf too, its servers' parameters kept: our replicas for compose's.
+    upstream = (ROOT / "deploy/nginx/hub-upstream.conf").read_text()
+    servers = re.findall(r"^\s*server\s+[\w.-]+:\d+", upstream, re.M)
+    assert len(servers) == len(upstream_ports)
+    for server, p in zip(servers, upstream_ports, strict=True):
+        upstream = upstream.replace(server, server.split("server")[0] + f"server 127.0.0.1:{p}", 1)
+    (tmp_path / "hub-upstream.conf").write_text(upstream)
     (tmp_path / "logs").mkdir()
     directives = f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/logs/error.log;"
     proc = subprocess.Popen(
@@ -131,7 +138,8 @@ async def test_rolling_restart_behind_nginx_loses_nothing_and_doubles_nothing(re
                     await asyncio.sleep(0.05)
             _done, late = await asyncio.wait(readers, timeout=30)
             missing = [
-                f"#{i}: {len(got)} events, last {got[-3:]}, {s.connections} connections"
+                f"#{i}: {len(got)} events, last {got[-3:]}, {s.connections} connections, "
+                f"{s.failures} failures in a row, {s.stalls} stalls"
                 for i, (got, s, r) in enumerate(zip(received, subscriptions, readers, strict=True))
                 if r in late
             ]
@@ -152,3 +160,31 @@ async def _wait_connected(subscriptions) -> None:
         while not all(s.connections for s in subscriptions):
             await asyncio.sleep(0.02)
     await asyncio.sleep(0.2)  # the stream's first bytes, after which nothing it should get is missed
+
+
+async def test_a_replica_back_from_its_restart_takes_requests_when_the_next_one_drains(replicas, tmp_path):
+    """nginx counted a replica it could not reach as down for its default fail_timeout of 10 s, long
+    after it was back: when the other replica drained next, every request was a 502 (no live
+    upstreams) for seconds, and a subscriber backing off from them came back too late."""
+    await asyncio.gather(*(r.ready() for r in replicas))
+    first, second = replicas
+    with nginx_in_front(tmp_path, [r.port for r in replicas]) as url:
+        # A connection per request, so that every nginx worker finds the first replica gone.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def statuses(count: int) -> list[int]:
+                got = []
+                for n in range(count):
+                    body = {"topic": "restart/x", "data": n}
+                    async with session.post(url + "/publish", json=body) as resp:
+                        got.append(resp.status)
+                return got
+
+            assert first.stop() == 0
+            assert await statuses(8) == [200] * 8  # the other replica answers
+            first.start()
+            await first.ready()
+            await asyncio.sleep(1.5)
+            assert second.stop() == 0
+            assert await statuses(8) == [200] * 8  # the first one, back, answers

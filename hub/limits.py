@@ -157,7 +157,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
     """
     if peer is None:
         return "unknown"
-    if not forwarded_for or not _trusted(peer, trusted):
+    if not forwarded_for or not is_trusted(peer, trusted):
         return peer
     client = peer
     for hop in reversed(forwarded_for.split(",")):
@@ -166,7 +166,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
             break  # garbage from the client or a misconfigured proxy: stop at what we can trust
         # Normalized, so that one client cannot pass for many by spelling its IPv6 address differently.
         client = address
-        if not _trusted(address, trusted):
+        if not is_trusted(address, trusted):
             break
     return client
 
@@ -194,7 +194,7 @@ def _normalized(text: str) -> str | None:
         return None
 
 
-def _trusted(address: str, trusted: Sequence[_Network]) -> bool:
+def is_trusted(address: str, trusted: Sequence[_Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -54,8 +54,7 @@ def encode_data(data: object, max_bytes: int, where: str = "", what: str = "data
             _check_size(len(encoded), max_bytes, where, what)
             raise _too_deep(where, what)
         size = len(encoded)
-    if size > max_bytes:
-        _check_size(size, max_bytes, where, what)
+    _check_size(size, max_bytes, where, what)
     return encoded
 
 

@@ -34,7 +34,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from hub.http.errors import error_response, malformed
-from hub.limits import Connections, client_key, descriptor_budget, parse_networks
+from hub.limits import Connections, client_key, descriptor_budget, is_trusted, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class ConnectionTable:
             self.per_peer
             and mine is not None
             and len(mine) >= self.per_peer
-            and not self._exempted(address)
+            and not is_trusted(address, self._exempt)
             and not self._evict(mine)
         ):
             self.refused += 1
@@ -118,13 +118,6 @@ class ConnectionTable:
         self.evicted += 1
         victim.close_waiting("over the connection limit")
         return True
-
-    def _exempted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._exempt)
 
 
 class GuardedRequestHandler(RequestHandler):

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.raw_stream import parse_head
+
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "text/plain")
 # An SSE block holding nothing but an id line: the position every stream sends after its replay.
 _POSITION_LINE = re.compile(rb"(?:^|\n\n)id: [^\n]*\n\n")
@@ -76,13 +78,8 @@ async def send(
                 head = await reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, ConnectionError):
                 return RawAnswer(0)
-            status_line, *header_lines = head.decode("latin-1").split("\r\n")
-            headers = {}
-            for line in header_lines:
-                if line:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-            answer = RawAnswer(int(status_line.split()[1]), headers)
+            status, headers = parse_head(head)
+            answer = RawAnswer(status, headers)
             chunked = headers.get("transfer-encoding", "").lower() == "chunked"
             stream = answer.status == 200 and answer.content_type in STREAM_TYPES
             try:

@@ -76,19 +76,20 @@ async def open_stream(
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         async with asyncio.timeout(10):
             head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        parsed = {}
-        for line in header_lines:
-            if line:
-                name, _, value = line.partition(":")
-                parsed[name.strip().lower()] = value.strip()
-        yield RawStream(
-            reader,
-            int(status_line.split()[1]),
-            parsed,
-            parsed.get("transfer-encoding", "").lower() == "chunked",
-        )
+        status, parsed = parse_head(head)
+        yield RawStream(reader, status, parsed, parsed.get("transfer-encoding", "").lower() == "chunked")
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """A response's status and headers (names lower-cased) from its head, the blank line included."""
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers

@@ -74,6 +74,11 @@ class HistoryConfig:
     max_replay: int = 10000  # events one resume replays; a client that missed more gets a reset
     # bytes of history one resume reads from Redis in one reply; past them, a reset too
     max_replay_bytes: int = 16 * MiB
+    # seconds after its last publish that a topic is dropped (history, counter, registry); 0: never
+    ttl: float = 86400.0
+    # bytes of history the memory broker holds over all topics; past it, the least recently published
+    # topics lose theirs first. Redis bounds its own memory (maxmemory).
+    max_total_bytes: int = 256 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,7 @@ _POSITIVE = {
     "history.max_events",
     "history.max_replay",
     "history.max_replay_bytes",
+    "history.max_total_bytes",
     "publish.idempotency_window",
     "limits.max_body_bytes",
     "limits.max_data_bytes",
@@ -151,6 +157,7 @@ _POSITIVE = {
 _NOT_NEGATIVE = {
     "redis.wait_replicas",
     "history.max_age",
+    "history.ttl",
     "limits.max_connections",
     "limits.max_connections_per_ip",
     "limits.max_http_connections_per_ip",

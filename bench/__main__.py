@@ -1,12 +1,12 @@
-"""`python -m bench faults|load|memory|parse`: the fault run, the load benchmark, an idle stream's memory,
-what parsing a publish costs."""
+"""`python -m bench faults|load|memory|parse|ttl|idem`: the fault run, the load benchmark, an idle stream's
+memory, what parsing a publish costs, what Redis keeps of one-off topics, what idempotency keys cost."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import faults, load, memory, parse
+from bench import faults, load, memory, parse, topic_ttl
 
 
 def main() -> int:
@@ -27,6 +27,16 @@ def main() -> int:
     mem.add_argument("--subs", type=int, default=2000)
     mem.add_argument("--no-trace", action="store_true", help="RSS and objects only, without tracemalloc")
     commands.add_parser("parse", help="what parsing a publish and encoding its envelopes costs (no server)")
+    ttl = commands.add_parser(
+        "ttl", help="one-off topics on Redis: the keys left before and after history.ttl"
+    )
+    ttl.add_argument("--topics", type=int, default=100_000)
+    ttl.add_argument("--ttl", type=float, default=2.0)
+    ttl.add_argument("--no-tokens", action="store_true", help="do not wait for the publish tokens to expire")
+    idem = commands.add_parser("idem", help="keyed publishes/s on Redis with 1k to 1M live idempotency keys")
+    idem.add_argument("--levels", default="1000,10000,100000,1000000")
+    idem.add_argument("--publishes", type=int, default=5000)
+    idem.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if args.command == "load":
         unknown = set(args.scenarios.split(",")) - set(load.SCENARIOS)
@@ -37,6 +47,11 @@ def main() -> int:
         return memory.main(args.subs, trace=not args.no_trace)
     if args.command == "parse":
         return parse.main()
+    if args.command == "ttl":
+        return topic_ttl.main_ttl(args.topics, args.ttl, wait_tokens=not args.no_tokens)
+    if args.command == "idem":
+        levels = [int(n) for n in args.levels.split(",")]
+        return topic_ttl.main_idem(levels, args.publishes, args.runs)
     if args.command == "faults":
         return faults.main(args.size, aof=not args.no_aof, cluster=args.cluster)
     return 2

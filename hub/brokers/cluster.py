@@ -36,6 +36,7 @@ from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.refusals import Refusals
 from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
+from hub.brokers.topic_ttl import TopicSweeper, ttl_ms
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable, idempotency_key_reused
 from hub.event import Draft, EnvelopeError, Event, new_epoch, open_envelope
@@ -107,6 +108,7 @@ class RedisClusterBroker(Broker):
         self._history_script = self._client.register_script(HISTORY_PAGE)
         # redis-py's cluster pool fails past max_connections instead of waiting: callers queue here.
         self._commands = asyncio.Semaphore(config.max_connections)
+        self._sweeper = TopicSweeper(self._client, self._keys, history, self._commands)
         self.node = secrets.token_hex(6)
         self._sink: BrokerSink | None = None
         n = parts.count
@@ -147,6 +149,7 @@ class RedisClusterBroker(Broker):
             # Not fatal: the links retry, and readiness says whether the cluster is reachable.
             log.warning("redis cluster not reachable yet: %s", exc)
         self._want(self._home)
+        self._sweeper.start()
 
     async def close(self) -> None:
         self._closed = True
@@ -168,6 +171,7 @@ class RedisClusterBroker(Broker):
             future.cancel()
         self._waiters.clear()
         await self._refusals.close()
+        await self._sweeper.close()
         await self._client.aclose()
         self._sink = None
 
@@ -279,6 +283,7 @@ class RedisClusterBroker(Broker):
             len(items),
             self._parts.channels[p],
             "" if idempotency is None else idempotency.fingerprint,
+            ttl_ms(self._history),
         ]
         histories: dict[str, None] = {}
         for i, topics in items:

@@ -37,6 +37,7 @@ from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.refusals import Refusals
 from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
+from hub.brokers.topic_ttl import TopicSweeper, ttl_ms
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable, idempotency_key_reused
 from hub.event import Draft, EnvelopeError, Event, envelope_id, new_epoch, open_envelope
@@ -74,6 +75,7 @@ class RedisBroker(Broker):
         self._history = history
         self._idempotency_window = idempotency_window
         self._keys = RedisKeys(config.prefix)
+        self._ttl_ms = ttl_ms(history)
         # A bounded pool that makes callers wait for a connection: a burst of subscribers queues for
         # a few milliseconds instead of opening a connection each (or failing past a limit).
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -87,6 +89,7 @@ class RedisBroker(Broker):
         )
         self._client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
         self._snapshot_script = self._client.register_script(redis_scripts.SNAPSHOT)
+        self._sweeper = TopicSweeper(self._client, [self._keys], history)
         self.node = secrets.token_hex(6)
         # A publish's token, for its exactly-once retry: unique per process and publish, and cheap.
         self._publishes = itertools.count()
@@ -123,6 +126,7 @@ class RedisBroker(Broker):
     async def start(self, sink: BrokerSink) -> None:
         self._sink = sink
         self._task = asyncio.create_task(self._supervise(), name="hub-redis-subscriber")
+        self._sweeper.start()
 
     async def close(self) -> None:
         self._closed = True
@@ -140,6 +144,7 @@ class RedisBroker(Broker):
                     future.cancel()
         self._waiters.clear()
         await self._refusals.close()
+        await self._sweeper.close()
         await self._link.close()
         await self._client.aclose()
         self._sink = None
@@ -192,7 +197,7 @@ class RedisBroker(Broker):
     ) -> list[bytes | str | int]:
         keys = self._keys
         args: list[bytes | str | int] = [
-            7,
+            8,
             keys.sequence,
             keys.topics,
             keys.retained,
@@ -207,6 +212,7 @@ class RedisBroker(Broker):
             len(drafts),
             "",
             fingerprint,
+            self._ttl_ms,
         ]
         for draft in drafts:
             args.append(len(draft.topics))

@@ -7,6 +7,13 @@ are `<seq>-0` with fields `m` (the envelope), `t` (Redis time, ms, for the age b
 the topic's previous event: the first retained entry's `p` says whether anything after a given id was
 trimmed, exactly).
 
+With `history.ttl`, a topic with no publish for that long is dropped (`hub.brokers.topic_ttl`): its
+stream expires, and a sweep takes it out of the registry, the indexes and the retained hash. Seqs come
+from the one counter, which outlives every topic, so a topic published again never repeats an id; the
+sequence hash's `dropped` field (the drop floor) is the highest last seq of any topic dropped. A topic
+that does not exist reaches back only to it, and a topic created while it is set starts with `p` at it:
+it may be the continuation of one dropped. A resume from before it finds no gap it could miss.
+
 Two name indexes, sorted sets of score 0 (ordered by name): every topic of the registry, and every topic
 with retained state. A pattern reads the names under its literal prefix there, not the whole registry.
 Publishes write them; topics an older hub wrote are indexed a batch per publish, and until then the
@@ -28,7 +35,8 @@ local function repair_counter(seq_key, topics_key, fresh)
     return nil
   end
   local top = redis.call('ZRANGE', topics_key, -1, -1, 'WITHSCORES')[2]
-  redis.call('HSET', seq_key, 'epoch', fresh, 'seq', math.floor(math.max(tonumber(top or '0') or 0, 0)))
+  top = math.max(tonumber(top or '0') or 0, tonumber(redis.call('HGET', seq_key, 'dropped') or '0') or 0)
+  redis.call('HSET', seq_key, 'epoch', fresh, 'seq', math.floor(math.max(top, 0)))
   return fresh
 end
 """
@@ -42,8 +50,10 @@ end
 # moves the counter by 0: a probe that Redis takes this script's writes again after refusing them.
 # On a cluster, `prefix` carries the partition's hash tag, so every key touched lives in one slot, and
 # each event goes out once on its partition's sharded channel (SPUBLISH) instead of once per topic.
-# KEYS[5..7]: the topic names index, the retained names index, and the cursor of their catching up with
-# topics an older hub wrote (see `RedisKeys`); a cluster's histories follow them, declared only.
+# KEYS[5..8]: the topic names index, the retained names index, the cursor of their catching up with
+# topics an older hub wrote (see `RedisKeys`), and the topics by last publish time; a cluster's histories
+# follow them, declared only. ARGV[11]: `history.ttl` in ms (0: topics are kept forever), before the
+# events: each topic published is stamped with the time and its stream set to expire when it is due.
 PUBLISH = (
     REPAIR_COUNTER
     + """
@@ -75,12 +85,14 @@ now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local max_events = ARGV[6]
 local max_age = tonumber(ARGV[7])
 local index_due = false
+local ttl = tonumber(ARGV[11])
+local floor = nil  -- the drop floor, read once a new topic needs it
 local ids = {}
 local shard_channel = ARGV[9]
 if tonumber(ARGV[8]) == 0 then
   redis.call('HINCRBY', seq_key, 'seq', 0)
 end
-local i = 11
+local i = 12
 for e = 1, tonumber(ARGV[8]) do
   local n = tonumber(ARGV[i])
   local body = ARGV[i + n + 1]
@@ -92,7 +104,12 @@ for e = 1, tonumber(ARGV[8]) do
   for c = 1, n do
     local topic = ARGV[i + c]
     local history = prefix .. ':h:' .. topic
-    local prev = redis.call('ZSCORE', topics_key, topic) or '0'
+    local prev = redis.call('ZSCORE', topics_key, topic)
+    local new_topic = not prev
+    if new_topic then
+      floor = floor or redis.call('HGET', seq_key, 'dropped') or '0'
+      prev = floor
+    end
     redis.call('XADD', history, 'MAXLEN', max_events, seq .. '-0', 'm', message, 't', now, 'p', prev)
     if max_age > 0 then
       local head = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
@@ -108,8 +125,12 @@ for e = 1, tonumber(ARGV[8]) do
       end
     end
     redis.call('ZADD', topics_key, seq, topic)
-    if prev == '0' then
+    if new_topic then
       redis.call('ZADD', KEYS[5], 0, topic)
+    end
+    if ttl > 0 then
+      redis.call('PEXPIREAT', history, now + ttl)
+      redis.call('ZADD', KEYS[8], now, topic)
     end
     if retain and redis.call('HSET', retained_key, topic, message) == 1 then
       redis.call('ZADD', KEYS[6], 0, topic)
@@ -180,6 +201,7 @@ if not epoch then
   redis.call('HSET', seq_key, 'epoch', epoch)
 end
 local seq = tonumber(redis.call('HGET', seq_key, 'seq') or '0')
+local dropped = tonumber(redis.call('HGET', seq_key, 'dropped') or '0')
 if ARGV[10] == epoch then
   -- The hub received more than Redis holds, or its last event is not what Redis holds under that seq:
   -- Redis came back with less than it had handed out, so ids would repeat. A new epoch tells them apart.
@@ -398,6 +420,9 @@ if mode == 'after' then
   if ARGV[4] ~= epoch or after > seq then
     -- another epoch, or a position from the future: this stream alone resyncs
     out[3] = 'epoch'
+  elseif #patterns > 0 and dropped > after then
+    -- a topic dropped since may have matched: its name is forgotten, so no pattern can tell
+    out[3] = 'trimmed'
   else
     topics = with_history(ARGV[5])
     for _, topic in ipairs(topics) do
@@ -406,7 +431,8 @@ if mode == 'after' then
       if head then
         lost_from = tonumber(head[2][6])
       else
-        lost_from = tonumber(redis.call('ZSCORE', topics_key, topic) or '0')
+        -- expired, and not yet swept: lost up to its last seq; swept (or never was): the drop floor
+        lost_from = tonumber(redis.call('ZSCORE', topics_key, topic) or dropped)
       end
       if lost_from > after then
         out[3] = 'trimmed'

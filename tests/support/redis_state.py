@@ -1,8 +1,8 @@
 """Every key of one hub prefix, read from every node, compared before and after a batch of requests.
 
 What a publish writes may change, and only for the topics it was accepted for: their histories, their
-members of the topic registry and its name indexes and fields of the retained hash, a publish token, the
-name indexes' migration cursor, and the counter of the
+members of the topic registry and its name indexes and fields of the retained hash, their publish times
+(`history.ttl`), a publish token, the name indexes' migration cursor, and the counter of the
 sequence hash (never its epoch). Everything else must be byte for byte the same: DUMP for any key,
 type-aware reads where a publish may legitimately touch part of a key. Key names follow
 `hub.brokers.redis_keys` and `hub.partitions` (`<prefix>:` or `<prefix>:{<tag>}:`).
@@ -79,8 +79,8 @@ def _kind(key: str, prefix: str) -> tuple[str, str]:
         rest = rest[tagged.end() :]
     if rest in ("seq", "topics", "retained"):
         return rest, ""
-    if rest in ("topics:names", "retained:names"):
-        return "names", rest  # sorted by name, a publish adds its topics
+    if rest in ("topics:names", "retained:names", "topics:touched"):
+        return "names", rest  # sorted by name (or by publish time), a publish adds its topics
     if rest == "topics:names:cursor":
         return "cursor", rest
     if rest.startswith("h:"):

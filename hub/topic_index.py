@@ -3,8 +3,8 @@
 Pure, no I/O. Topics are kept in a tree by segment, so a pattern walks down its literal segments and
 only then fans out: `public/**` visits the topics under `public/`, never the rest. A `*` segment visits
 every child at its level, so a pattern starting with `*` costs the topics' first segments (and the
-subtrees it goes on into), not just its matches. Topics are never removed: the brokers keep a topic's
-place for as long as they run.
+subtrees it goes on into), not just its matches. A topic removed takes its nodes with it (those that
+lead to no other topic), so an index of one-off topics does not keep their paths.
 """
 
 from __future__ import annotations
@@ -50,6 +50,29 @@ class TopicIndex:
         if node.topic is None:
             node.topic = topic
             self._count += 1
+
+    def remove(self, topic: str) -> None:
+        path = [self._root]
+        for segment in topic.split("/"):
+            children = path[-1].children
+            child = children.get(segment) if children is not None else None
+            if child is None:
+                return
+            path.append(child)
+        if path[-1].topic is None:
+            return
+        path[-1].topic = None
+        self._count -= 1
+        # Prune upward: a node with no topic and no children leads nowhere.
+        for segment, node, parent in zip(
+            reversed(topic.split("/")), reversed(path[1:]), reversed(path[:-1]), strict=True
+        ):
+            if node.topic is not None or node.children:
+                return
+            assert parent.children is not None
+            del parent.children[segment]
+            if not parent.children:
+                parent.children = None
 
     def matching(self, selector: Selector) -> Iterator[str]:
         """The topics held that `selector` matches, each once, in no particular order."""

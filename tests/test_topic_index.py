@@ -39,3 +39,20 @@ def test_a_pattern_visits_only_the_topics_under_its_literal_prefix():
         found = sorted(index.matching(Selector.parse("public/**")))
     assert found == ["public", "public/a", "public/b/c"]
     assert calls.count < 50, calls
+
+
+@given(held=topics, removed=topics, text=selector_text)
+def test_a_removed_topic_is_matched_no_more_and_its_nodes_go_with_it(held, removed, text):
+    index = TopicIndex()
+    for topic in held + removed:
+        index.add(topic)
+    for topic in removed:
+        index.remove(topic)
+    index.remove("never/added")
+    left = set(held) - set(removed)
+    selector = Selector.parse(text)
+    assert set(index.matching(selector)) == {t for t in left if selector.matches(t)}
+    assert len(index) == len(left)
+    for topic in left:
+        index.remove(topic)
+    assert index._root.children is None  # one-off topics leave no path behind

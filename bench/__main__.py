@@ -1,12 +1,13 @@
-"""`python -m bench faults|load|memory|parse|ttl|idem`: the fault run, the load benchmark, an idle stream's
-memory, what parsing a publish costs, what Redis keeps of one-off topics, what idempotency keys cost."""
+"""`python -m bench faults|load|memory|parse|ttl|idem|idem-memory|churn-memory`: the fault run, the load
+benchmark, an idle stream's memory, what parsing a publish costs, what Redis keeps of one-off topics, what
+idempotency keys cost, and the same two on the memory broker."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import faults, load, memory, parse, topic_ttl
+from bench import bounds, faults, load, memory, parse, topic_ttl
 
 
 def main() -> int:
@@ -37,6 +38,13 @@ def main() -> int:
     idem.add_argument("--levels", default="1000,10000,100000,1000000")
     idem.add_argument("--publishes", type=int, default=5000)
     idem.add_argument("--runs", type=int, default=3)
+    idem_memory = commands.add_parser("idem-memory", help="memory broker: keyed publishes/s by live keys")
+    idem_memory.add_argument("--levels", default=",".join(str(n) for n in bounds.LEVELS))
+    churn = commands.add_parser("churn-memory", help="memory broker: RSS over rounds of one-off topics")
+    churn.add_argument("--rounds", type=int, default=3)
+    churn.add_argument("--topics", type=int, default=300_000)
+    churn.add_argument("--ttl", type=float, default=1.0)
+    churn.add_argument("--max-total-bytes", type=int, default=64 << 20)
     args = parser.parse_args()
     if args.command == "load":
         unknown = set(args.scenarios.split(",")) - set(load.SCENARIOS)
@@ -52,6 +60,10 @@ def main() -> int:
     if args.command == "idem":
         levels = [int(n) for n in args.levels.split(",")]
         return topic_ttl.main_idem(levels, args.publishes, args.runs)
+    if args.command == "idem-memory":
+        return bounds.idempotency(tuple(int(n) for n in args.levels.split(",")))
+    if args.command == "churn-memory":
+        return bounds.churn(args.rounds, args.topics, args.ttl, args.max_total_bytes)
     if args.command == "faults":
         return faults.main(args.size, aof=not args.no_aof, cluster=args.cluster)
     return 2

@@ -1,5 +1,6 @@
 """The in-process broker: one hub process, nothing to install. The same contract as Redis: ids, history
-bounded by count and age, retained state, idempotent publish."""
+bounded by count and age, retained state, idempotent publish; and its memory bounded too: history within
+`history.max_total_bytes`, topics dropped after `history.ttl` (see `hub.brokers.retention`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import asyncio
 import bisect
 import itertools
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from hub.brokers.base import Broker, BrokerSink
+from hub.brokers.retention import ENTRY_OVERHEAD, Retention, TopicHistory
 from hub.config import HistoryConfig
 from hub.errors import idempotency_key_reused
 from hub.event import Draft, Event, format_id, new_epoch
@@ -42,11 +43,10 @@ def _record(event: Event) -> _Record:
     return (event.id, event.topics, event.data, event.event, event.retry, event.retain)
 
 
-@dataclass(slots=True)
-class _Topic:
-    entries: deque[tuple[int, float, _Record]] = field(default_factory=deque)
-    trimmed_to: int = 0  # seq of the newest entry dropped by a bound
-    last_seq: int = 0
+# Topics the ttl and age sweeps may drop or empty per publish, beyond twice those it published to (so
+# they keep up with any rate of new topics), and per slice of a heartbeat tick's sweep.
+_SWEEP = 64
+_TICK_SWEEP = 2000
 
 
 class MemoryBroker(Broker):
@@ -58,12 +58,16 @@ class MemoryBroker(Broker):
         self._sink: BrokerSink | None = None
         self._epoch = new_epoch()
         self._seq = 0
-        self._topics: dict[str, _Topic] = {}
+        self._topics: Retention[_Record] = Retention(
+            history.max_events, history.max_age, history.ttl, history.max_total_bytes
+        )
         self._retained: dict[str, Event] = {}
         # The same topics by segment, so a pattern's snapshot touches only what it matches.
         self._topic_index = TopicIndex()
         self._retained_index = TopicIndex()
-        self._done: dict[str, tuple[float, str, list[str]]] = {}  # name -> (until, fingerprint, ids)
+        # name -> (until, fingerprint, ids), in the order they expire: every record lives the same window
+        # and is entered once, at the end, so forgetting pops expired ones from the front.
+        self._done: OrderedDict[str, tuple[float, str, list[str]]] = OrderedDict()
 
     async def start(self, sink: BrokerSink) -> None:
         self._sink = sink
@@ -82,28 +86,22 @@ class MemoryBroker(Broker):
                 return done[2]
         events = []
         topics = self._topics
-        max_events, max_age = self._history.max_events, self._history.max_age
-        too_old = now - max_age if max_age else float("-inf")  # an entry from before is past its age
+        appended = 0
         for draft in drafts:
             self._seq += 1
             seq = self._seq
             event = Event.from_draft(format_id(self._epoch, seq), draft)
-            entry = (seq, now, _record(event))
+            entry = (seq, now, event.size + ENTRY_OVERHEAD, _record(event))
             for topic in draft.topics:
-                history = topics.get(topic)
-                if history is None:
-                    history = topics[topic] = _Topic()
+                if topics.append(topic, entry):
                     self._topic_index.add(topic)
-                entries = history.entries
-                entries.append(entry)
-                history.last_seq = seq
-                if len(entries) > max_events or entries[0][1] < too_old:
-                    self._trim(history, now)  # rarely: once a topic is full, or its oldest too old
+                appended += 1
                 if draft.retain:
                     if topic not in self._retained:
                         self._retained_index.add(topic)
                     self._retained[topic] = event
             events.append(event)
+        self._forget_topics(topics.enforce(now, _SWEEP + 2 * appended))
         ids = [e.id for e in events]
         if idempotency is not None:
             self._done[idempotency.name] = (now + self._idempotency_window, idempotency.fingerprint, ids)
@@ -113,18 +111,17 @@ class MemoryBroker(Broker):
                 sink.on_event(event)
         return ids
 
-    def _trim(self, history: _Topic, now: float) -> None:
-        entries = history.entries
-        max_age = self._history.max_age
-        while entries and (
-            len(entries) > self._history.max_events or (max_age and entries[0][1] < now - max_age)
-        ):
-            history.trimmed_to = entries.popleft()[0]
+    def _forget_topics(self, dropped: list[str]) -> None:
+        """Take topics the ttl dropped out of the indexes and retained state too."""
+        for topic in dropped:
+            self._topic_index.remove(topic)
+            if self._retained.pop(topic, None) is not None:
+                self._retained_index.remove(topic)
 
     def _forget_expired(self, now: float) -> None:
-        expired = [key for key, (until, _, _) in self._done.items() if until < now]
-        for key in expired:
-            del self._done[key]
+        done = self._done
+        while done and next(iter(done.values()))[0] < now:
+            done.popitem(last=False)
 
     async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
         position = Position(self._epoch, self._seq)
@@ -136,9 +133,14 @@ class MemoryBroker(Broker):
             after = since.position
             if after.epoch != self._epoch or after.seq > self._seq:
                 reset = RESET_EPOCH
+            elif after.seq < self._topics.dropped_to and any(
+                s.is_pattern or s.text not in self._topics.topics for s in selectors
+            ):
+                # A topic it may have read was dropped since, with its events after that id
+                reset = RESET_TRIMMED
             else:
                 topics = self._with_history(selectors, after.seq)
-                if any(self._topics[t].trimmed_to > after.seq for t in topics):
+                if any(self._history_of(t).trimmed_to > after.seq for t in topics):
                     reset = RESET_TRIMMED
                 else:
                     events = self._history_after(topics, after.seq)
@@ -158,19 +160,26 @@ class MemoryBroker(Broker):
         history = self._topics.get(topic)
         if history is None:
             return HistoryPage.of(position, [])
-        self._trim(history, time.monotonic())
+        self._topics.trim(topic, history, time.monotonic())
         entries = history.entries
+        if entries is None:
+            return HistoryPage.of(position, [])
         start = 0 if after is None else bisect.bisect_right(entries, after.seq, key=lambda entry: entry[0])
         return HistoryPage.of(
-            position, [Event(*record) for _, _, record in itertools.islice(entries, start, start + limit)]
+            position, [Event(*record) for _, _, _, record in itertools.islice(entries, start, start + limit)]
         )
 
     def _history_after(self, topics: list[str], seq: int) -> list[Event]:
         batches = []
         for topic in topics:
-            history = self._topics[topic]
-            batches.append([Event(*record) for s, _, record in history.entries if s > seq])
+            entries = self._history_of(topic).entries or ()
+            batches.append([Event(*record) for s, _, _, record in entries if s > seq])
         return merge(batches)
+
+    def _history_of(self, topic: str) -> TopicHistory[_Record]:
+        history = self._topics.get(topic)
+        assert history is not None, topic  # the index holds what the retention does
+        return history
 
     def _with_history(self, selectors: Sequence[Selector], after: int = 0) -> list[str]:
         """The topics the selectors match with events after seq `after`, trimmed to their bounds now.
@@ -178,9 +187,9 @@ class MemoryBroker(Broker):
         found = []
         now = time.monotonic()
         for topic in _matching(self._topic_index, selectors):
-            history = self._topics[topic]
+            history = self._history_of(topic)
             if history.last_seq > after:
-                self._trim(history, now)
+                self._topics.trim(topic, history, now)
                 found.append(topic)
         return found
 
@@ -199,6 +208,23 @@ class MemoryBroker(Broker):
     async def tick(self) -> None:
         if self._sink is not None:
             self._sink.on_tick()
+        # A quiet hub gives back what the ttl and max_age let go of too, a slice at a time.
+        while True:
+            now = time.monotonic()
+            self._forget_topics(self._topics.enforce(now, _TICK_SWEEP))
+            if self._topics.settled(now):
+                return
+            await asyncio.sleep(0)
+
+    @property
+    def topic_count(self) -> int:
+        """Topics registered (with history, or emptied and not yet past their ttl)."""
+        return len(self._topics)
+
+    @property
+    def history_bytes(self) -> int:
+        """Bytes charged for the history held, against `history.max_total_bytes`."""
+        return self._topics.total_bytes
 
     @property
     def ready(self) -> bool:

@@ -66,8 +66,10 @@ class MemoryBroker(Broker):
         self._topic_index = TopicIndex()
         self._retained_index = TopicIndex()
         # name -> (until, fingerprint, ids), in the order they expire: every record lives the same window
-        # and is entered once, at the end, so forgetting pops expired ones from the front.
-        self._done: OrderedDict[str, tuple[float, str, list[str]]] = OrderedDict()
+        # and is entered once, at the end, so forgetting pops expired ones from the front. All tuples of
+        # strings and numbers, which the garbage collector stops tracking (a million records as lists
+        # made every full collection walk them).
+        self._done: OrderedDict[str, tuple[float, str, tuple[str, ...]]] = OrderedDict()
 
     async def start(self, sink: BrokerSink) -> None:
         self._sink = sink
@@ -83,7 +85,7 @@ class MemoryBroker(Broker):
             if done is not None:
                 if done[1] != idempotency.fingerprint:
                     raise idempotency_key_reused()
-                return done[2]
+                return list(done[2])
         events = []
         topics = self._topics
         appended = 0
@@ -104,7 +106,11 @@ class MemoryBroker(Broker):
         self._forget_topics(topics.enforce(now, _SWEEP + 2 * appended))
         ids = [e.id for e in events]
         if idempotency is not None:
-            self._done[idempotency.name] = (now + self._idempotency_window, idempotency.fingerprint, ids)
+            self._done[idempotency.name] = (
+                now + self._idempotency_window,
+                idempotency.fingerprint,
+                tuple(ids),
+            )
         sink = self._sink
         if sink is not None:
             for event in events:

@@ -13,10 +13,11 @@ from hub.config import Config
 from hub.fanout import Fanout
 from hub.http.connections import name_the_server
 from hub.http.cors import Cors
+from hub.http.drain import Drain
 from hub.http.errors import json_errors
 from hub.http.guard import Guard
 from hub.http.routes import add_routes, shutdown_block
-from hub.http.state import CONFIG, FANOUT, GUARD, METRICS, SHUTDOWN
+from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS, SHUTDOWN
 from hub.metrics import Metrics
 from hub.outbox import CloseReason
 
@@ -27,6 +28,8 @@ def create_app(config: Config) -> web.Application:
     middlewares = [cors.middleware(), json_errors] if cors.enabled else [json_errors]
     app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=middlewares)
     app.on_response_prepare.append(name_the_server)
+    app[DRAIN] = Drain()
+    app.on_response_prepare.append(app[DRAIN].close_after_response)
     if cors.enabled:
         app.on_response_prepare.append(cors.on_prepare)
     app[CONFIG] = config
@@ -53,6 +56,8 @@ async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_streams(app: web.Application) -> None:
     app[SHUTDOWN].set()
-    # Jitter, so that a restarted replica is not hit by every client in the same instant.
-    retry = app[CONFIG].sse.retry
-    app[FANOUT].close_all(shutdown_block(random.randint(retry // 4, retry)), CloseReason.SHUTDOWN)
+    # Each stream its own delay, spread evenly over the window: its clients come back (to another
+    # replica, or to this one restarted) spread out, not all in the same instant.
+    sse = app[CONFIG].sse
+    window = sse.shutdown_retry_window or sse.retry
+    app[FANOUT].close_all(lambda: shutdown_block(random.randint(0, window)), CloseReason.SHUTDOWN)

@@ -65,6 +65,8 @@ class SseConfig:
     subscribe_timeout: float = 5.0  # wait for the broker to confirm a subscription, then 503
     # seconds a replay's unsent output may stay over max_buffer before the client is cut off
     drain_timeout: float = 5.0
+    # ms: on SIGTERM each stream's last `retry:` is drawn from 0 to this, its own; 0: `retry`
+    shutdown_retry_window: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,7 @@ _NOT_NEGATIVE = {
     "redis.wait_replicas",
     "history.max_age",
     "history.ttl",
+    "sse.shutdown_retry_window",
     "limits.max_connections",
     "limits.max_connections_per_ip",
     "limits.max_http_connections_per_ip",

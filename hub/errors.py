@@ -13,6 +13,8 @@
     │   ├── PayloadTooLarge       413: body, data or batch over its limit
     │   ├── UnsupportedMediaType  415
     │   ├── TooManyRequests       429: a rate or connection limit; says when to retry
+    │   ├── ShuttingDown          503: this process is shutting down and did not take the request;
+    │   │                         retry it (on another replica)
     │   └── BrokerUnavailable     503: the broker did not accept the event; safe to retry
     └── ConfigError               bad configuration; stops startup with a message naming the key
         └── ListenError           the configured address cannot be listened on (a busy port)
@@ -111,6 +113,21 @@ class TooManyRequests(HttpError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class ShuttingDown(HttpError):
+    """The hub process is draining (SIGTERM) and refuses what it can no longer see through: a request
+    body still to come, a new stream. Nothing of the request was published, but for a streamed publish,
+    which was published up to `details` (`events`, `last_id`) and not read further."""
+
+    status = 503
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__("shutting_down", message)
+        self.details = details or {}
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": {"code": self.code, "message": self.message}, **self.details})
 
 
 class BrokerUnavailable(HttpError):

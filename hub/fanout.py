@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -267,11 +267,12 @@ class Fanout:
                 log.warning("heartbeat task ended with %r", task.exception())
         await self.broker.close()
 
-    def close_all(self, final: bytes | None, reason: CloseReason) -> None:
-        """Close every stream, after one last block of SSE (a short `retry:`)."""
+    def close_all(self, final: bytes | Callable[[], bytes] | None, reason: CloseReason) -> None:
+        """Close every stream, after one last block of SSE (a short `retry:`; a callable: each its own)."""
         for outbox in list(self._outboxes):
             if final is not None and outbox.transport is not None and outbox.format is Format.SSE:
-                outbox.pending.append(chunked.frame(final) if outbox.chunked else final)
+                block = final() if callable(final) else final
+                outbox.pending.append(chunked.frame(block) if outbox.chunked else block)
                 outbox.flush()
             outbox.close(reason)
             # Now, not on connection_lost: a client that does not read can hold a closing

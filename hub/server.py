@@ -17,7 +17,7 @@ from hub.app import create_app
 from hub.config import Config
 from hub.errors import ListenError
 from hub.http.connections import HubRunner, table_for
-from hub.http.state import FANOUT, GUARD
+from hub.http.state import DRAIN, FANOUT, GUARD
 from hub.redact import redact_url
 from hub.topics import MAX_TOPIC_BYTES
 
@@ -61,6 +61,7 @@ def runner_for(app: web.Application, config: Config) -> HubRunner:
         app,
         table=table,
         header_timeout=config.server.header_timeout,
+        drain=app[DRAIN],
         keepalive_timeout=config.server.idle_timeout,
         handler_cancellation=True,
         shutdown_timeout=config.server.shutdown_timeout,
@@ -118,7 +119,8 @@ async def serve(config: Config, *, reuse_port: bool = False) -> None:
         await stop.wait()
     finally:
         announcing.cancel()
-        log.info("hub stopping")
+        await running.runner.begin_drain()
+        log.info("hub stopping: draining for up to %g s", config.server.shutdown_timeout)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)

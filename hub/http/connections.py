@@ -13,6 +13,9 @@ none, is refused itself. (Bodies are bounded by the routes that read them: `hub.
 A detached stream (`hub.http.detach`) leaves the table once aiohttp forgets its connection: its
 `Lease` counts it from then on, and no timeout here applies to it.
 
+On SIGTERM the runner drains these connections as `hub.http.drain` says, in place of aiohttp's own
+graceful shutdown (which drops the bytes of requests still arriving).
+
 aiohttp has no API for what this needs to know of a connection, so it reads four attributes of
 `RequestHandler` (checked on import; tests/test_connections.py pins the behaviour): `_waiter` (a
 pending future while it waits for the bytes of a request), `_messages` (requests parsed, not yet
@@ -33,6 +36,7 @@ from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from hub.http.drain import FORCE_GRACE, Drain, accept_backlog, close_connections
 from hub.http.errors import error_response, malformed
 from hub.limits import Connections, client_key, descriptor_budget, is_trusted, parse_networks
 
@@ -132,6 +136,7 @@ class GuardedRequestHandler(RequestHandler):
         "_lingering",
         "_malformed",
         "_owed",
+        "_partial",
         "_peer",
         "_table",
     )
@@ -153,6 +158,7 @@ class GuardedRequestHandler(RequestHandler):
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._malformed = False  # a request on it was refused as malformed
         self._lingering = False
+        self._partial = False  # bytes of a request came while it waited, and its headers are not all in
 
     @property
     def waiting(self) -> bool:
@@ -163,6 +169,16 @@ class GuardedRequestHandler(RequestHandler):
             return True
         waiter = self._waiter
         return waiter is not None and not waiter.done()
+
+    @property
+    def idle(self) -> bool:
+        """Waiting, with no byte of a next request come: closing it loses nothing (for the drain)."""
+        return self.waiting and not self._partial
+
+    @property
+    def partial(self) -> bool:
+        """Waiting for the rest of a request's headers (for the drain)."""
+        return self.waiting and self._partial
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -178,7 +194,8 @@ class GuardedRequestHandler(RequestHandler):
         self._arm_header_clock()
 
     def data_received(self, data: bytes) -> None:
-        if not self._owed and data and self.waiting:
+        between_requests = bool(data) and self.waiting
+        if not self._owed and between_requests:
             # The first byte of the next request: its headers are on the clock from now (or from the
             # response before, if that is sooner), and aiohttp's idle timer stops (it starts again
             # after the response).
@@ -187,6 +204,9 @@ class GuardedRequestHandler(RequestHandler):
             if not self._header_deadline:
                 self._arm_header_clock()
         super().data_received(data)
+        if between_requests:
+            # A request whose headers are all in is queued; the rest of its body does not come here.
+            self._partial = not self._messages
         if self._header_deadline and self._messages:
             # The headers are in: the request is being answered. The timer, if any, finds no deadline.
             self._header_deadline = 0.0
@@ -313,26 +333,64 @@ class GuardedRequestHandler(RequestHandler):
 
 
 class GuardedServer(web.Server):
-    """aiohttp's protocol factory, making `GuardedRequestHandler`s."""
+    """aiohttp's protocol factory, making `GuardedRequestHandler`s, and draining them at shutdown."""
 
     table: ConnectionTable
     header_timeout: float
+    drain: Drain
 
     def __call__(self) -> RequestHandler:
         return GuardedRequestHandler(
             self, loop=self._loop, table=self.table, header_timeout=self.header_timeout, **self._kwargs
         )
 
+    def pre_shutdown(self) -> None:
+        # aiohttp closes every connection here, and its connections then drop what arrives: the drain
+        # (`shutdown`) closes them one by one, as each comes to hold no request.
+        pass
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        await close_connections(self._guarded, self.drain)
+        # Past the deadline: aiohttp's own end for what is left, cancelled if it does not end at once.
+        await super().shutdown(FORCE_GRACE)
+
+    def _guarded(self) -> list[GuardedRequestHandler]:
+        return [conn for conn in self.connections if isinstance(conn, GuardedRequestHandler)]
+
 
 class HubRunner(web.AppRunner):
-    """An AppRunner whose server guards its connections (see the module docstring)."""
+    """An AppRunner whose server guards its connections (see the module docstring) and drains them."""
 
     def __init__(
-        self, app: web.Application, *, table: ConnectionTable, header_timeout: float, **kwargs: Any
+        self,
+        app: web.Application,
+        *,
+        table: ConnectionTable,
+        header_timeout: float,
+        drain: Drain,
+        shutdown_timeout: float,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(app, **kwargs)
+        super().__init__(app, shutdown_timeout=shutdown_timeout, **kwargs)
         self.table = table
         self._header_timeout = header_timeout
+        self.drain = drain
+        self._drain_timeout = shutdown_timeout
+
+    async def begin_drain(self) -> None:
+        """Start draining (`hub.http.drain`): from now on responses close their connections. The sites
+        stop listening in `cleanup`, which does the rest."""
+        server = self.server
+        if server is None or self.drain.begun:
+            return
+        # Before the sites stop listening: what the kernel accepted for them is answered, not reset.
+        for site in self.sites:
+            await accept_backlog(_listener(site), server)
+        self.drain.begin(self._drain_timeout)
+
+    async def cleanup(self) -> None:
+        await self.begin_drain()
+        await super().cleanup()
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -342,7 +400,14 @@ class HubRunner(web.AppRunner):
         assert isinstance(server, GuardedServer)
         server.table = self.table
         server.header_timeout = self._header_timeout
+        server.drain = self.drain
         return server
+
+
+def _listener(site: web.BaseSite) -> asyncio.AbstractServer | None:
+    # aiohttp keeps a site's listening server to itself (its own `BaseRunner.addresses` reads it so).
+    server = getattr(site, "_server", None)
+    return server if isinstance(server, asyncio.AbstractServer) else None
 
 
 def table_for(streams: Connections, per_peer: int, trusted_proxies: Sequence[str]) -> ConnectionTable:

@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub import formats, sse
-from hub.errors import HttpError, PayloadTooLarge
+from hub.errors import HttpError, PayloadTooLarge, ShuttingDown
 from hub.fanout import snapshot_bodies
 from hub.formats import CONTENT_TYPES, Format
 from hub.history import Since
@@ -21,7 +21,7 @@ from hub.http.body import read_body
 from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.replay import BoundedWriter, write_replay
-from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
+from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
 from hub.idempotency import scoped
 from hub.limits import Lease
@@ -59,6 +59,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     )
     guard = request.app[GUARD]
     guard.check_subscribe(request, sub.selectors)
+    if request.app[DRAIN].begun:
+        # Its streams were told to reconnect and closed: a new one would have to be closed at once.
+        raise ShuttingDown("the hub is shutting down; subscribe again (to another replica)")
     lease = guard.open_stream(request)
     if log.isEnabledFor(logging.DEBUG):
         log_stream("open", lease.client, redact_query(request.path_qs))

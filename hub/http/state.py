@@ -8,6 +8,7 @@ from aiohttp import web
 
 from hub.config import Config
 from hub.fanout import Fanout
+from hub.http.drain import Drain
 from hub.http.guard import Guard
 from hub.metrics import Metrics
 
@@ -15,5 +16,7 @@ CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)
 GUARD = web.AppKey("guard", Guard)
 METRICS = web.AppKey("metrics", Metrics)
+# The process's drain (SIGTERM): begun by the runner; requests under way read its deadlines.
+DRAIN = web.AppKey("drain", Drain)
 # Set when the app starts shutting down: the streams the fan-out does not own (the stats stream) end.
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from hub.auth import Authorizer, mint
-from hub.client import DEFAULT_URL
+from hub.client import DEFAULT_URL, PUBLISH_DEADLINE
 from hub.config import Config, load
 from hub.errors import ConfigError, HttpError, ListenError
 
@@ -42,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     publish.add_argument("--event", help="the event type (default: message)")
     publish.add_argument("--retain", action="store_true", help="keep it as the topic's current state")
     publish.add_argument("--json", action="store_true", help="DATA is JSON: publish the value it holds")
+    publish.add_argument(
+        "--idempotency-key", metavar="KEY", help="the publish's key (default: a new one): reuse it to retry"
+    )
+    publish.add_argument(
+        "--retry-for", type=float, default=PUBLISH_DEADLINE, metavar="SECONDS",
+        help=f"retry a 503, 504 or connection failure for up to this long (default: {PUBLISH_DEADLINE:g})",
+    )  # fmt: skip
     _client_options(publish)
     subscribe = commands.add_parser("subscribe", help="print events live, one line each, until stopped")
     subscribe.add_argument("selectors", nargs="+", metavar="SELECTOR", help="a topic or pattern")

@@ -12,8 +12,15 @@ prove continuity, is handed to the caller like any other event. It is an edge: i
 and must never import the server's engine.
 
     ClientError                 base of what this client raises
-    ├── HubRefused              the hub answered with a JSON error: status, code, message
-    └── HubUnreachable          no answer after the retries allowed (connection trouble or 5xx)
+    ├── HubRefused              the hub answered with a JSON error: status, code, message (for a
+    │                           publish still answered 503 or 504 after its retries, that answer)
+    └── HubUnreachable          no answer after the retries allowed (connection trouble; a
+                                subscription's 5xx too)
+
+A publish always goes under an Idempotency-Key (the caller's, or one made up per call) and is retried
+under it after a 503 (nothing published), a 504 (outcome unknown), a broken connection or a timeout, with
+jittered backoff, for at most `publish_retries` retries and `publish_deadline` seconds: each publish is
+delivered once, whatever of these happens.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ MAX_RECONNECT_DELAY = 30.0
 MIN_FAILURE_BACKOFF = 0.1
 PUBLISH_BACKOFF = 0.1
 MAX_PUBLISH_BACKOFF = 2.0
+# How long a publish keeps retrying, in all: well inside the hub's publish.idempotency_window (300 s), past
+# which a retry under the same key would no longer be recognised.
+PUBLISH_DEADLINE = 30.0
+# The answers after which the same request, under the same key, may still be accepted: 503 (nothing was
+# published) and 504 (the outcome is unknown: the key settles it), and a gateway's 502 (no hub reached).
+RETRIED_STATUSES = frozenset({502, 503, 504})
 READ_CHUNK = 64 * 1024
 
 
@@ -61,7 +74,8 @@ class HubRefused(ClientError):
 
 
 class HubUnreachable(ClientError):
-    """The hub could not be reached, or kept answering 5xx, for as many attempts as were allowed."""
+    """The hub could not be reached (or a subscription kept being answered 5xx) for as many attempts as
+    were allowed. A publish may or may not have been accepted: retry it with the same idempotency_key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +112,16 @@ class HubClient:
         *,
         token: str | None = None,
         session: aiohttp.ClientSession | None = None,
-        publish_retries: int = 3,
+        publish_retries: int = 10,
+        publish_deadline: float = PUBLISH_DEADLINE,
         timeout: float = 30.0,
     ) -> None:
+        """`publish_retries` and `publish_deadline` (seconds, all attempts and waits together) bound
+        how long a publish is retried; `timeout` bounds each request."""
         self.url = url.rstrip("/")
         self.token = token
         self.publish_retries = publish_retries
+        self.publish_deadline = publish_deadline
         self.timeout = timeout
         self._session = session
         self._owns_session = session is None
@@ -158,16 +176,17 @@ class HubClient:
         return [str(id_) for id_ in doc["ids"]]
 
     async def _publish(self, body: object, idempotency_key: str | None) -> dict[str, Any]:
-        # A retry is only safe under a key: the hub then answers a repeat with the first result.
-        if idempotency_key is None and self.publish_retries > 0:
-            idempotency_key = uuid.uuid4().hex
-        headers = {**self.headers(), "Content-Type": "application/json"}
-        if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
+        # Always under a key, one per publish: a request that timed out or was answered 504 may have
+        # been published, and only the key lets a retry (this one, or the caller's) publish it once.
+        key = idempotency_key or uuid.uuid4().hex
+        headers = {**self.headers(), "Content-Type": "application/json", "Idempotency-Key": key}
         payload = orjson.dumps(body)
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_deadline
         attempt = 0
         while True:
+            left = deadline - loop.time()
+            timeout = aiohttp.ClientTimeout(total=max(0.001, min(self.timeout, left)))
             try:
                 async with self.session.post(
                     self.url + "/publish", data=payload, headers=headers, timeout=timeout
@@ -175,15 +194,18 @@ class HubClient:
                     if resp.status == 200:
                         doc: dict[str, Any] = await resp.json()
                         return doc
-                    refusal = await refusal_from(resp)
-                if resp.status != 503 or attempt >= self.publish_retries:
-                    raise refusal
+                    failure: ClientError = await refusal_from(resp)
+                if resp.status not in RETRIED_STATUSES:
+                    raise failure
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 # The request may have been accepted before the connection broke: the key makes it safe.
-                if attempt >= self.publish_retries:
-                    raise HubUnreachable(f"cannot publish to {self.url}: {describe(exc)}") from exc
+                failure = HubUnreachable(f"cannot publish to {self.url}: {describe(exc)}")
+                failure.__cause__ = exc
             attempt += 1
-            await asyncio.sleep(backoff(PUBLISH_BACKOFF, attempt, MAX_PUBLISH_BACKOFF))
+            delay = backoff(PUBLISH_BACKOFF, attempt, MAX_PUBLISH_BACKOFF)
+            if attempt > self.publish_retries or loop.time() + delay >= deadline:
+                raise failure
+            await asyncio.sleep(delay)
 
     def subscribe(
         self,

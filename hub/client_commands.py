@@ -10,10 +10,11 @@ import argparse
 import asyncio
 import signal
 import sys
+import uuid
 
 import orjson
 
-from hub.client import ClientError, Event, HubClient, HubRefused
+from hub.client import RETRIED_STATUSES, ClientError, Event, HubClient, HubRefused
 
 EXIT_UNREACHABLE = 1
 EXIT_REFUSED = 2
@@ -48,8 +49,21 @@ async def _publish(args: argparse.Namespace) -> int:
             data = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise _BadInput(f"DATA is not JSON: {exc}") from None
-    async with HubClient(args.url, token=args.token) as client:
-        print(await client.publish(args.topic, data, event=args.event, retain=args.retain), flush=True)
+    # Made here, not by the client: if the publish gives up, the key is what lets a second run settle it.
+    key = args.idempotency_key or uuid.uuid4().hex
+    async with HubClient(args.url, token=args.token, publish_deadline=max(0.0, args.retry_for)) as client:
+        try:
+            event_id = await client.publish(
+                args.topic, data, event=args.event, retain=args.retain, idempotency_key=key
+            )
+        except ClientError as exc:
+            if not isinstance(exc, HubRefused) or exc.status in RETRIED_STATUSES:
+                print(
+                    f"hub publish: to retry it without publishing it twice: --idempotency-key {key}",
+                    file=sys.stderr,
+                )
+            raise
+    print(event_id, flush=True)
     return 0
 
 

@@ -15,12 +15,16 @@
     │   ├── TooManyRequests       429: a rate or connection limit; says when to retry
     │   ├── ShuttingDown          503: this process is shutting down and did not take the request;
     │   │                         retry it (on another replica)
-    │   └── BrokerUnavailable     503: the broker did not accept the event; safe to retry
+    │   ├── BrokerUnavailable     503: the broker did not take the request; for a publish: nothing was
+    │   │                         published, retrying is safe
+    │   └── OutcomeUnknown        504: a publish went out to the broker and no answer came: it may or may
+    │                             not be published; retry with the same Idempotency-Key
     └── ConfigError               bad configuration; stops startup with a message naming the key
         └── ListenError           the configured address cannot be listened on (a busy port)
 
 Protocol errors (a dead Redis socket, a malformed broker message) are not here: the broker layer turns
-them into `BrokerUnavailable` or handles them itself. Nor are the client's (`hub.client.ClientError`,
+them into `BrokerUnavailable` (nothing was sent, or Redis refused it) or `OutcomeUnknown` (sent, then
+no answer), or handles them itself. Nor are the client's (`hub.client.ClientError`,
 `HubRefused`, `HubUnreachable`): they describe a hub's answers as seen from another process.
 """
 
@@ -135,6 +139,36 @@ class BrokerUnavailable(HttpError):
 
     def __init__(self, message: str = "the broker is unavailable; the event was not accepted") -> None:
         super().__init__("broker_unavailable", message)
+
+
+RETRY_WITH_THE_SAME_KEY = (
+    "the event may or may not be published; retry with the same Idempotency-Key"
+    " (without one, a retry may publish it twice)"
+)
+
+
+class OutcomeUnknown(HttpError):
+    """A publish was sent to the broker and no answer came (a timeout, a connection lost before the
+    reply), or was published only in part: the hub cannot tell whether subscribers got it. Never a 503,
+    which promises that nothing was published. The record of an Idempotency-Key settles it: the same
+    request with the same key answers the first one's ids if it ran, and publishes it if it did not."""
+
+    status = 504
+
+    def __init__(
+        self,
+        message: str = "the broker did not answer",
+        *,
+        advice: str = RETRY_WITH_THE_SAME_KEY,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__("outcome_unknown", f"{message}: {advice}")
+        self.details = details or {}
+
+    def body(self) -> bytes:
+        return orjson.dumps(
+            {"error": {"code": self.code, "message": self.message}, "outcome": "unknown", **self.details}
+        )
 
 
 class ConfigError(HubError):

@@ -254,13 +254,62 @@ async def test_retried_publish_is_delivered_once(hub):
     assert [e.id for e in got] == [first, marker]
 
 
-async def test_publish_answered_503_is_retried_with_the_same_idempotency_key():
+UNKNOWN = b'{"error": {"code": "outcome_unknown", "message": "x"}, "outcome": "unknown"}'
+UNAVAILABLE = b'{"error": {"code": "broker_unavailable", "message": "x"}}'
+REUSED = b'{"error": {"code": "idempotency_key_reused", "message": "x"}}'
+
+
+async def json_answer(writer: asyncio.StreamWriter, status: bytes, body: bytes) -> None:
+    writer.write(
+        b"HTTP/1.1 %b\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (status, len(body), body)
+    )
+    await writer.drain()
+
+
+async def test_publish_answered_503_or_504_is_retried_with_the_same_idempotency_key():
+    """The client used to retry a 503 only, and to send no key at all when told not to retry: a 504
+    (outcome unknown) was the caller's to sort out, without the key that would settle it."""
     keys: list[str | None] = []
+    answers = {
+        1: (
+            b"504 Gateway Timeout",
+            b'{"error": {"code": "outcome_unknown", "message": "x"}, "outcome": "unknown"}',
+        ),
+        2: (b"503 Service Unavailable", b'{"error": {"code": "broker_unavailable", "message": "x"}}'),
+        3: (b"200 OK", b'{"id": "ep-9"}'),
+    }
 
     async def handle(n: int, headers: dict[str, str], writer: asyncio.StreamWriter) -> None:
         keys.append(headers.get("idempotency-key"))
-        if n == 2:
-            status, body = b"200 OK", b'{"id": "ep-9"}'
+        await json_answer(writer, *answers.get(n, (b"503 Service Unavailable", UNAVAILABLE)))
+
+    server, url = await start_raw_server(handle)
+    async with server, HubClient(url) as client:
+        assert await client.publish("t", "x") == "ep-9"
+        no_retries = HubClient(url, session=client.session, publish_retries=0)
+        with pytest.raises(HubRefused) as refused:
+            await no_retries.publish("t", "x")
+        await no_retries.close()  # leaves the session it was given open
+        assert not client.session.closed
+        server.close()
+    assert keys[0] is not None
+    assert keys[:3] == [keys[0]] * 3  # one key for one publish, through every retry
+    assert keys[3] is not None  # a key of its own even when not retrying
+    assert keys[3] != keys[0]
+    assert (refused.value.status, refused.value.code) == (503, "broker_unavailable")
+
+
+async def test_publish_retries_stop_at_the_deadline_and_a_4xx_is_not_retried():
+    attempts: list[float] = []
+
+    async def handle(n: int, headers: dict[str, str], writer: asyncio.StreamWriter) -> None:
+        attempts.append(time.monotonic())
+        if headers.get("idempotency-key") == "bad":
+            status, body = (
+                b"422 Unprocessable Entity",
+                b'{"error": {"code": "idempotency_key_reused", "message": "x"}}',
+            )
         else:
             status, body = (
                 b"503 Service Unavailable",
@@ -273,17 +322,19 @@ async def test_publish_answered_503_is_retried_with_the_same_idempotency_key():
         await writer.drain()
 
     server, url = await start_raw_server(handle)
-    async with server, HubClient(url) as client:
-        assert await client.publish("t", "x") == "ep-9"
-        no_retries = HubClient(url, session=client.session, publish_retries=0)
+    async with server, HubClient(url, publish_deadline=1.0, publish_retries=100) as client:
+        started = time.monotonic()
         with pytest.raises(HubRefused) as refused:
-            await no_retries.publish("t", "x")
-        await no_retries.close()  # leaves the session it was given open
-        assert not client.session.closed
+            await client.publish("t", "x")
+        took = time.monotonic() - started
+        assert refused.value.status == 503
+        assert 0.3 < took <= 1.1, took  # several tries, none past the deadline
+        assert len(attempts) >= 3
+        attempts.clear()
+        with pytest.raises(HubRefused) as refused:
+            await client.publish("t", "x", idempotency_key="bad")
+        assert (refused.value.status, len(attempts)) == (422, 1)
         server.close()
-    assert keys[0] is not None
-    assert keys == [keys[0], keys[0], None]  # no retries: no key made up
-    assert (refused.value.status, refused.value.code) == (503, "broker_unavailable")
 
 
 async def test_an_answer_that_is_not_an_event_stream_is_not_reconnected_to():

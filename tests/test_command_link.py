@@ -12,7 +12,7 @@ import hiredis
 import pytest
 
 from bench.processes import RedisProcess
-from hub.brokers.command_link import CommandLink, LinkDown
+from hub.brokers.command_link import CommandLink, LinkDown, LinkLost, LinkTimeout
 from hub.brokers.resp import pack
 from tests.support.waiting import settled
 
@@ -82,7 +82,7 @@ async def test_a_lost_connection_fails_the_calls_on_it_and_the_next_call_reconne
     await asyncio.sleep(0.1)
     redis.call("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
     for call in (blocked, behind):
-        with pytest.raises(LinkDown):
+        with pytest.raises(LinkLost):  # written, then lost: not a LinkDown, which promises it never ran
             await call
     assert await link.call(pack("PING")) == b"PONG"
     assert len(named_clients(redis)) == 1
@@ -102,13 +102,22 @@ async def test_a_paused_redis_times_out_and_the_link_recovers_once_it_answers_ag
     os.kill(redis.proc.pid, signal.SIGSTOP)
     try:
         started = asyncio.get_running_loop().time()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(LinkTimeout):
             await link.call(pack("INCR", "during-pause"))
         assert asyncio.get_running_loop().time() - started < 1.0
         assert not link.connected  # a late reply could not be matched to its call any more
+        # A new connection cannot open (its setup is not answered): the command is never written.
+        with pytest.raises(LinkDown):
+            await link.call(pack("INCR", "never-sent"))
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)
     assert await link.call(pack("PING")) == b"PONG"
+    # What was written before the timeout ran once Redis went on, dropped connection or not: its
+    # outcome was unknown, never "not run". What was never written did not run.
+    async with asyncio.timeout(5):
+        while await link.call(pack("GET", "during-pause")) != b"1":
+            await asyncio.sleep(0.02)
+    assert await link.call(pack("GET", "never-sent")) is None
 
 
 async def test_each_new_connection_runs_the_setup_commands_first(make_link):

@@ -29,7 +29,7 @@ import hiredis
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
-from hub.brokers import redis_scripts
+from hub.brokers import redis_scripts, sending
 from hub.brokers.base import Broker, BrokerSink, stored_position
 from hub.brokers.redis import RedisReplyError, authenticate
 from hub.brokers.redis_keys import RedisKeys
@@ -38,7 +38,7 @@ from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
 from hub.brokers.topic_ttl import TopicSweeper, ttl_ms
 from hub.config import HistoryConfig, RedisConfig
-from hub.errors import BrokerUnavailable, idempotency_key_reused
+from hub.errors import BrokerUnavailable, OutcomeUnknown, idempotency_key_reused
 from hub.event import Draft, EnvelopeError, Event, new_epoch, open_envelope
 from hub.history import (
     RESET_EPOCH,
@@ -103,9 +103,15 @@ class RedisClusterBroker(Broker):
             socket_timeout=config.connect_timeout,
             max_connections=config.max_connections,
         )
+        sending.mark_sends(self._client)
         self._publish_script = self._client.register_script(redis_scripts.PUBLISH)
         self._snapshot_script = self._client.register_script(redis_scripts.SNAPSHOT)
         self._history_script = self._client.register_script(HISTORY_PAGE)
+        # redis-py's cluster client retries a node that does not answer ten times over, a connect timeout
+        # each: a publish gives up sooner, so that a paused shard fails its publishes (and readiness) in
+        # seconds. Room for one connection to open and one round trip, and the replicas' WAIT.
+        waiting = config.wait_timeout if config.wait_replicas else 0
+        self._publish_timeout = 2 * config.connect_timeout + waiting
         # redis-py's cluster pool fails past max_connections instead of waiting: callers queue here.
         self._commands = asyncio.Semaphore(config.max_connections)
         self._sweeper = TopicSweeper(self._client, self._keys, history, self._commands)
@@ -207,15 +213,20 @@ class RedisClusterBroker(Broker):
             async with self._commands:
                 # Shielded: a client hanging up must not cancel the calls half-way through their replies.
                 replies = await asyncio.shield(self._run_scripts(calls))
-        except redis.exceptions.ResponseError as exc:
-            if not _is_transient(exc):
-                log.error("redis refused a publish: %s", exc)
-                self._refusals.failed()
+        except OutcomeUnknown:
+            self._refusals.failed()
+            raise
+        except (_Refused, *_REDIS_DOWN) as exc:  # nothing was published
+            error = exc.reply if isinstance(exc, _Refused) else exc
+            refused = isinstance(error, redis.exceptions.ResponseError)
+            if isinstance(error, redis.exceptions.ResponseError) and _is_transient(error):
+                log.debug("publish failed: %s", error)  # a slot moving, a failover: not a refusal
             else:
-                log.debug("publish failed: %s", exc)
-            raise BrokerUnavailable() from None
-        except _REDIS_DOWN as exc:
-            log.debug("publish failed: %s", exc)
+                if refused:
+                    log.error("redis refused a publish: %s", error)
+                else:
+                    log.debug("publish failed: %s", error)
+                self._refusals.failed()
             raise BrokerUnavailable() from None
         self._refusals.succeeded()
         if b"!reused" in replies:
@@ -245,12 +256,13 @@ class RedisClusterBroker(Broker):
         otherwise be published in those and refused in the others. (Two requests racing with one key
         can still get past this; the scripts then refuse the second where the first has written.)"""
         try:
-            async with self._commands:
+            async with self._commands, asyncio.timeout(self._publish_timeout):
                 found = await asyncio.gather(
                     *(self._client.get(self._keys[p].idempotency(idempotency.name)) for p in partitions)
                 )
-        except _REDIS_DOWN as exc:
+        except _REDIS_DOWN as exc:  # asyncio's TimeoutError among them
             log.debug("idempotency check failed: %s", exc)
+            self._refusals.failed()
             raise BrokerUnavailable() from None
         for record in found:
             fingerprint, bar, _ = _text(record).partition("|")
@@ -304,7 +316,20 @@ class RedisClusterBroker(Broker):
     async def _run_scripts(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[bytes]:
         """Every partition's script call of one publish in one pipeline: one round trip per node, not
         one per partition. With `wait_replicas`, a WAIT follows each node's calls on the same connection
-        (WAIT counts the replicas that have that connection's writes)."""
+        (WAIT counts the replicas that have that connection's writes).
+
+        Raises what redis-py raised, or the `ResponseError` of a partition, only when nothing was
+        published; `OutcomeUnknown` when something may have been (see `hub.brokers.sending`)."""
+        with sending.watch() as sends:
+            try:
+                async with asyncio.timeout(self._publish_timeout):
+                    return await self._run_rounds(calls)
+            except _REDIS_DOWN as exc:  # asyncio's TimeoutError among them
+                if sends.sent:
+                    raise OutcomeUnknown(_unanswered(exc)) from None
+                raise
+
+    async def _run_rounds(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[bytes]:
         config = self._config
         replies: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
@@ -321,33 +346,38 @@ class RedisClusterBroker(Broker):
                 if config.wait_replicas:
                     node = self._client.get_node_from_key(keys[0])
                     if node is None:
-                        raise BrokerUnavailable("no node of the cluster serves this partition now")
+                        down = redis.exceptions.ClusterDownError("no node serves a partition now")
+                        raise _refused(replies, down)
                     nodes[node.name] = node
             for node in nodes.values():
                 pipe.execute_command(
                     "WAIT", config.wait_replicas, int(config.wait_timeout * 1000), target_nodes=node
                 )
             results = await pipe.execute(raise_on_error=False)
-            for acked in results[len(todo) :]:
-                if isinstance(acked, Exception):
-                    raise acked
-                if int(acked) < config.wait_replicas:
-                    raise BrokerUnavailable(
-                        f"{acked} of {config.wait_replicas} replicas confirmed the event within"
-                        f" {config.wait_timeout} s; retry with the same Idempotency-Key"
-                    )
-            missing = []
+            missing, refusals = [], []
             for k, reply in zip(todo, results, strict=False):
                 if isinstance(reply, redis.exceptions.NoScriptError):
                     missing.append(k)
+                elif isinstance(reply, redis.exceptions.ResponseError):
+                    refusals.append(reply)  # an error reply: the script did not run
                 elif isinstance(reply, Exception):
-                    raise reply
+                    raise OutcomeUnknown(_unanswered(reply))
                 else:
                     replies[k] = bytes(reply)
+            if refusals:
+                raise _refused(replies, refusals[0])
+            for acked in results[len(todo) :]:
+                # The primaries have the event (subscribers may have it too): not a "nothing published".
+                if isinstance(acked, Exception) or int(acked) < config.wait_replicas:
+                    confirmed = 0 if isinstance(acked, Exception) else int(acked)
+                    raise OutcomeUnknown(
+                        f"{confirmed} of {config.wait_replicas} replicas confirmed the event within"
+                        f" {config.wait_timeout} s (a failover may lose it)"
+                    )
             if not missing:
                 return replies
             todo = missing
-        raise BrokerUnavailable("redis refused the publish script")
+        raise _refused(replies, redis.exceptions.NoScriptError("redis refused the publish script"))
 
     async def tick(self) -> None:
         self._tick_round += 1
@@ -962,6 +992,26 @@ def _seq(message: bytes) -> int:
 
 def _epoch(message: bytes) -> str:
     return message[: message.index(b"-")].decode()
+
+
+class _Refused(Exception):
+    """Every partition a publish was sent to refused it (error replies): nothing was published."""
+
+    def __init__(self, reply: redis.exceptions.ResponseError) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+def _refused(replies: list[Any], reply: redis.exceptions.ResponseError) -> Exception:
+    if any(r is not None for r in replies):
+        return OutcomeUnknown("the event was published in some of its partitions only")
+    return _Refused(reply)
+
+
+def _unanswered(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | redis.exceptions.TimeoutError):
+        return "redis did not answer in time"
+    return "the connection to redis was lost before its answer"
 
 
 def _text(value: bytes | str | None) -> str:

@@ -24,11 +24,21 @@ CLOSE_TIMEOUT = 1.0
 
 
 class LinkDown(ConnectionError):
-    """The connection failed, or was lost before the reply came: the command may or may not have run."""
+    """The command was never written: no connection could be opened in time (or its setup was
+    refused), or the link is closed. Redis cannot have run it."""
 
 
-class LinkTimeout(TimeoutError):
-    """No reply came in time; the connection was dropped, the command may or may not have run."""
+class NoReply(Exception):
+    """The command was written and its reply never came: Redis may or may not have run it (a paused
+    Redis runs what waits in its socket once it goes on, even from a connection closed meanwhile)."""
+
+
+class LinkLost(NoReply, ConnectionError):
+    """The connection was lost after the command was written, before its reply."""
+
+
+class LinkTimeout(NoReply, TimeoutError):
+    """No reply came in time; the connection was dropped."""
 
 
 class CommandLink:
@@ -53,8 +63,9 @@ class CommandLink:
 
     async def call(self, command: bytes) -> Any:
         """The reply to `command` (packed RESP). An error reply is returned as a `hiredis.ReplyError`,
-        not raised. Raises `LinkDown`, or `TimeoutError` when no reply came in time; the connection is
-        then dropped, since what it answers later could no longer be matched to its command.
+        not raised. Raises `LinkDown` when the command was not written, or a `NoReply` when it was:
+        `LinkLost`, or `LinkTimeout` when no reply came in time (the connection is then dropped, since
+        what it answers later could no longer be matched to its command).
 
         Cancelling the caller leaves the command running: its reply is read and discarded."""
         if self._closed:
@@ -65,8 +76,11 @@ class CommandLink:
             if self._connecting is None:
                 self._connecting = asyncio.create_task(self._connect(), name="hub-redis-link")
             # Shielded: the attempt serves every caller waiting on it, not only this one.
-            async with asyncio.timeout(self._timeout):
-                await asyncio.shield(self._connecting)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await asyncio.shield(self._connecting)
+            except TimeoutError:
+                raise LinkDown(f"no connection to redis within {self._timeout:g} s") from None
             writer = self._writer
             if writer is None:
                 raise LinkDown("the connection was lost as it opened")
@@ -83,7 +97,7 @@ class CommandLink:
             self._connecting.cancel()
         writer, reading = self._writer, self._reading
         if writer is not None:
-            self._drop(writer, LinkDown("the link is closed"))
+            self._drop(writer, LinkLost("the link was closed before the reply came"))
         if reading is not None:
             await asyncio.wait([reading.ended], timeout=CLOSE_TIMEOUT)
 
@@ -107,7 +121,7 @@ class CommandLink:
             self._writer = writer
             self._reading = reading = ReplyReader.take_over(reader, writer, self._on_reply, parser)
             reading.ended.add_done_callback(
-                lambda ended: self._drop(writer, LinkDown(f"lost the redis connection: {ended.exception()}"))
+                lambda ended: self._drop(writer, LinkLost(f"lost the redis connection: {ended.exception()}"))
             )
         except LinkDown:
             raise
@@ -135,7 +149,7 @@ class CommandLink:
         if not future.done():  # done already: its caller gave up, the reply is dropped
             future.set_result(reply)
 
-    def _drop(self, writer: asyncio.StreamWriter, error: Exception) -> None:
+    def _drop(self, writer: asyncio.StreamWriter, error: NoReply) -> None:
         """End `writer`'s connection, if it is still the current one: every command on it fails."""
         if writer is not self._writer:
             return

@@ -32,14 +32,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink, stored_position
-from hub.brokers.command_link import CommandLink, LinkDown
+from hub.brokers.command_link import CommandLink, LinkDown, LinkLost, LinkTimeout
 from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.refusals import Refusals
 from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
 from hub.brokers.topic_ttl import TopicSweeper, ttl_ms
 from hub.config import HistoryConfig, RedisConfig
-from hub.errors import BrokerUnavailable, idempotency_key_reused
+from hub.errors import BrokerUnavailable, OutcomeUnknown, idempotency_key_reused
 from hub.event import Draft, EnvelopeError, Event, envelope_id, new_epoch, open_envelope
 from hub.history import (
     HistoryPage,
@@ -163,7 +163,11 @@ class RedisBroker(Broker):
         else:
             token = keys.idempotency(idempotency.name)
             args = self._publish_args(drafts, token, int(self._idempotency_window), idempotency.fingerprint)
-        reply = await self._run_publish(args)
+        try:
+            reply = await self._run_publish(args)
+        except (BrokerUnavailable, OutcomeUnknown):
+            self._refusals.failed()  # not ready until a publish goes through again (the probe)
+            raise
         if isinstance(reply, hiredis.ReplyError):
             log.error("redis refused a publish: %s", reply)
             self._refusals.failed()
@@ -230,23 +234,39 @@ class RedisBroker(Broker):
 
     async def _run_publish(self, args: list[bytes | str | int]) -> Any:
         """The publish script's reply. A call whose connection was lost is sent again: its token
-        makes the script answer a repeat from what the first run did, so it runs exactly once."""
+        makes the script answer a repeat from what the first run did, so it runs exactly once.
+
+        Raises `BrokerUnavailable` when no attempt was written to Redis, and `OutcomeUnknown` when one
+        was and no answer came: a paused Redis runs it when it goes on, connection closed or not."""
         backoff = 0.02
+        sent = False
+        failure: Exception | None = None
+        loop = asyncio.get_running_loop()
+        # Retried while quick: a connection that timed out opening would make each retry wait as long.
+        deadline = loop.time() + self._config.connect_timeout
         for attempt in range(PUBLISH_RETRIES + 1):
+            if attempt:
+                if loop.time() >= deadline:
+                    break
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, 0.5)
             try:
                 reply = await self._link.call(pack(b"EVALSHA", PUBLISH_SHA, *args))
                 if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
                     reply = await self._link.call(pack(b"EVAL", redis_scripts.PUBLISH, *args))
                 return reply
             except LinkDown as exc:
-                if attempt == PUBLISH_RETRIES:
-                    log.debug("publish failed: %s", exc)
-                    raise BrokerUnavailable() from None
-            except TimeoutError:
-                raise BrokerUnavailable("redis did not answer in time") from None
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, 0.5)
-        raise AssertionError("unreachable")
+                failure = exc
+            except LinkLost as exc:
+                sent, failure = True, exc
+            except LinkTimeout:
+                # Not sent again: a Redis that is slow or paused would keep the publisher waiting as long
+                # again, and the answer would still be unknown.
+                raise OutcomeUnknown("redis did not answer in time") from None
+        log.debug("publish failed: %s", failure)
+        if sent:
+            raise OutcomeUnknown("the connection to redis was lost before its answer")
+        raise BrokerUnavailable()
 
     async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
         return await self._snapshot(selectors, since, catch_up=False)

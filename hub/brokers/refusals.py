@@ -1,9 +1,10 @@
-"""Whether Redis takes a broker's publishes: a hub whose publishes Redis refuses is not ready.
+"""Whether Redis takes a broker's publishes: a hub whose publishes fail is not ready.
 
-Connections and ticks can all be well while every publish fails (a full Redis, a read-only replica, a
-damaged counter): `/readyz` must say so, or a load balancer keeps sending publishers to a replica that
-refuses them all. Once refused, a probe runs until a publish goes through again, since a replica that
-the balancer takes out of rotation gets no publishes to learn it from.
+Connections and ticks can all be well while every publish fails: Redis refuses them (a full Redis, a
+read-only replica, a damaged counter), or does not answer them (paused: its sockets stay open, and the
+next tick is up to a heartbeat interval away). `/readyz` must say so at once, or a load balancer keeps
+sending publishers to a replica that fails them all. Once a publish failed, a probe runs until one goes
+through again, since a replica that the balancer takes out of rotation gets no publishes to learn it from.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ PROBE_INTERVAL = 1.0
 
 class Refusals:
     def __init__(self, probe: Callable[[], Awaitable[None]], interval: float = PROBE_INTERVAL) -> None:
-        self._probe = probe  # raises while Redis refuses
+        self._probe = probe  # raises while publishes fail
         self._interval = interval
         self.refused = False
         self._task: asyncio.Task[None] | None = None

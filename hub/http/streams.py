@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from hub.errors import BadRequest, HttpError, ShuttingDown, TooManyRequests
+from hub.errors import BadRequest, BrokerUnavailable, HttpError, OutcomeUnknown, ShuttingDown, TooManyRequests
 from hub.event import Draft
 from hub.fanout import Fanout
 from hub.http.body import next_piece, read_body
@@ -86,7 +86,7 @@ async def publish_stream(request: web.Request) -> web.Response:
         ) from None
     except HttpError as exc:
         await _end(fanout, topics, "error", {"error": exc.message, "events": count})
-        raise
+        raise _broken_off(exc, count, last_id) from None
     except asyncio.CancelledError:
         # The client went away mid-body (aiohttp cancels the handler): say so, then let the cancel go on.
         await _end(fanout, topics, "error", {"error": "the request body broke off", "events": count})
@@ -96,6 +96,20 @@ async def publish_stream(request: web.Request) -> web.Response:
         raise
     end_id = await _end(fanout, topics, "done", {"events": count})
     return web.json_response({"events": count, "last_id": last_id, "done_id": end_id})
+
+
+def _broken_off(exc: HttpError, count: int, last_id: str | None) -> HttpError:
+    """A stream the broker failed part-way. A 503 promises that nothing was published, which holds only
+    before the first piece went through and when the broker refused it."""
+    if isinstance(exc, BrokerUnavailable) and count == 0:
+        return exc
+    if isinstance(exc, BrokerUnavailable | OutcomeUnknown):
+        return OutcomeUnknown(
+            f"the broker failed after {count} events of the stream",
+            advice="those up to last_id were published, the next one may or may not be, none after it was",
+            details={"events": count, "last_id": last_id},
+        )
+    return exc
 
 
 def _topics(raw: list[str], max_topics: int) -> tuple[str, ...]:

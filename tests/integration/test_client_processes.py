@@ -112,9 +112,12 @@ async def test_cli_refusals_exit_2_with_the_hubs_message_and_trouble_exits_1(pro
     code, out, _ = await hub_cli("publish", "a/1", "ok", "--retain", **env)
     assert code == 0
     assert out.strip()
-    code, _, err = await hub_cli("publish", "a/1", "x", "--url", f"http://127.0.0.1:{free_port()}")
+    code, _, err = await hub_cli(
+        "publish", "a/1", "x", "--url", f"http://127.0.0.1:{free_port()}", "--retry-for", "0.5"
+    )
     assert code == 1
     assert "cannot publish" in err
+    assert "--idempotency-key " in err  # its own key: a second run with it publishes the event once
     assert proc.stop() == 0
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import bounds, faults, load, memory, parse, topic_ttl
+from bench import bounds, faults, load, memory, parse, stall, topic_ttl
 
 
 def main() -> int:
@@ -18,6 +18,9 @@ def main() -> int:
     run.add_argument("--no-aof", action="store_true", help="Redis without persistence: expect resets")
     run.add_argument(
         "--cluster", action="store_true", help="a Redis Cluster: primaries failed over, slots moved"
+    )
+    run.add_argument(
+        "--stall", action="store_true", help="the stall case: Redis SIGSTOPped past connect_timeout"
     )
     bench = commands.add_parser("load", help="the load benchmark: hub, ceiling and baseline servers")
     bench.add_argument("--scenarios", default="fanout,fanout-10k,latency,topics,idle,redis")
@@ -64,6 +67,8 @@ def main() -> int:
         return bounds.idempotency(tuple(int(n) for n in args.levels.split(",")))
     if args.command == "churn-memory":
         return bounds.churn(args.rounds, args.topics, args.ttl, args.max_total_bytes)
+    if args.command == "faults" and args.stall:
+        return stall.main(args.size)
     if args.command == "faults":
         return faults.main(args.size, aof=not args.no_aof, cluster=args.cluster)
     return 2

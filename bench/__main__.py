@@ -35,7 +35,8 @@ def main() -> int:
         "ttl", help="one-off topics on Redis: the keys left before and after history.ttl"
     )
     ttl.add_argument("--topics", type=int, default=100_000)
-    ttl.add_argument("--ttl", type=float, default=2.0)
+    ttl.add_argument("--ttl", type=float, default=5.0)
+    ttl.add_argument("--batch", type=int, default=100, help="events (each its own topic) per publish")
     ttl.add_argument("--no-tokens", action="store_true", help="do not wait for the publish tokens to expire")
     idem = commands.add_parser("idem", help="keyed publishes/s on Redis with 1k to 1M live idempotency keys")
     idem.add_argument("--levels", default="1000,10000,100000,1000000")
@@ -59,7 +60,7 @@ def main() -> int:
     if args.command == "parse":
         return parse.main()
     if args.command == "ttl":
-        return topic_ttl.main_ttl(args.topics, args.ttl, wait_tokens=not args.no_tokens)
+        return topic_ttl.main_ttl(args.topics, args.ttl, args.batch, wait_tokens=not args.no_tokens)
     if args.command == "idem":
         levels = [int(n) for n in args.levels.split(",")]
         return topic_ttl.main_idem(levels, args.publishes, args.runs)

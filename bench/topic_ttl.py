@@ -1,9 +1,9 @@
 """`python -m bench ttl|idem`: what Redis keeps of one-off topics, and what idempotency keys cost.
 
-`ttl`: one hub on one Redis with a short `history.ttl` (2 s); 100,000 publishes, each to a topic of its
-own, a retained event every tenth; the prefix's keys counted by kind (SCAN), `DBSIZE` and Redis' memory
-before, right after, once the ttl and a sweep have passed, and once the publish tokens' own lifetime
-(120 s) has too. Everything but the counter must be gone by then.
+`ttl`: one hub on one Redis with a short `history.ttl` (5 s); 100,000 events, each to a topic of its
+own, a retained event every tenth, 100 to a request (all written within the ttl); the prefix's keys
+counted by kind (SCAN), `DBSIZE` and Redis' memory before, right after, once the ttl and two sweeps have
+passed, and once the publish tokens' own lifetime (120 s) has too. All but the counter must be gone.
 
 `idem`: keyed publishes per second through the hub while Redis holds 1k, 10k, 100k and 1M live
 idempotency records of the hub's exact key format (`<prefix>:idem:<32 hex>`, filled by a Lua loop): the
@@ -71,7 +71,7 @@ def report(label: str, redis_port: int) -> None:
         info = str(conn.call("INFO", "memory"))
         members = {
             name: conn.call("ZCARD", f"{PREFIX}:{name}")
-            for name in ("topics", "topics:names", "topics:touched")
+            for name in ("topics", "topics:names", "topics:marks")
         }
         retained = conn.call("HLEN", f"{PREFIX}:retained")
     memory = next(line.split(":")[1] for line in info.splitlines() if line.startswith("used_memory_human"))
@@ -81,9 +81,7 @@ def report(label: str, redis_port: int) -> None:
     print(f"{'':<34} members: {registry}, retained {retained:,}")
 
 
-async def publish_all(
-    port: int, bodies: Iterator[dict[str, object]], headers: Iterator[dict[str, str]]
-) -> float:
+async def publish_all(port: int, bodies: Iterator[object], headers: Iterator[dict[str, str]]) -> float:
     """Publish every body (CONCURRENCY at a time); returns the seconds it took."""
     url = f"http://127.0.0.1:{port}/publish"
     lock = asyncio.Lock()
@@ -107,14 +105,21 @@ async def publish_all(
         return time.perf_counter() - start
 
 
-def main_ttl(topics: int, ttl: float, wait_tokens: bool) -> int:
+def main_ttl(topics: int, ttl: float, batch: int, wait_tokens: bool) -> int:
     with hub_on_redis({"HUB_HISTORY_TTL": str(ttl)}) as (port, redis_port):
         report("before", redis_port)
-        bodies = ({"topic": f"jobs/{i}", "data": i, "retain": i % 10 == 0} for i in range(topics))
+        bodies = (
+            [
+                {"topic": f"jobs/{i}", "data": i, "retain": i % 10 == 0}
+                for i in range(n, min(n + batch, topics))
+            ]
+            for n in range(0, topics, batch)
+        )
         took = asyncio.run(publish_all(port, bodies, itertools.repeat({})))
-        print(f"published {topics:,} one-off topics in {took:.1f} s ({topics / took:,.0f}/s)")
+        rate = f"{topics / took:,.0f}/s"
+        print(f"published {topics:,} one-off topics, {batch} a request, in {took:.1f} s ({rate})")
         report("right after", redis_port)
-        wait = ttl + sweep_interval(ttl) * 1.2 + 1.0
+        wait = ttl + sweep_interval(ttl) * 2.4 + 1.0
         time.sleep(wait)
         report(f"{wait:.1f} s later (ttl {ttl:g} s)", redis_port)
         if wait_tokens:

@@ -201,7 +201,7 @@ class RedisBroker(Broker):
     ) -> list[bytes | str | int]:
         keys = self._keys
         args: list[bytes | str | int] = [
-            8,
+            7,
             keys.sequence,
             keys.topics,
             keys.retained,

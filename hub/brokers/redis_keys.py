@@ -17,15 +17,14 @@ class RedisKeys:
         self.topic_names = f"{prefix}:topics:names"
         self.retained_names = f"{prefix}:retained:names"
         self.names_cursor = f"{prefix}:topics:names:cursor"  # how far an older hub's topics are indexed
-        # With `history.ttl`: every topic scored by its last publish (ms), so the idle ones are found
-        # without reading the rest; and how far the topics an older hub wrote have been entered in it.
-        self.touched = f"{prefix}:topics:touched"
-        self.touched_cursor = f"{prefix}:topics:touched:cursor"
+        # With `history.ttl`: the counter's value at times (score: ms), so the registry (by last seq) says
+        # which topics no one has published to since a time (see `hub.brokers.topic_ttl`).
+        self.marks = f"{prefix}:topics:marks"
 
     @property
     def publish_indexes(self) -> list[str]:
-        """The publish script's KEYS after the token: the name indexes, their cursor, the publish times."""
-        return [self.topic_names, self.retained_names, self.names_cursor, self.touched]
+        """The publish script's KEYS after the token: the name indexes and their cursor."""
+        return [self.topic_names, self.retained_names, self.names_cursor]
 
     @property
     def snapshot_keys(self) -> list[str]:
@@ -35,7 +34,7 @@ class RedisKeys:
     @property
     def sweep_keys(self) -> list[str]:
         """The sweep script's KEYS (see `hub.brokers.topic_ttl`)."""
-        return [*self.snapshot_keys, self.touched, self.touched_cursor]
+        return [*self.snapshot_keys, self.marks]
 
     def channel(self, topic: str) -> bytes:
         return self._channel_prefix + topic.encode()

@@ -8,7 +8,7 @@ the topic's previous event: the first retained entry's `p` says whether anything
 trimmed, exactly).
 
 With `history.ttl`, a topic with no publish for that long is dropped (`hub.brokers.topic_ttl`): its
-stream expires, and a sweep takes it out of the registry, the indexes and the retained hash. Seqs come
+stream expires, and a sweep takes it out of the registry, the name indexes and the retained hash. Seqs come
 from the one counter, which outlives every topic, so a topic published again never repeats an id; the
 sequence hash's `dropped` field (the drop floor) is the highest last seq of any topic dropped. A topic
 that does not exist reaches back only to it, and a topic created while it is set starts with `p` at it:
@@ -50,10 +50,10 @@ end
 # moves the counter by 0: a probe that Redis takes this script's writes again after refusing them.
 # On a cluster, `prefix` carries the partition's hash tag, so every key touched lives in one slot, and
 # each event goes out once on its partition's sharded channel (SPUBLISH) instead of once per topic.
-# KEYS[5..8]: the topic names index, the retained names index, the cursor of their catching up with
-# topics an older hub wrote (see `RedisKeys`), and the topics by last publish time; a cluster's histories
-# follow them, declared only. ARGV[11]: `history.ttl` in ms (0: topics are kept forever), before the
-# events: each topic published is stamped with the time and its stream set to expire when it is due.
+# KEYS[5..7]: the topic names index, the retained names index, and the cursor of their catching up with
+# topics an older hub wrote (see `RedisKeys`); a cluster's histories follow them, declared only.
+# ARGV[11], before the events: `history.ttl` in ms (0: kept forever): each topic's stream is set to expire
+# that long after its publish.
 PUBLISH = (
     REPAIR_COUNTER
     + """
@@ -130,7 +130,6 @@ for e = 1, tonumber(ARGV[8]) do
     end
     if ttl > 0 then
       redis.call('PEXPIREAT', history, now + ttl)
-      redis.call('ZADD', KEYS[8], now, topic)
     end
     if retain and redis.call('HSET', retained_key, topic, message) == 1 then
       redis.call('ZADD', KEYS[6], 0, topic)

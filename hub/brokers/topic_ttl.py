@@ -2,17 +2,18 @@
 
 A topic's own key (its history stream) expires by itself: the publish script sets it to expire `ttl`
 after each publish. What it shares with other topics cannot expire per member: the registry, the two
-name indexes, the retained hash and the publish times (`RedisKeys.touched`). A sweeper in every hub
-process takes out the topics whose last publish is older than `ttl`, a batch per script call, every
-`sweep_interval(ttl)` (hubs sweeping the same Redis do each other's work; a second sweep finds nothing).
+name indexes and the retained hash. A sweeper in every hub process takes the idle topics out of them, a
+batch per script call, every `sweep_interval(ttl)` (hubs sweeping one Redis do each other's work).
+
+Which topics are idle, at no cost to a publish: the registry is already scored by each topic's last seq,
+and each sweep marks the counter's value with the time (`RedisKeys.marks`). Every seq up to a mark was
+issued by its time, so the topics scored up to the newest mark at least `ttl` old had no publish since:
+they are dropped at most two sweep intervals past their ttl, never before it. A topic an older hub wrote
+is in the registry too: it goes `ttl` after the first mark.
 
 Before it forgets a topic, the sweep raises the drop floor (the sequence hash's `dropped`) to the topic's
 last seq: a resume from before it gets a `reset`, never a silent gap (see `hub.brokers.redis_scripts`).
 The sweep must never touch a topic published within `ttl`, nor a live stream: pub/sub is not keys.
-
-Topics an older hub wrote (or one running with `ttl = 0`) have no publish time: the sweep enters them a
-batch per call, stamped with the time it found them, so they too are dropped `ttl` later if no publish
-comes.
 """
 
 from __future__ import annotations
@@ -32,57 +33,55 @@ from hub.config import HistoryConfig
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500  # topics one script call drops: a few milliseconds of Redis' time
-SWEEP_INTERVAL_MAX = 30.0  # seconds; a topic outlives its ttl by at most about this
+SWEEP_INTERVAL_MAX = 30.0  # seconds; a topic outlives its ttl by at most two of these
 SWEEP_INTERVAL_MIN = 0.05
 
-# KEYS: sequence hash, topic registry, retained hash, topic names, retained names, publish times, the
-# cursor of entering an older hub's topics. ARGV: prefix, ttl (ms), batch. Returns the topics dropped.
+# KEYS: sequence hash, topic registry, retained hash, topic names, retained names, marks. ARGV: prefix,
+# ttl (ms), batch. Returns the topics dropped.
 SWEEP = """
-local seq_key, topics_key, retained_key, names_key, retained_names_key, touched_key, cursor_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local seq_key, topics_key, retained_key, names_key, retained_names_key, marks_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, ttl, batch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local seq = redis.call('HGET', seq_key, 'seq')
+if not seq or #seq > 16 or not string.match(seq, '^%d+$') then
+  return 0  -- nothing published yet, or a counter the next publish repairs first
+end
+if redis.call('EXISTS', topics_key) == 0 then
+  redis.call('DEL', marks_key)  -- no topic to tell the age of: nothing left but the counter
+  return 0
+end
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local idle = redis.call('ZRANGEBYSCORE', touched_key, '-inf', now - ttl, 'LIMIT', 0, batch)
-if #idle > 0 then
-  local floor = tonumber(redis.call('HGET', seq_key, 'dropped') or '0') or 0
-  local histories = {}
-  for k, topic in ipairs(idle) do
-    local last = tonumber(redis.call('ZSCORE', topics_key, topic) or '0') or 0
-    if last > floor then
-      floor = last
-    end
-    histories[k] = prefix .. ':h:' .. topic
-  end
-  -- The floor first: a sweep cut short (a slot moving away) leaves it raised, never a topic gone below it.
-  redis.call('HSET', seq_key, 'dropped', floor)
-  redis.call('DEL', unpack(histories))
-  redis.call('ZREM', topics_key, unpack(idle))
-  redis.call('ZREM', names_key, unpack(idle))
-  redis.call('ZREM', retained_names_key, unpack(idle))
-  redis.call('HDEL', retained_key, unpack(idle))
-  redis.call('ZREM', touched_key, unpack(idle))
+local newest = redis.call('ZREVRANGE', marks_key, 0, 0)[1]
+if newest and tonumber(newest) > tonumber(seq) then
+  redis.call('DEL', marks_key)  -- the counter went back (repaired): its marks would drop topics early
 end
--- Topics with no publish time (an older hub's): entered a batch per call, by last seq from a cursor.
-if redis.call('ZCARD', touched_key) < redis.call('ZCARD', topics_key) then
-  local from = redis.call('GET', cursor_key) or '0'
-  local found = redis.call('ZRANGEBYSCORE', topics_key, '(' .. from, '+inf', 'LIMIT', 0, batch)
-  if #found == 0 then
-    redis.call('DEL', cursor_key)  -- at the end, still incomplete: go round again
-  else
-    local last = redis.call('ZSCORE', topics_key, found[#found])
-    if #found == batch then
-      -- the last seq's other topics (of one event), so the cursor can pass it
-      found = redis.call('ZRANGEBYSCORE', topics_key, '(' .. from, last)
-    end
-    for _, topic in ipairs(found) do
-      redis.call('ZADD', touched_key, 'NX', now, topic)
-    end
-    redis.call('SET', cursor_key, last)
-  end
-else
-  redis.call('DEL', cursor_key)
+redis.call('ZADD', marks_key, 'NX', now, seq)  -- NX: a seq's first time is the one that holds
+local due = redis.call('ZREVRANGEBYSCORE', marks_key, now - ttl, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #due == 0 then
+  return 0
 end
+redis.call('ZREMRANGEBYSCORE', marks_key, '-inf', '(' .. due[2])  -- older marks say less than this one
+local idle = redis.call('ZRANGEBYSCORE', topics_key, '-inf', due[1], 'LIMIT', 0, batch)
+if #idle == 0 then
+  return 0
+end
+local floor = tonumber(redis.call('HGET', seq_key, 'dropped') or '0') or 0
+local histories = {}
+for k, topic in ipairs(idle) do
+  local last = tonumber(redis.call('ZSCORE', topics_key, topic))
+  if last > floor then
+    floor = last
+  end
+  histories[k] = prefix .. ':h:' .. topic
+end
+-- The floor first: a sweep cut short (a slot moving away) leaves it raised, never a topic gone below it.
+redis.call('HSET', seq_key, 'dropped', string.format('%d', floor))
+redis.call('DEL', unpack(histories))
+redis.call('ZREM', topics_key, unpack(idle))
+redis.call('ZREM', names_key, unpack(idle))
+redis.call('ZREM', retained_names_key, unpack(idle))
+redis.call('HDEL', retained_key, unpack(idle))
 return #idle
 """
 
@@ -93,8 +92,9 @@ def ttl_ms(history: HistoryConfig) -> int:
 
 
 def sweep_interval(ttl: float) -> float:
-    """How often a hub sweeps: a quarter of the ttl, so a topic outlives it by a little, within bounds."""
-    return min(SWEEP_INTERVAL_MAX, max(SWEEP_INTERVAL_MIN, ttl / 4))
+    """How often a hub sweeps (and marks the counter): an eighth of the ttl, within bounds, so a topic
+    outlives its ttl by at most a quarter of it (or a minute)."""
+    return min(SWEEP_INTERVAL_MAX, max(SWEEP_INTERVAL_MIN, ttl / 8))
 
 
 class TopicSweeper:

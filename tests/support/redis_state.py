@@ -1,8 +1,8 @@
 """Every key of one hub prefix, read from every node, compared before and after a batch of requests.
 
 What a publish writes may change, and only for the topics it was accepted for: their histories, their
-members of the topic registry and its name indexes and fields of the retained hash, their publish times
-(`history.ttl`), a publish token, the name indexes' migration cursor, and the counter of the
+members of the topic registry and its name indexes and fields of the retained hash, a publish token, the
+name indexes' migration cursor, and the counter of the
 sequence hash (never its epoch). Everything else must be byte for byte the same: DUMP for any key,
 type-aware reads where a publish may legitimately touch part of a key. Key names follow
 `hub.brokers.redis_keys` and `hub.partitions` (`<prefix>:` or `<prefix>:{<tag>}:`).
@@ -68,6 +68,8 @@ class RedisState:
                 continue  # a new publish token, answering retries of an accepted publish
             elif kind == "cursor" and published:
                 continue  # how far publishes have indexed the names an older hub wrote
+            elif kind == "marks":
+                continue  # the sweeper's, on its own clock
             out.append((kind, f"{key!r}: {_short(old)} -> {_short(new)}"))
         return out
 
@@ -79,8 +81,10 @@ def _kind(key: str, prefix: str) -> tuple[str, str]:
         rest = rest[tagged.end() :]
     if rest in ("seq", "topics", "retained"):
         return rest, ""
-    if rest in ("topics:names", "retained:names", "topics:touched"):
-        return "names", rest  # sorted by name (or by publish time), a publish adds its topics
+    if rest in ("topics:names", "retained:names"):
+        return "names", rest  # sorted by name, a publish adds its topics
+    if rest == "topics:marks":
+        return "marks", rest  # the counter by time, written by each hub's topic sweep (history.ttl)
     if rest == "topics:names:cursor":
         return "cursor", rest
     if rest.startswith("h:"):

@@ -69,7 +69,7 @@ def main() -> int:
     if args.command == "churn-memory":
         return bounds.churn(args.rounds, args.topics, args.ttl, args.max_total_bytes)
     if args.command == "faults" and args.stall:
-        return stall.main(args.size)
+        return stall.main(args.size, cluster=args.cluster)
     if args.command == "faults":
         return faults.main(args.size, aof=not args.no_aof, cluster=args.cluster)
     return 2

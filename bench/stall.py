@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from bench.faults import Acked, FaultPlan, FaultRun, Report, Subscriber, check
-from bench.processes import HubProcess, RedisProcess
+from bench.processes import HubProcess, RedisCluster, RedisProcess
+from hub.partitions import Partitions
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,14 @@ class StallReport:
 class StallRun(FaultRun):
     """The fault run's subscribers and checker; publishers and faults of its own."""
 
-    def __init__(self, plan: StallPlan, redis: RedisProcess, hubs: list[HubProcess]) -> None:
+    def __init__(
+        self,
+        plan: StallPlan,
+        redis: RedisProcess | RedisCluster,
+        stalled: RedisProcess,
+        unkeyed_topic: str,
+        hubs: list[HubProcess],
+    ) -> None:
         super().__init__(
             FaultPlan(
                 publishers=plan.publishers,
@@ -91,6 +99,8 @@ class StallRun(FaultRun):
             hubs,
         )
         self.stall_plan = plan
+        self.stalled = stalled  # the Redis, or the cluster node that serves fault/0
+        self.unkeyed_topic = unkeyed_topic  # served by it, and read by a subscriber of its own
         self.stall_report = StallReport()
         self.refused_unkeyed: set[str] = set()  # data of the unkeyed events answered 503
 
@@ -130,7 +140,7 @@ class StallRun(FaultRun):
         for number in range(plan.events_per_publisher):
             data = f"unkeyed-{number}"
             status, _ = await self._post(
-                session, self.hubs[number % len(self.hubs)], {"topic": "fault/0", "data": data}, {}
+                session, self.hubs[number % len(self.hubs)], {"topic": self.unkeyed_topic, "data": data}, {}
             )
             self.stall_report.unkeyed_answers[status] += 1
             if status == "503":
@@ -139,8 +149,7 @@ class StallRun(FaultRun):
 
     async def faults(self) -> None:
         plan = self.stall_plan
-        redis = self.redis
-        assert isinstance(redis, RedisProcess)
+        redis = self.stalled
         assert redis.proc is not None
         duration = self.plan.events_per_publisher * self.plan.publish_interval
         gap = max(0.5, (duration - plan.stalls * plan.stall) / (plan.stalls + 1))
@@ -181,9 +190,10 @@ class StallRun(FaultRun):
             subscribers.append(Subscriber(i, selectors))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=None)
         async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
-            readers = [asyncio.create_task(self.subscriber(session, s)) for s in subscribers]
+            unkeyed = Subscriber(len(subscribers), [self.unkeyed_topic])
+            readers = [asyncio.create_task(self.subscriber(session, s)) for s in [*subscribers, unkeyed]]
             async with asyncio.timeout(15):
-                await asyncio.gather(*(s.connected.wait() for s in subscribers))
+                await asyncio.gather(*(s.connected.wait() for s in [*subscribers, unkeyed]))
             faults = asyncio.create_task(self.faults())
             publish_timeout = aiohttp.ClientTimeout(total=10)
             async with aiohttp.ClientSession(timeout=publish_timeout) as publishing:
@@ -200,36 +210,48 @@ class StallRun(FaultRun):
                     await task
         report = self.stall_report
         report.refused_but_delivered = len(
-            {data for sub in subscribers for _, data in sub.received if data in self.refused_unkeyed}
+            {data for _, data in unkeyed.received if data in self.refused_unkeyed}
         )
-        for sub in subscribers:  # the unkeyed publisher's events are owed to no one: out of the check
-            sub.received = [(id_, data) for id_, data in sub.received if not data.startswith("unkeyed-")]
         report.faults.acknowledged = len(self.acked)
         check(subscribers, self.acked, report.faults, verbose=True)
         report.faults.seconds = round(time.monotonic() - started, 1)
         return report
 
 
-async def run_stall_test(plan: StallPlan) -> StallReport:
-    redis = RedisProcess().start()
+async def run_stall_test(plan: StallPlan, cluster: bool = False) -> StallReport:
+    prefix = "stall-" + uuid.uuid4().hex[:6]
+    redis: RedisProcess | RedisCluster
+    if cluster:
+        # Three primaries, no replica: a node timeout past the stall, so the cluster never fails it.
+        redis = await asyncio.to_thread(RedisCluster(node_timeout_ms=int(4000 * plan.stall)).start)
+        parts = Partitions(16, prefix)
+        stalled = redis.node_for_slot(parts.slots[parts.of_topic("fault/0")])
+        unkeyed_topic = next(
+            topic
+            for topic in (f"unkeyed/{i}" for i in range(1000))
+            if redis.node_for_slot(parts.slots[parts.of_topic(topic)]) is stalled
+        )
+    else:
+        redis = stalled = RedisProcess().start()
+        unkeyed_topic = "unkeyed/0"
     env = {
         # Ticks stop during a stall too, but only after two intervals: longer than a stall, so that
         # /readyz must learn it from the publishes that fail.
         "HUB_SSE_HEARTBEAT_INTERVAL": str(2 * plan.stall),
         "HUB_REDIS_CONNECT_TIMEOUT": str(plan.connect_timeout),
-        "HUB_REDIS_PREFIX": "stall-" + uuid.uuid4().hex[:6],
+        "HUB_REDIS_PREFIX": prefix,
     }
     hubs = [HubProcess("--redis", redis.url, env=env) for _ in range(2)]
     try:
         await asyncio.gather(*(hub.ready() for hub in hubs))
-        return await StallRun(plan, redis, hubs).run_stalls()
+        return await StallRun(plan, redis, stalled, unkeyed_topic, hubs).run_stalls()
     finally:
         for hub in hubs:
             hub.kill()
         redis.close()
 
 
-def main(size: str) -> int:
+def main(size: str, cluster: bool = False) -> int:
     plans = {
         "small": StallPlan(),
         "large": StallPlan(
@@ -242,9 +264,10 @@ def main(size: str) -> int:
         ),
     }
     plan = plans[size]
-    report = asyncio.run(run_stall_test(plan))
+    report = asyncio.run(run_stall_test(plan, cluster))
+    where = "a Redis Cluster (the primary of fault/0)" if cluster else "one Redis"
     print(
-        f"fault run, stall case ({size}, one Redis, SIGSTOPped {plan.stalls} times for {plan.stall:g} s,"
+        f"fault run, stall case ({size}, {where}, SIGSTOPped {plan.stalls} times for {plan.stall:g} s,"
         f" connect_timeout {plan.connect_timeout:g} s):"
     )
     print("\n".join(report.lines()))

@@ -45,7 +45,9 @@ class Broker(ABC):
 
     @abstractmethod
     async def publish(self, drafts: Sequence[Draft], idempotency: Idempotency | None = None) -> list[str]:
-        """Accept all drafts or none, atomically; return their ids. Raises `BrokerUnavailable`.
+        """Accept all drafts or none, atomically; return their ids. Raises `BrokerUnavailable` only when
+        nothing was published (nothing reached the broker, or it refused it), and `OutcomeUnknown` when
+        something may have been (sent, and no answer came): the same call under the same key settles it.
 
         A key seen within the idempotency window answers the first call's ids and publishes nothing, or
         raises `Unprocessable` when it came with another request."""

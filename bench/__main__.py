@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import bounds, faults, load, memory, parse, stall, topic_ttl
+from bench import bounds, drain_faults, faults, load, memory, parse, stall, topic_ttl
 
 
 def main() -> int:
@@ -21,6 +21,9 @@ def main() -> int:
     )
     run.add_argument(
         "--stall", action="store_true", help="the stall case: Redis SIGSTOPped past connect_timeout"
+    )
+    run.add_argument(
+        "--drain", action="store_true", help="the drain case: a hub SIGTERMed in rounds, publishes in flight"
     )
     bench = commands.add_parser("load", help="the load benchmark: hub, ceiling and baseline servers")
     bench.add_argument("--scenarios", default="fanout,fanout-10k,latency,topics,idle,redis")
@@ -70,6 +73,8 @@ def main() -> int:
         return bounds.churn(args.rounds, args.topics, args.ttl, args.max_total_bytes)
     if args.command == "faults" and args.stall:
         return stall.main(args.size, cluster=args.cluster)
+    if args.command == "faults" and args.drain:
+        return drain_faults.main(args.size)
     if args.command == "faults":
         return faults.main(args.size, aof=not args.no_aof, cluster=args.cluster)
     return 2

@@ -36,7 +36,7 @@ from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from hub.http.drain import FORCE_GRACE, Drain, accept_backlog, close_connections
+from hub.http.drain import FORCE_GRACE, Drain, Listening, accept_backlog, close_connections
 from hub.http.errors import error_response, malformed
 from hub.limits import Connections, client_key, descriptor_budget, is_trusted, parse_networks
 
@@ -383,10 +383,10 @@ class HubRunner(web.AppRunner):
         server = self.server
         if server is None or self.drain.begun:
             return
+        self.drain.begin(self._drain_timeout)
         # Before the sites stop listening: what the kernel accepted for them is answered, not reset.
         for site in self.sites:
-            await accept_backlog(_listener(site), server)
-        self.drain.begin(self._drain_timeout)
+            await accept_backlog(_listening_sockets(site), server)
 
     async def cleanup(self) -> None:
         await self.begin_drain()
@@ -404,10 +404,11 @@ class HubRunner(web.AppRunner):
         return server
 
 
-def _listener(site: web.BaseSite) -> asyncio.AbstractServer | None:
-    # aiohttp keeps a site's listening server to itself (its own `BaseRunner.addresses` reads it so).
+def _listening_sockets(site: web.BaseSite) -> Sequence[Listening]:
+    # aiohttp keeps a site's server to itself (its own `BaseRunner.addresses` reads it so); the loop's
+    # server (asyncio's or uvloop's, which is no asyncio.AbstractServer) lists its sockets.
     server = getattr(site, "_server", None)
-    return server if isinstance(server, asyncio.AbstractServer) else None
+    return tuple(getattr(server, "sockets", None) or ())
 
 
 def table_for(streams: Connections, per_peer: int, trusted_proxies: Sequence[str]) -> ConnectionTable:

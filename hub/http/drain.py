@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import Protocol
 
 from aiohttp import hdrs, web
@@ -175,18 +175,23 @@ async def close_connections(connections: Callable[[], Collection[Drainable]], dr
         await asyncio.sleep(DRAIN_POLL)
 
 
+class Listening(Protocol):
+    """A listening socket as an event loop's server shows it (asyncio's TransportSocket, uvloop's
+    PseudoSocket): it hides accept(), but gives a duplicate."""
+
+    def dup(self) -> socket.socket: ...
+
+
 async def accept_backlog(
-    server: asyncio.AbstractServer | None, factory: Callable[[], asyncio.Protocol]
+    listening_sockets: Iterable[Listening], factory: Callable[[], asyncio.Protocol]
 ) -> int:
-    """Accept the connections waiting in `server`'s listening sockets, as its loop would have.
+    """Accept the connections waiting on listening sockets, as their loop would have.
 
     Closing a listening socket resets the connections the kernel completed for it and nobody accepted:
     clients that sent a request on one a moment before a SIGTERM would get a reset for an answer."""
-    if server is None:
-        return 0
     loop = asyncio.get_running_loop()
     accepted: list[socket.socket] = []
-    for listening in getattr(server, "sockets", ()) or ():
+    for listening in listening_sockets:
         # A duplicate, not the socket itself: the loop's wrapper hides accept(). Non-blocking like it.
         with listening.dup() as sock:
             sock.setblocking(False)

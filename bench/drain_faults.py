@@ -6,15 +6,16 @@ connections, the signal following them by 0-2 ms; half of them send their body 1
 headers, as a client may in two packets (such a publish used to hang until `server.shutdown_timeout`
 once the signal came between the two). The publishers' traffic reaches it for a moment longer, as it
 would through a load balancer that has not noticed yet. Every publish carries an Idempotency-Key and is
-retried with it on the other hub until it is answered 200. Reported: every attempt's answer by kind,
-the longest time to an answer of an attempt under way at a signal, how long each hub took to exit,
-and, by the fault run's checker, that subscribers (resuming with Last-Event-ID on the other hub) lost,
-doubled and reordered nothing acknowledged.
+retried with it on the other hub until it is answered 200 (`hub.client`, one attempt a hub). Reported:
+every attempt's answer by kind, the longest time to an answer of an attempt under way at a signal, how
+long each hub took to exit, and, by the fault run's checker, that subscribers (resuming with
+Last-Event-ID on the other hub) lost, doubled and reordered nothing acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ import orjson
 
 from bench.faults import Acked, FaultPlan, FaultRun, Report
 from bench.processes import HubProcess, RedisProcess
+from hub.client import HubClient, HubRefused, HubUnreachable
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,12 @@ class _Event:
     topic: str
     key: str
 
-    def body(self) -> bytes:
-        return orjson.dumps({"topic": self.topic, "data": {"p": self.publisher, "n": self.number}})
-
-    def headers(self) -> dict[str, str]:
-        return {"Idempotency-Key": self.key, "Content-Type": "application/json"}
+    def data(self) -> dict[str, int]:
+        return {"p": self.publisher, "n": self.number}
 
     def wire(self) -> bytes:
-        body = self.body()
-        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers().items())
+        body = orjson.dumps({"topic": self.topic, "data": self.data()})
+        head = f"Idempotency-Key: {self.key}\r\nContent-Type: application/json\r\n"
         return (
             f"POST /publish HTTP/1.1\r\nHost: hub\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode()
             + body
@@ -133,26 +132,30 @@ class DrainRun(FaultRun):
     async def publish(
         self, session: aiohttp.ClientSession, event: _Event, preferred: int, attempt: int = 0
     ) -> None:
-        """Publish `event`, retried with its key on whichever hub is up until one answers 200."""
+        """Publish `event` with `hub.client`, one attempt per hub, its Idempotency-Key reused on
+        whichever hub is up until one answers 200."""
         while True:
             index = preferred if attempt == 0 else self.hubs.index(self.live_hub(preferred + attempt))
             record = _Attempt(index, time.monotonic())
             self.attempts.append(record)
-            url = self.hubs[index].url + "/publish"
+            client = HubClient(self.hubs[index].url, session=session, publish_retries=0)
             try:
-                async with session.post(url, data=event.body(), headers=event.headers()) as resp:
-                    doc = await resp.json(content_type=None)
-                    record.outcome = str(resp.status)
-                    if resp.status == 200:
-                        self.acked[doc["id"]] = event.acked()
-                        return
-                    record.outcome += " " + doc.get("error", {}).get("code", "?")
-            except aiohttp.ServerDisconnectedError:
-                record.outcome = "closed unanswered"
-            except aiohttp.ClientConnectorError:
-                record.outcome = "connection refused"
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                record.outcome = type(exc).__name__
+                event_id = await client.publish(event.topic, event.data(), idempotency_key=event.key)
+                record.outcome = "200"
+                self.acked[event_id] = event.acked()
+                return
+            except HubRefused as exc:
+                record.outcome = f"{exc.status} {exc.code}"
+            except HubUnreachable as exc:
+                cause = exc.__cause__
+                if isinstance(cause, aiohttp.ServerDisconnectedError):
+                    record.outcome = "closed unanswered"
+                elif isinstance(cause, aiohttp.ClientConnectorError):
+                    record.outcome = "connection refused"
+                elif isinstance(cause, OSError) and cause.errno is not None:
+                    record.outcome = f"{type(cause).__name__}: {os.strerror(cause.errno)}"
+                else:
+                    record.outcome = type(cause).__name__
             finally:
                 record.ended = time.monotonic()
             attempt += 1

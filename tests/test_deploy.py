@@ -119,7 +119,7 @@ def test_nginx_fronts_every_replica_on_its_port_and_streams(compose_file):
     servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", upstream, re.M)
     hubs = hub_services(doc)
     assert {(name, svc["environment"]["HUB_SERVER_PORT"]) for name, svc in hubs.items()} == set(servers)
-    (pool,) = re.findall(r"upstream\s+(\w+)", upstream)
+    (pool,) = re.findall(r"^\s*upstream\s+(\w+)\s*\{", upstream, re.M)
     assert f"proxy_pass http://{pool};" in conf
     assert "keepalive" in upstream
     listen = re.findall(r"^\s*listen\s+(\d+);", conf, re.M)
@@ -132,9 +132,58 @@ def test_nginx_fronts_every_replica_on_its_port_and_streams(compose_file):
         "proxy_set_header X-Forwarded-For",
     ):
         assert directive in conf, directive
-    (timeout,) = re.findall(r"proxy_read_timeout\s+(\d+)([smh]);", conf)
-    seconds = int(timeout[0]) * {"s": 1, "m": 60, "h": 3600}[timeout[1]]
-    assert seconds > 2 * hub_config.build().sse.heartbeat_interval
+    (timeout,) = re.findall(r"proxy_read_timeout\s+(\S+);", nginx_locations(conf)["/"])
+    assert seconds(timeout) > 2 * hub_config.build().sse.heartbeat_interval  # streams are under /
+
+
+def seconds(value: str) -> float:
+    """An nginx time ("30s", "1h", "500ms", "75")."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[unit]
+
+
+def nginx_locations(conf: str) -> dict[str, str]:
+    """Each `location` block's text, by what it matches ("/", "= /publish")."""
+    out = {}
+    for match in re.finditer(r"^\s*location\s+([^{]+?)\s*\{", conf, re.M):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(conf[end], 0)
+            end += 1
+        out[match.group(1)] = conf[match.end() : end - 1]
+    return out
+
+
+def test_nginx_passes_requests_to_the_other_replica_in_a_rolling_restart_never_a_publish_twice():
+    """The parts of deploy/nginx that a rolling restart needs (tests/integration/test_rolling_restart.py
+    runs them), each easy to lose in an edit."""
+    conf = (ROOT / "deploy/nginx/nginx.conf").read_text()
+    upstream = (ROOT / "deploy/nginx/hub-upstream.conf").read_text()
+    servers = re.findall(r"^\s*server\s+(\S+)(.*);", upstream, re.M)
+    assert servers
+    for name, params in servers:
+        # nginx never counts a replica as down: one just back from its restart takes requests
+        assert "max_fails=0" in params.split(), name
+    # nginx, not a replica, closes an idle kept-alive connection (a replica closing one as nginx
+    # writes a request on it is a 502 for a request nginx may not send again)
+    (idle,) = re.findall(r"^\s*keepalive_timeout\s+(\S+);", upstream, re.M)
+    assert seconds(idle) < hub_config.build().server.idle_timeout
+    assert re.search(r"^\s*proxy_next_upstream\s+error timeout", conf, re.M)
+    assert re.search(r"^\s*proxy_next_upstream_tries\s+[1-9]", conf, re.M)
+    assert re.search(r"^\s*proxy_next_upstream_timeout\s+[1-9]", conf, re.M)
+    for where, block in nginx_locations(conf).items():
+        if "proxy_set_header" in block:
+            # it replaces every header set at the server level: keep-alive and the client's address
+            for header in ('Connection ""', "Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for"):
+                assert f"proxy_set_header {header};" in block, (where, header)
+        if "non_idempotent" in block:
+            # a publish sent again after a replica may have run it: the same key, so never twice
+            assert "proxy_set_header Idempotency-Key $" in block, where
+            assert "proxy_request_buffering off" not in block, where
+        if "proxy_request_buffering off" in block:
+            assert where == "= /publish/stream", where  # a request not buffered is never sent again
+    (keyed,) = re.findall(r"map \$http_idempotency_key \$(\w+) \{([^}]*)\}", conf)
+    assert re.search(r'^\s*""\s+\S*\$request_id;', keyed[1], re.M), "a key for every publish"
 
 
 @pytest.mark.parametrize("compose_file", COMPOSE_FILES)

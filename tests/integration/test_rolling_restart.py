@@ -1,13 +1,17 @@
-"""A rolling restart of two replicas behind nginx (Debian's, with the project's own config) while events
-flow: each replica drains on SIGTERM (a short jittered `retry:`, streams closed, in-flight publishes
-finished) and comes back; every subscriber must end with every acknowledged event, in order, none twice."""
+"""Two replicas behind nginx (Debian's, with the project's own config) while events flow: rolling restarts,
+each replica draining on SIGTERM (a short jittered `retry:`, streams closed, in-flight publishes finished)
+and coming back, the next one going down 1 or 5 s after it is back; and a replica frozen and killed with
+publishes in flight. Every request through nginx must be answered by a replica (no 502, no other 5xx),
+and every subscriber must end with every acknowledged event, in order, none twice."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -19,21 +23,30 @@ import aiohttp
 import pytest
 
 from bench.processes import HubProcess
-from hub.client import ClientError, HubClient
+from hub.client import HubClient, Subscription
 from hub.server import free_port
 
 ROOT = Path(__file__).parent.parent.parent
-SHUTDOWN_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 3.0
+SURGE = 16  # publishers more while a replica stops
+STEADY = 6  # publishers all along
+# What nginx answered, per request: the client's status, then each replica's it tried ("502, 200": the
+# first could not be reached or closed the connection, the next one answered).
+ACCESS_LOG_FORMAT = "$status $request_method $uri [$upstream_status]"
 
 
 @contextlib.contextmanager
 def nginx_in_front(tmp_path: Path, upstream_ports: list[int]) -> Iterator[str]:
-    """deploy/nginx/nginx.conf as it is, but for the port it listens on; our replicas as its upstream."""
+    """deploy/nginx/nginx.conf as it is, but for the port it listens on and an access log; our replicas as
+    its upstream. The log is tmp_path/logs/access.log, in ACCESS_LOG_FORMAT."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     conf = (ROOT / "deploy/nginx/nginx.conf").read_text()
     assert conf.count("listen 80;") == 1
-    (tmp_path / "nginx.conf").write_text(conf.replace("listen 80;", f"listen 127.0.0.1:{port};"))
+    assert conf.count("http {") == 1
+    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    log = f"log_format hub '{ACCESS_LOG_FORMAT}'; access_log {tmp_path}/logs/access.log hub;"
+    (tmp_path / "nginx.conf").write_text(conf.replace("http {", "http {\n    " + log, 1))
     # deploy/nginx/hub-upstream.conf too, its servers' parameters kept: our replicas for compose's.
     upstream = (ROOT / "deploy/nginx/hub-upstream.conf").read_text()
     servers = re.findall(r"^\s*server\s+[\w.-]+:\d+", upstream, re.M)
@@ -67,6 +80,15 @@ def nginx_in_front(tmp_path: Path, upstream_ports: list[int]) -> Iterator[str]:
             proc.stderr.close()
 
 
+def access_log(tmp_path: Path) -> list[tuple[int, str, str, str]]:
+    """(status, method, path, the replicas' statuses) of each request nginx logged."""
+    out = []
+    for line in (tmp_path / "logs/access.log").read_text().splitlines():
+        status, method, path, upstream = line.split(" ", 3)
+        out.append((int(status), method, path, upstream.strip("[]")))
+    return out
+
+
 @pytest.fixture
 async def replicas(redis_server) -> AsyncIterator[list[HubProcess]]:
     # Async, so that the replicas stop before the event loop closes: the threads reading their output
@@ -83,108 +105,202 @@ async def replicas(redis_server) -> AsyncIterator[list[HubProcess]]:
         proc.stop()
 
 
-async def test_rolling_restart_behind_nginx_loses_nothing_and_doubles_nothing(replicas, tmp_path):
+class Publisher:
+    """Publishes e0, e1, ... to its topic until stopped, one at a time, on a keep-alive session to nginx.
+
+    Keyed: a publish not answered 200 is sent again under the same Idempotency-Key until it is. Unkeyed
+    (what curl does): an answer other than 200 is counted and the event given up, as it may or may not
+    have been published."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, topic: str, *, keyed: bool) -> None:
+        self.session, self.url, self.topic, self.keyed = session, url, topic, keyed
+        self.acknowledged: list[str] = []
+        self.answers: collections.Counter[int | str] = collections.Counter()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            data = f"{self.topic}:{n}"
+            headers = {"Idempotency-Key": f"{self.topic}-{n}"} if self.keyed else {}
+            while not await self.publish(data, headers) and self.keyed:
+                await asyncio.sleep(0.05)  # through the restart: the same key until acknowledged
+            n += 1
+            await asyncio.sleep(0.005)
+
+    async def publish(self, data: str, headers: dict[str, str]) -> bool:
+        body = {"topic": self.topic, "data": data}
+        try:
+            async with self.session.post(self.url + "/publish", json=body, headers=headers) as resp:
+                await resp.read()
+                self.answers[resp.status] += 1
+                if resp.status == 200:
+                    self.acknowledged.append(data)
+                    return True
+        except aiohttp.ClientError as exc:  # nginx itself stays up: this would be a finding
+            self.answers[type(exc).__name__] += 1
+        return False
+
+
+def publishers(session: aiohttp.ClientSession, url: str, prefix: str, count: int) -> list[Publisher]:
+    """`count` publishers to topics under `prefix`, half of them keyed."""
+    return [Publisher(session, url, f"{prefix}-{n}", keyed=n % 2 == 0) for n in range(count)]
+
+
+async def _restart(replica: HubProcess, session: aiohttp.ClientSession, url: str, n: int) -> list[Publisher]:
+    """SIGTERM, off the event loop (publishers and subscribers keep going meanwhile), with a surge of
+    publishes around it, then start it again and wait until it is ready; the surge's publishers.
+
+    The surge: requests nginx writes on kept-alive connections at the moment the replica closes them,
+    which a steady trickle of publishes meets only now and then."""
+    surge = publishers(session, url, f"roll/surge{n}", SURGE)
+    over = asyncio.Event()
+    surging = [asyncio.create_task(p.run(over)) for p in surge]
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    code = await asyncio.to_thread(replica.stop)
+    drained = time.monotonic() - started
+    over.set()
+    await asyncio.gather(*surging)
+    assert code == 0  # it drains, exits 0...
+    assert drained < SHUTDOWN_TIMEOUT + 2  # ...within its timeout
+    replica.start()
+    await replica.ready()
+    return surge
+
+
+class Watch:
+    """Subscribers to roll/* through nginx, each collecting the data of the events it receives until
+    "end"; opened, and seen open, before anything is published, so that they must miss nothing."""
+
+    def __init__(self, client: HubClient, count: int = 4) -> None:
+        self.subscriptions = [client.subscribe("roll/*", heartbeat_timeout=3) for _ in range(count)]
+        self.received: list[list[str]] = [[] for _ in self.subscriptions]
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def open(self) -> None:
+        self._readers = [
+            asyncio.create_task(self._collect(s, into))
+            for s, into in zip(self.subscriptions, self.received, strict=True)
+        ]
+        async with asyncio.timeout(10):
+            while not all(s.connections for s in self.subscriptions):
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the stream's first bytes, after which nothing it should get is missed
+
+    @staticmethod
+    async def _collect(subscription: Subscription, into: list[str]) -> None:
+        async for event in subscription:
+            assert event.event != "reset", "continuity was lost"
+            into.append(event.data)
+            if event.data == "end":
+                return
+
+    async def end(self, session: aiohttp.ClientSession, url: str) -> None:
+        """Publish "end", wait until every subscriber has it (or 30 s), close them."""
+        ender = Publisher(session, url, "roll/end", keyed=True)
+        while not await ender.publish("end", {"Idempotency-Key": "roll-end"}):
+            await asyncio.sleep(0.05)
+        _done, late = await asyncio.wait(self._readers, timeout=30)
+        missing = [
+            f"#{i}: {len(got)} events, last {got[-3:]}, {s.connections} connections, "
+            f"{s.failures} failures in a row, {s.stalls} stalls"
+            for i, (got, s, r) in enumerate(
+                zip(self.received, self.subscriptions, self._readers, strict=True)
+            )
+            if r in late
+        ]
+        for reader in late:
+            reader.cancel()
+        for subscription in self.subscriptions:
+            await subscription.aclose()
+        assert not missing, f"streams without the last event: {'; '.join(missing)}"
+
+
+def check(tmp_path: Path, title: str, publishers: list[Publisher], watch: Watch) -> None:
+    """Every request nginx took answered without a 5xx, every publish 200, and every subscriber with
+    each publisher's acknowledged events, once each, in order."""
+    log = access_log(tmp_path)
+    answered = collections.Counter((method, path, status) for status, method, path, _ in log)
+    retried = sum(1 for *_, upstream in log if "," in upstream)
+    keyed = sum((p.answers for p in publishers if p.keyed), collections.Counter())
+    plain = sum((p.answers for p in publishers if not p.keyed), collections.Counter())
+    print(
+        f"{title}: publishes answered, keyed {dict(keyed)}, without a key {dict(plain)}; "
+        f"nginx answered {dict(answered)}; sent again to the other replica {retried}"
+    )
+    failed = {key: n for key, n in answered.items() if key[2] >= 500}
+    assert not failed, f"nginx answered {failed} (all: {dict(answered)})"
+    for publisher in publishers:
+        assert set(publisher.answers) == {200}, f"{publisher.topic}: {publisher.answers}"
+    for got in watch.received:
+        assert got[-1] == "end"
+        for publisher in publishers:
+            mine = [data for data in got if data.startswith(publisher.topic + ":")]
+            twice = [data for data, n in collections.Counter(mine).items() if n > 1]
+            assert not twice, f"published twice: {twice}"
+            assert mine == publisher.acknowledged, f"{publisher.topic}: not every event, or not in order"
+
+
+@pytest.mark.parametrize(("gap", "restarts"), [(1.0, 3), (5.0, 2)], ids=["1s-apart", "5s-apart"])
+async def test_rolling_restarts_behind_nginx_answer_every_request_and_lose_nothing(
+    replicas, tmp_path, gap, restarts
+):
+    """With nginx's defaults (max_fails=1, fail_timeout=10s) the replica just back still counted as
+    down when the next one drained: 502s for seconds. A request nginx wrote on a keep-alive connection
+    the draining replica was closing was a 502 too, unless nginx could send it again: a publish only
+    with a key (the replicas share its record on Redis), buffered; a stream only if buffered."""
     await asyncio.gather(*(r.ready() for r in replicas))
     with nginx_in_front(tmp_path, [r.port for r in replicas]) as url:
-        async with HubClient(url, publish_retries=0) as client:
-            received: list[list[str]] = [[] for _ in range(6)]
-            subscriptions = [client.subscribe("roll/*", heartbeat_timeout=3) for _ in received]
-
-            async def collect(subscription, into: list[str]) -> None:
-                async for event in subscription:
-                    assert event.event != "reset", "continuity was lost"
-                    into.append(event.data)
-                    if event.data == "end":
-                        return
-
-            # Open, and seen open, before the first publish: from then on nothing may be missed.
-            readers = [
-                asyncio.create_task(collect(s, r)) for s, r in zip(subscriptions, received, strict=True)
-            ]
-            await _wait_connected(subscriptions)
-            acknowledged: list[str] = []
+        async with HubClient(url) as client, aiohttp.ClientSession() as session:
+            watch = Watch(client)
+            await watch.open()
+            steady = publishers(session, url, "roll/steady", STEADY)
             stop = asyncio.Event()
-
-            async def publish_until_stopped() -> None:
-                n = 0
-                while not stop.is_set():
-                    data, key = f"e{n}", f"roll-{n}"
-                    while True:  # through the restart: the same key until acknowledged
-                        try:
-                            await client.publish(f"roll/{n % 3}", data, idempotency_key=key)
-                            break
-                        except ClientError:
-                            await asyncio.sleep(0.05)
-                    acknowledged.append(data)
-                    n += 1
-                    await asyncio.sleep(0.01)
-
-            publisher = asyncio.create_task(publish_until_stopped())
+            publishing = [asyncio.create_task(p.run(stop)) for p in steady]
             await asyncio.sleep(0.5)
-            for replica in replicas:
-                started = time.monotonic()
-                assert replica.stop() == 0  # SIGTERM: drains, exits 0...
-                assert time.monotonic() - started < SHUTDOWN_TIMEOUT + 2  # ...within its timeout
-                replica.start()
-                await replica.ready()
-                await asyncio.sleep(1.0)  # events flow through the restarted replica too
+            surges: list[Publisher] = []
+            for n in range(restarts):
+                surges += await _restart(replicas[n % len(replicas)], session, url, n)
+                await asyncio.sleep(gap if n < restarts - 1 else 0.5)  # events flow through it too
             stop.set()
-            await publisher
-            while True:
-                try:
-                    await client.publish("roll/end", "end", idempotency_key="roll-end")
-                    break
-                except ClientError:
-                    await asyncio.sleep(0.05)
-            _done, late = await asyncio.wait(readers, timeout=30)
-            missing = [
-                f"#{i}: {len(got)} events, last {got[-3:]}, {s.connections} connections, "
-                f"{s.failures} failures in a row, {s.stalls} stalls"
-                for i, (got, s, r) in enumerate(zip(received, subscriptions, readers, strict=True))
-                if r in late
-            ]
-            for reader in late:
-                reader.cancel()
-            assert not missing, f"streams without the last event: {'; '.join(missing)}"
-            for subscription in subscriptions:
-                await subscription.aclose()
-    assert len(acknowledged) > 100
-    reconnected = sum(s.connections for s in subscriptions)
-    assert reconnected > len(subscriptions)  # the restarts did move streams
-    for got in received:
-        assert got == [*acknowledged, "end"]
+            await asyncio.gather(*publishing)
+            await watch.end(session, url)
+    check(tmp_path, f"{restarts} restarts {gap:g} s apart", steady + surges, watch)
+    for publisher in steady:
+        assert len(publisher.acknowledged) > 50 * restarts
+    assert sum(s.connections for s in watch.subscriptions) > len(watch.subscriptions)  # streams moved
 
 
-async def _wait_connected(subscriptions) -> None:
-    async with asyncio.timeout(10):
-        while not all(s.connections for s in subscriptions):
-            await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)  # the stream's first bytes, after which nothing it should get is missed
-
-
-async def test_a_replica_back_from_its_restart_takes_requests_when_the_next_one_drains(replicas, tmp_path):
-    """nginx counted a replica it could not reach as down for its default fail_timeout of 10 s, long
-    after it was back: when the other replica drained next, every request was a 502 (no live
-    upstreams) for seconds, and a subscriber backing off from them came back too late."""
+async def test_a_publish_a_killed_replica_ran_is_answered_by_the_other_and_published_once(
+    replicas, redis_server, tmp_path
+):
+    """Publishes a replica had sent to Redis when it froze (SIGSTOP), then died (SIGKILL), unanswered:
+    nginx sends each again to the other replica, which answers the first one's ids from the record of
+    its Idempotency-Key (the client's, or the one nginx made up) rather than publish it twice."""
     await asyncio.gather(*(r.ready() for r in replicas))
-    first, second = replicas
+    victim = replicas[0]
+    assert victim.proc is not None
+    assert redis_server.proc is not None
     with nginx_in_front(tmp_path, [r.port for r in replicas]) as url:
-        # A connection per request, so that every nginx worker finds the first replica gone.
-        connector = aiohttp.TCPConnector(force_close=True)
-        async with aiohttp.ClientSession(connector=connector) as session:
-
-            async def statuses(count: int) -> list[int]:
-                got = []
-                for n in range(count):
-                    body = {"topic": "restart/x", "data": n}
-                    async with session.post(url + "/publish", json=body) as resp:
-                        got.append(resp.status)
-                return got
-
-            assert first.stop() == 0
-            assert await statuses(8) == [200] * 8  # the other replica answers
-            first.start()
-            await first.ready()
-            await asyncio.sleep(1.5)
-            assert second.stop() == 0
-            assert await statuses(8) == [200] * 8  # the first one, back, answers
+        async with HubClient(url) as client, aiohttp.ClientSession() as session:
+            watch = Watch(client)
+            await watch.open()
+            many = publishers(session, url, "roll/kill", SURGE)
+            stop = asyncio.Event()
+            publishing = [asyncio.create_task(p.run(stop)) for p in many]
+            await asyncio.sleep(0.3)
+            # Redis paused a moment, so that the replica's publishes wait in it, sent; the replica
+            # frozen; Redis runs them; then the replica dies without a word about them.
+            redis_server.proc.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(0.2)
+                victim.proc.send_signal(signal.SIGSTOP)
+            finally:
+                redis_server.proc.send_signal(signal.SIGCONT)
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(victim.kill)
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.gather(*publishing)
+            await watch.end(session, url)
+    check(tmp_path, "a replica killed", many, watch)

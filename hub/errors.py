@@ -8,6 +8,7 @@
     │   ├── NotFound              404
     │   ├── MethodNotAllowed      405
     │   ├── RequestTimeout        408: a request body that did not arrive in time
+    │   │   └── StreamCutShort    408: a streamed publish a shutdown ended: published up to a point
     │   ├── Conflict              409: a position from a history the broker has since lost
     │   ├── Unprocessable         422: an Idempotency-Key sent again with another request
     │   ├── PayloadTooLarge       413: body, data or batch over its limit
@@ -85,6 +86,23 @@ class RequestTimeout(HttpError):
     status = 408
 
 
+class StreamCutShort(RequestTimeout):
+    """A streamed publish that the hub's shutdown ended before its body did: the events up to `last_id`
+    were published, and the rest of the body was not read. Never a 503, which promises that nothing
+    was published."""
+
+    def __init__(self, events: int, last_id: str | None) -> None:
+        super().__init__(
+            "shutting_down",
+            f"the hub is shutting down: {events} events of the stream were published, the last {last_id},"
+            " and the rest of the body was not read; send the rest (to another replica)",
+        )
+        self.details = {"events": events, "last_id": last_id}
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": {"code": self.code, "message": self.message}, **self.details})
+
+
 class Conflict(HttpError):
     status = 409
 
@@ -121,17 +139,13 @@ class TooManyRequests(HttpError):
 
 class ShuttingDown(HttpError):
     """The hub process is draining (SIGTERM) and refuses what it can no longer see through: a request
-    body still to come, a new stream. Nothing of the request was published, but for a streamed publish,
-    which was published up to `details` (`events`, `last_id`) and not read further."""
+    body still to come, a new stream. Nothing of the request was published (a streamed publish that
+    was is answered `StreamCutShort`)."""
 
     status = 503
 
-    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__("shutting_down", message)
-        self.details = details or {}
-
-    def body(self) -> bytes:
-        return orjson.dumps({"error": {"code": self.code, "message": self.message}, **self.details})
 
 
 class BrokerUnavailable(HttpError):

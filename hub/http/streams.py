@@ -8,7 +8,15 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from hub.errors import BadRequest, BrokerUnavailable, HttpError, OutcomeUnknown, ShuttingDown, TooManyRequests
+from hub.errors import (
+    BadRequest,
+    BrokerUnavailable,
+    HttpError,
+    OutcomeUnknown,
+    ShuttingDown,
+    StreamCutShort,
+    TooManyRequests,
+)
 from hub.event import Draft
 from hub.fanout import Fanout
 from hub.http.body import next_piece, read_body
@@ -77,13 +85,12 @@ async def publish_stream(request: web.Request) -> web.Response:
         await send(reader.end())
         reader.end()  # raises what went bad in the last chunk, now that what came before it is out
     except ShuttingDown:
-        # Cut by the drain: what came is published and cannot be taken back; the answer says how far.
+        # Cut by the drain: what came is published and cannot be taken back; the answer says how far
+        # (a 503 only when that is nowhere: it promises that nothing was).
         await _end(fanout, topics, "error", {"error": "the hub shut down mid-stream", "events": count})
-        raise ShuttingDown(
-            f"the hub is shutting down: {count} events of the stream were published, the last "
-            f"{last_id}, and the rest of the body was not read; send the rest (to another replica)",
-            details={"events": count, "last_id": last_id},
-        ) from None
+        if count:
+            raise StreamCutShort(count, last_id) from None
+        raise
     except HttpError as exc:
         await _end(fanout, topics, "error", {"error": exc.message, "events": count})
         raise _broken_off(exc, count, last_id) from None

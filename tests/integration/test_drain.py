@@ -184,13 +184,17 @@ async def _streamed_publish(
 
 async def test_streamed_publishes_at_sigterm_are_answered_and_hold_the_drain_only_while_sending(processes):
     """A streamed publish that keeps sending is relayed until shortly before `shutdown_timeout`, then
-    told how far it was published; one that stalls is answered once it has been silent for a second.
-    Both were cut off unanswered at `shutdown_timeout`."""
+    told how far it was published (a 408: a 503 would say that nothing was); one that stalls is answered
+    once it has been silent for a second, a 503 if nothing of it was published. All were cut off
+    unanswered at `shutdown_timeout`."""
     proc = await hub_serve(processes)
     sending: asyncio.Queue[bytes | None] = asyncio.Queue()
     stalled: asyncio.Queue[bytes | None] = asyncio.Queue()
+    silent: asyncio.Queue[bytes | None] = asyncio.Queue()
+    silent.put_nowait(None)
     busy = asyncio.ensure_future(_streamed_publish(proc, "drain/busy", sending))
     quiet = asyncio.ensure_future(_streamed_publish(proc, "drain/quiet", stalled))
+    empty = asyncio.ensure_future(_streamed_publish(proc, "drain/empty", silent))
     for n in range(3):
         sending.put_nowait(b"token %d" % n)
         stalled.put_nowait(b"token %d" % n)
@@ -206,20 +210,25 @@ async def test_streamed_publishes_at_sigterm_are_answered_and_hold_the_drain_onl
             await asyncio.sleep(0.05)
 
     feeder = asyncio.ensure_future(keep_sending())
-    (quiet_status, quiet_answer, quiet_at), (busy_status, busy_answer, busy_at) = await asyncio.gather(
-        quiet, busy
-    )
+    (
+        (quiet_status, quiet_answer, quiet_at),
+        (busy_status, busy_answer, busy_at),
+        (empty_status, empty_answer, _),
+    ) = await asyncio.gather(quiet, busy, empty)
     sending.put_nowait(None)
     await feeder
     assert await exited(proc) == 0
     exit_after = time.monotonic() - sent
 
-    assert quiet_status == 503, quiet_answer
+    assert empty_status == 503, empty_answer
+    assert empty_answer == {"error": {"code": "shutting_down", "message": empty_answer["error"]["message"]}}
+
+    assert quiet_status == 408, quiet_answer
     assert quiet_answer["error"]["code"] == "shutting_down"
     assert quiet_answer["events"] >= 1  # pieces sent together may be read as one
     assert 0.9 < quiet_at - sent < 2.0, quiet_at - sent  # once silent for a second, not at the end
 
-    assert busy_status == 503, busy_answer
+    assert busy_status == 408, busy_answer
     assert busy_answer["error"]["code"] == "shutting_down"
     assert busy_answer["events"] > 20
     assert isinstance(busy_answer["last_id"], str)

@@ -45,7 +45,8 @@ DRAIN_POLL = 0.005
 # sends its headers at once; a slower one is slowloris or not worth holding the drain for.
 HEADER_GRACE = 0.5
 # During a drain, the longest wait for the next bytes of a request body: a body that stalls longer is
-# refused (503) rather than waited for until `shutdown_timeout`.
+# refused (503; a streamed publish already partly published, 408) rather than waited for until
+# `shutdown_timeout`.
 BODY_GAP = 1.0
 # Past `shutdown_timeout`, how long a request cut off is given to finish (twice: once to end on its own,
 # once after its cancel). Small: by then it has had its answer, if it could have one.

@@ -116,12 +116,16 @@ def test_nginx_fronts_every_replica_on_its_port_and_streams(compose_file):
         # nginx resolves a relative include against its conf directory: compose must mount it there
         assert f"/etc/nginx/{name}" in mounts, name
     upstream = "".join((ROOT / mounts[f"/etc/nginx/{name}"]).read_text() for name in included)
-    servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", upstream, re.M)
     hubs = hub_services(doc)
-    assert {(name, svc["environment"]["HUB_SERVER_PORT"]) for name, svc in hubs.items()} == set(servers)
-    (pool,) = re.findall(r"^\s*upstream\s+(\w+)\s*\{", upstream, re.M)
-    assert f"proxy_pass http://{pool};" in conf
-    assert "keepalive" in upstream
+    pools = upstream_blocks(upstream)
+    assert "keepalive" in pools["hub"]
+    for pool, block in pools.items():
+        servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", block, re.M)
+        assert {(name, svc["environment"]["HUB_SERVER_PORT"]) for name, svc in hubs.items()} == set(
+            servers
+        ), pool
+    passed_to = set(re.findall(r"^\s*proxy_pass\s+http://(\w+);", conf, re.M))
+    assert passed_to == set(pools)
     listen = re.findall(r"^\s*listen\s+(\d+);", conf, re.M)
     assert [p.split(":")[1] for p in nginx["ports"]] == listen
     for directive in (
@@ -134,6 +138,11 @@ def test_nginx_fronts_every_replica_on_its_port_and_streams(compose_file):
         assert directive in conf, directive
     (timeout,) = re.findall(r"proxy_read_timeout\s+(\S+);", nginx_locations(conf)["/"])
     assert seconds(timeout) > 2 * hub_config.build().sse.heartbeat_interval  # streams are under /
+
+
+def upstream_blocks(text: str) -> dict[str, str]:
+    """Each `upstream` block's text, by its name."""
+    return dict(re.findall(r"^\s*upstream\s+(\w+)\s*\{([^}]*)\}", text, re.M))
 
 
 def seconds(value: str) -> float:
@@ -166,8 +175,9 @@ def test_nginx_passes_requests_to_the_other_replica_in_a_rolling_restart_never_a
         assert "max_fails=0" in params.split(), name
     # nginx, not a replica, closes an idle kept-alive connection (a replica closing one as nginx
     # writes a request on it is a 502 for a request nginx may not send again)
-    (idle,) = re.findall(r"^\s*keepalive_timeout\s+(\S+);", upstream, re.M)
+    (idle,) = re.findall(r"^\s*keepalive_timeout\s+(\S+);", upstream_blocks(upstream)["hub"], re.M)
     assert seconds(idle) < hub_config.build().server.idle_timeout
+    pools = upstream_blocks(upstream)
     assert re.search(r"^\s*proxy_next_upstream\s+error timeout", conf, re.M)
     assert re.search(r"^\s*proxy_next_upstream_tries\s+[1-9]", conf, re.M)
     assert re.search(r"^\s*proxy_next_upstream_timeout\s+[1-9]", conf, re.M)
@@ -182,6 +192,10 @@ def test_nginx_passes_requests_to_the_other_replica_in_a_rolling_restart_never_a
             assert "proxy_request_buffering off" not in block, where
         if "proxy_request_buffering off" in block:
             assert where == "= /publish/stream", where  # a request not buffered is never sent again
+        (pool,) = re.findall(r"proxy_pass\s+http://(\w+);", block)
+        if where in ("/progress/", "= /publish/stream"):
+            # POSTs never sent again: on a new connection each, never one a draining replica closes
+            assert not re.search(r"^\s*keepalive\b", pools[pool], re.M), where
     (keyed,) = re.findall(r"map \$http_idempotency_key \$(\w+) \{([^}]*)\}", conf)
     assert re.search(r'^\s*""\s+\S*\$request_id;', keyed[1], re.M), "a key for every publish"
 

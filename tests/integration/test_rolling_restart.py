@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import re
 import shutil
 import signal
@@ -49,10 +50,10 @@ def nginx_in_front(tmp_path: Path, upstream_ports: list[int]) -> Iterator[str]:
     (tmp_path / "nginx.conf").write_text(conf.replace("http {", "http {\n    " + log, 1))
     # deploy/nginx/hub-upstream.conf too, its servers' parameters kept: our replicas for compose's.
     upstream = (ROOT / "deploy/nginx/hub-upstream.conf").read_text()
-    servers = re.findall(r"^\s*server\s+[\w.-]+:\d+", upstream, re.M)
-    assert len(servers) == len(upstream_ports)
-    for server, p in zip(servers, upstream_ports, strict=True):
-        upstream = upstream.replace(server, server.split("server")[0] + f"server 127.0.0.1:{p}", 1)
+    names = list(dict.fromkeys(re.findall(r"^\s*server\s+([\w.-]+:\d+)", upstream, re.M)))
+    assert len(names) == len(upstream_ports)
+    for name, p in zip(names, upstream_ports, strict=True):
+        upstream = re.sub(rf"(?m)^(\s*server\s+){re.escape(name)}\b", rf"\g<1>127.0.0.1:{p}", upstream)
     (tmp_path / "hub-upstream.conf").write_text(upstream)
     (tmp_path / "logs").mkdir()
     directives = f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/logs/error.log;"
@@ -106,31 +107,35 @@ async def replicas(redis_server) -> AsyncIterator[list[HubProcess]]:
 
 
 class Publisher:
-    """Publishes e0, e1, ... to its topic until stopped, one at a time, on a keep-alive session to nginx.
+    """Publishes name:0, name:1, ... until stopped, one at a time, on a keep-alive session to nginx.
 
-    Keyed: a publish not answered 200 is sent again under the same Idempotency-Key until it is. Unkeyed
-    (what curl does): an answer other than 200 is counted and the event given up, as it may or may not
-    have been published."""
+    `keyed`: to roll/<name> with an Idempotency-Key; a publish not answered 200 is sent again under the
+    same key until it is. `plain` (what curl does) and `progress` (POST /progress/<name>, on jobs/<name>):
+    no key, so an answer other than 200 is counted and the event given up, as it may or may not have
+    been published."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, topic: str, *, keyed: bool) -> None:
-        self.session, self.url, self.topic, self.keyed = session, url, topic, keyed
+    def __init__(self, session: aiohttp.ClientSession, url: str, name: str, kind: str) -> None:
+        self.session, self.url, self.name, self.kind = session, url, name, kind
         self.acknowledged: list[str] = []
         self.answers: collections.Counter[int | str] = collections.Counter()
 
     async def run(self, stop: asyncio.Event) -> None:
         n = 0
         while not stop.is_set():
-            data = f"{self.topic}:{n}"
-            headers = {"Idempotency-Key": f"{self.topic}-{n}"} if self.keyed else {}
-            while not await self.publish(data, headers) and self.keyed:
+            data = f"{self.name}:{n}"
+            headers = {"Idempotency-Key": data} if self.kind == "keyed" else {}
+            while not await self.publish(data, headers) and self.kind == "keyed":
                 await asyncio.sleep(0.05)  # through the restart: the same key until acknowledged
             n += 1
             await asyncio.sleep(0.005)
 
     async def publish(self, data: str, headers: dict[str, str]) -> bool:
-        body = {"topic": self.topic, "data": data}
+        if self.kind == "progress":
+            path, body = f"/progress/{self.name}", {"current": 1, "total": 2, "message": data}
+        else:
+            path, body = "/publish", {"topic": f"roll/{self.name}", "data": data}
         try:
-            async with self.session.post(self.url + "/publish", json=body, headers=headers) as resp:
+            async with self.session.post(self.url + path, json=body, headers=headers) as resp:
                 await resp.read()
                 self.answers[resp.status] += 1
                 if resp.status == 200:
@@ -141,9 +146,14 @@ class Publisher:
         return False
 
 
-def publishers(session: aiohttp.ClientSession, url: str, prefix: str, count: int) -> list[Publisher]:
-    """`count` publishers to topics under `prefix`, half of them keyed."""
-    return [Publisher(session, url, f"{prefix}-{n}", keyed=n % 2 == 0) for n in range(count)]
+KINDS = ("keyed", "plain")
+
+
+def publishers(
+    session: aiohttp.ClientSession, url: str, prefix: str, count: int, kinds: tuple[str, ...] = KINDS
+) -> list[Publisher]:
+    """`count` publishers named after `prefix`, of `kinds` in turn."""
+    return [Publisher(session, url, f"{prefix}-{n}", kinds[n % len(kinds)]) for n in range(count)]
 
 
 async def _restart(replica: HubProcess, session: aiohttp.ClientSession, url: str, n: int) -> list[Publisher]:
@@ -152,7 +162,7 @@ async def _restart(replica: HubProcess, session: aiohttp.ClientSession, url: str
 
     The surge: requests nginx writes on kept-alive connections at the moment the replica closes them,
     which a steady trickle of publishes meets only now and then."""
-    surge = publishers(session, url, f"roll/surge{n}", SURGE)
+    surge = publishers(session, url, f"surge{n}", SURGE)
     over = asyncio.Event()
     surging = [asyncio.create_task(p.run(over)) for p in surge]
     await asyncio.sleep(0.05)
@@ -173,7 +183,7 @@ class Watch:
     "end"; opened, and seen open, before anything is published, so that they must miss nothing."""
 
     def __init__(self, client: HubClient, count: int = 4) -> None:
-        self.subscriptions = [client.subscribe("roll/*", heartbeat_timeout=3) for _ in range(count)]
+        self.subscriptions = [client.subscribe("roll/*", "jobs/*", heartbeat_timeout=3) for _ in range(count)]
         self.received: list[list[str]] = [[] for _ in self.subscriptions]
         self._readers: list[asyncio.Task[None]] = []
 
@@ -191,13 +201,13 @@ class Watch:
     async def _collect(subscription: Subscription, into: list[str]) -> None:
         async for event in subscription:
             assert event.event != "reset", "continuity was lost"
-            into.append(event.data)
+            into.append(json.loads(event.data)["message"] if event.event == "progress" else event.data)
             if event.data == "end":
                 return
 
     async def end(self, session: aiohttp.ClientSession, url: str) -> None:
         """Publish "end", wait until every subscriber has it (or 30 s), close them."""
-        ender = Publisher(session, url, "roll/end", keyed=True)
+        ender = Publisher(session, url, "end", "keyed")
         while not await ender.publish("end", {"Idempotency-Key": "roll-end"}):
             await asyncio.sleep(0.05)
         _done, late = await asyncio.wait(self._readers, timeout=30)
@@ -220,25 +230,30 @@ def check(tmp_path: Path, title: str, publishers: list[Publisher], watch: Watch)
     """Every request nginx took answered without a 5xx, every publish 200, and every subscriber with
     each publisher's acknowledged events, once each, in order."""
     log = access_log(tmp_path)
-    answered = collections.Counter((method, path, status) for status, method, path, _ in log)
+    answered = collections.Counter(
+        (method, "/progress/{job}" if path.startswith("/progress/") else path, status)
+        for status, method, path, _ in log
+    )
     retried = sum(1 for *_, upstream in log if "," in upstream)
-    keyed = sum((p.answers for p in publishers if p.keyed), collections.Counter())
-    plain = sum((p.answers for p in publishers if not p.keyed), collections.Counter())
+    kinds = {
+        kind: dict(sum((p.answers for p in publishers if p.kind == kind), collections.Counter()))
+        for kind in sorted(set(KINDS))
+    }
     print(
-        f"{title}: publishes answered, keyed {dict(keyed)}, without a key {dict(plain)}; "
-        f"nginx answered {dict(answered)}; sent again to the other replica {retried}"
+        f"{title}: publishes answered {kinds}; nginx answered {dict(answered)}; "
+        f"sent again to the other replica {retried}"
     )
     failed = {key: n for key, n in answered.items() if key[2] >= 500}
     assert not failed, f"nginx answered {failed} (all: {dict(answered)})"
     for publisher in publishers:
-        assert set(publisher.answers) == {200}, f"{publisher.topic}: {publisher.answers}"
+        assert set(publisher.answers) == {200}, f"{publisher.name}: {publisher.answers}"
     for got in watch.received:
         assert got[-1] == "end"
         for publisher in publishers:
-            mine = [data for data in got if data.startswith(publisher.topic + ":")]
+            mine = [data for data in got if data.startswith(publisher.name + ":")]
             twice = [data for data, n in collections.Counter(mine).items() if n > 1]
             assert not twice, f"published twice: {twice}"
-            assert mine == publisher.acknowledged, f"{publisher.topic}: not every event, or not in order"
+            assert mine == publisher.acknowledged, f"{publisher.name}: not every event, or not in order"
 
 
 @pytest.mark.parametrize(("gap", "restarts"), [(1.0, 3), (5.0, 2)], ids=["1s-apart", "5s-apart"])
@@ -254,7 +269,7 @@ async def test_rolling_restarts_behind_nginx_answer_every_request_and_lose_nothi
         async with HubClient(url) as client, aiohttp.ClientSession() as session:
             watch = Watch(client)
             await watch.open()
-            steady = publishers(session, url, "roll/steady", STEADY)
+            steady = publishers(session, url, "steady", STEADY)
             stop = asyncio.Event()
             publishing = [asyncio.create_task(p.run(stop)) for p in steady]
             await asyncio.sleep(0.5)
@@ -285,7 +300,8 @@ async def test_a_publish_a_killed_replica_ran_is_answered_by_the_other_and_publi
         async with HubClient(url) as client, aiohttp.ClientSession() as session:
             watch = Watch(client)
             await watch.open()
-            many = publishers(session, url, "roll/kill", SURGE)
+            # Not progress: a report a replica may have run and died without answering is a 502.
+            many = publishers(session, url, "kill", SURGE, ("keyed", "plain"))
             stop = asyncio.Event()
             publishing = [asyncio.create_task(p.run(stop)) for p in many]
             await asyncio.sleep(0.3)

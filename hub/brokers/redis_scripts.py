@@ -87,6 +87,7 @@ local max_age = tonumber(ARGV[7])
 local index_due = false
 local ttl = tonumber(ARGV[11])
 local floor = nil  -- the drop floor, read once a new topic needs it
+local expiring = {}  -- topics whose streams are set to expire already: once per call, not per event
 local ids = {}
 local shard_channel = ARGV[9]
 if tonumber(ARGV[8]) == 0 then
@@ -128,7 +129,8 @@ for e = 1, tonumber(ARGV[8]) do
     if new_topic then
       redis.call('ZADD', KEYS[5], 0, topic)
     end
-    if ttl > 0 then
+    if ttl > 0 and not expiring[topic] then
+      expiring[topic] = true
       redis.call('PEXPIREAT', history, now + ttl)
     end
     if retain and redis.call('HSET', retained_key, topic, message) == 1 then

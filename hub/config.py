@@ -76,7 +76,7 @@ class HistoryConfig:
     max_replay: int = 10000  # events one resume replays; a client that missed more gets a reset
     # bytes of history one resume reads from Redis in one reply; past them, a reset too
     max_replay_bytes: int = 16 * MiB
-    # seconds after its last publish that a topic is dropped (history, counter, registry); 0: never
+    # seconds after its last publish that a topic is dropped (history, retained event, registry); 0: never
     ttl: float = 86400.0
     # bytes of history the memory broker holds over all topics; past it, the least recently published
     # topics lose theirs first. Redis bounds its own memory (maxmemory).

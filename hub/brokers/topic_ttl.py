@@ -1,9 +1,10 @@
 """`history.ttl` on Redis and Redis Cluster: topics with no publish for that long leave no key behind.
 
-A topic's own key (its history stream) expires by itself: the publish script sets it to expire `ttl`
-after each publish. What it shares with other topics cannot expire per member: the registry, the two
-name indexes and the retained hash. A sweeper in every hub process takes the idle topics out of them, a
-batch per script call, every `sweep_interval(ttl)` (hubs sweeping one Redis do each other's work).
+A topic's own key (its history stream) expires by itself: the publish script keeps its expiry between
+`ttl` and `ttl * 9/8` after the topic's last publish (rewriting it only once it is below `ttl`). What it
+shares with other topics cannot expire per member: the registry, the two name indexes and the retained
+hash. A sweeper in every hub process takes the idle topics out of them, a batch per script call, every
+`sweep_interval(ttl)` (hubs sweeping one Redis do each other's work).
 
 Which topics are idle, at no cost to a publish: the registry is already scored by each topic's last seq,
 and each sweep marks the counter's value with the time (`RedisKeys.marks`). Every seq up to a mark was

@@ -386,7 +386,10 @@ class HubRunner(web.AppRunner):
         self.drain.begin(self._drain_timeout)
         # Before the sites stop listening: what the kernel accepted for them is answered, not reset.
         for site in self.sites:
-            await accept_backlog(_listening_sockets(site), server)
+            listening = getattr(site, "_server", None)
+            await accept_backlog(
+                _listening_sockets(site), server, listening.close if listening is not None else lambda: None
+            )
 
     async def cleanup(self) -> None:
         await self.begin_drain()

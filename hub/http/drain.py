@@ -184,13 +184,28 @@ class Listening(Protocol):
 
 
 async def accept_backlog(
-    listening_sockets: Iterable[Listening], factory: Callable[[], asyncio.Protocol]
+    listening_sockets: Iterable[Listening],
+    factory: Callable[[], asyncio.Protocol],
+    close: Callable[[], None] = lambda: None,
 ) -> int:
-    """Accept the connections waiting on listening sockets, as their loop would have.
+    """Accept the connections waiting on listening sockets, as their loop would have, then `close`.
 
     Closing a listening socket resets the connections the kernel completed for it and nobody accepted:
-    clients that sent a request on one a moment before a SIGTERM would get a reset for an answer."""
+    clients that sent a request on one a moment before a SIGTERM would get a reset for an answer. So
+    `close` (the sockets' own) comes right after the last accept, with no await between."""
     loop = asyncio.get_running_loop()
+    accepted = _accept_waiting(listening_sockets)
+    close()
+    results = await asyncio.gather(
+        *(loop.connect_accepted_socket(factory, conn) for conn in accepted), return_exceptions=True
+    )
+    for conn, result in zip(accepted, results, strict=True):
+        if isinstance(result, BaseException):
+            conn.close()
+    return len(accepted)
+
+
+def _accept_waiting(listening_sockets: Iterable[Listening]) -> list[socket.socket]:
     accepted: list[socket.socket] = []
     for listening in listening_sockets:
         # A duplicate, not the socket itself: the loop's wrapper hides accept(). Non-blocking like it.
@@ -206,10 +221,4 @@ async def accept_backlog(
                     break
                 conn.setblocking(False)
                 accepted.append(conn)
-    results = await asyncio.gather(
-        *(loop.connect_accepted_socket(factory, conn) for conn in accepted), return_exceptions=True
-    )
-    for conn, result in zip(accepted, results, strict=True):
-        if isinstance(result, BaseException):
-            conn.close()
-    return len(accepted)
+    return accepted

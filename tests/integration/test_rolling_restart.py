@@ -147,7 +147,7 @@ class Publisher:
         return False
 
 
-KINDS = ("keyed", "plain")
+KINDS = ("keyed", "plain", "keyed", "progress")
 
 
 def publishers(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -13,10 +12,10 @@ from hub.config import Config
 from hub.fanout import Fanout
 from hub.http.connections import name_the_server
 from hub.http.cors import Cors
-from hub.http.drain import Drain
+from hub.http.drain import Drain, last_retry
 from hub.http.errors import json_errors
 from hub.http.guard import Guard
-from hub.http.routes import add_routes, shutdown_block
+from hub.http.routes import add_routes
 from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS, SHUTDOWN
 from hub.metrics import Metrics
 from hub.outbox import CloseReason
@@ -56,8 +55,5 @@ async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_streams(app: web.Application) -> None:
     app[SHUTDOWN].set()
-    # Each stream its own delay, spread evenly over the window: its clients come back (to another
-    # replica, or to this one restarted) spread out, not all in the same instant.
     sse = app[CONFIG].sse
-    window = sse.shutdown_retry_window or sse.retry
-    app[FANOUT].close_all(lambda: shutdown_block(random.randint(0, window)), CloseReason.SHUTDOWN)
+    app[FANOUT].close_all(lambda: last_retry(sse), CloseReason.SHUTDOWN)

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 
 from hub import sse
 from hub.errors import NotFound
+from hub.http.drain import last_retry
 from hub.http.state import CONFIG, GUARD, METRICS, SHUTDOWN
 
 STATIC_FILES = {
@@ -84,7 +85,7 @@ async def stats_stream(request: web.Request) -> web.StreamResponse:
                 async with asyncio.timeout(STATS_INTERVAL):
                     await shutdown.wait()
         # Like every stream on shutdown: come back soon, to this replica or another.
-        await response.write(sse.encode_retry(request.app[CONFIG].sse.retry))
+        await response.write(last_retry(request.app[CONFIG].sse))
         return response
     except ConnectionResetError:
         return response  # the console was closed

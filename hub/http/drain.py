@@ -29,12 +29,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
+
+from hub import sse
+from hub.config import SseConfig
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +226,9 @@ def _accept_waiting(listening_sockets: Iterable[Listening]) -> list[socket.socke
                 conn.setblocking(False)
                 accepted.append(conn)
     return accepted
+
+
+def last_retry(config: SseConfig) -> bytes:
+    """A draining stream's last block: a `retry:` of its own, drawn evenly over the window, so that the
+    clients of a replica going away come back spread out rather than all in the same instant."""
+    return sse.encode_retry(random.randint(0, config.shutdown_retry_window or config.retry))

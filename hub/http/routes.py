@@ -252,10 +252,6 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-def shutdown_block(retry_ms: int) -> bytes:
-    return sse.encode_retry(retry_ms)
-
-
 def openapi_handler() -> Handler:
     # Read once per app: the description ships in the package and does not change while it runs.
     document = resources.files("hub").joinpath("openapi.json").read_bytes()

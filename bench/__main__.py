@@ -45,6 +45,9 @@ def main() -> int:
     idem.add_argument("--levels", default="1000,10000,100000,1000000")
     idem.add_argument("--publishes", type=int, default=5000)
     idem.add_argument("--runs", type=int, default=5)
+    idem.add_argument(
+        "--cluster", action="store_true", help="a Redis Cluster: records in the broker's partitions"
+    )
     idem_memory = commands.add_parser("idem-memory", help="memory broker: keyed publishes/s by live keys")
     idem_memory.add_argument("--levels", default=",".join(str(n) for n in bounds.LEVELS))
     churn = commands.add_parser("churn-memory", help="memory broker: RSS over rounds of one-off topics")
@@ -66,7 +69,7 @@ def main() -> int:
         return topic_ttl.main_ttl(args.topics, args.ttl, args.batch, wait_tokens=not args.no_tokens)
     if args.command == "idem":
         levels = [int(n) for n in args.levels.split(",")]
-        return topic_ttl.main_idem(levels, args.publishes, args.runs)
+        return topic_ttl.main_idem(levels, args.publishes, args.runs, cluster=args.cluster)
     if args.command == "idem-memory":
         return bounds.idempotency(tuple(int(n) for n in args.levels.split(",")))
     if args.command == "churn-memory":

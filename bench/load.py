@@ -163,14 +163,14 @@ def redis_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def redis_cluster() -> Iterator[str]:
+def redis_cluster() -> Iterator[RedisCluster]:
     """Three primaries, on the generator's core like the single Redis."""
     cluster = RedisCluster(3, 0, args=("--maxclients", "60000")).start()
     try:
         for node in cluster.nodes:
             assert node.proc is not None
             subprocess.run(["taskset", "-pc", LOAD_CORE, str(node.proc.pid)], check=True, capture_output=True)
-        yield cluster.url
+        yield cluster
     finally:
         cluster.close()
 
@@ -201,8 +201,10 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
     with contextlib.ExitStack() as stack:
         redis_url = None
         if needs_redis:
-            hub_on_cluster = scenario.cluster and server == "hub"
-            redis_url = stack.enter_context(redis_cluster() if hub_on_cluster else redis_server())
+            if scenario.cluster and server == "hub":
+                redis_url = stack.enter_context(redis_cluster()).url
+            else:
+                redis_url = stack.enter_context(redis_server())
         ports = [free_port()] + ([free_port()] if scenario.two_hubs and server == "hub" else [])
         # Every subscriber comes from this one address: no per-address stream limit.
         env = {

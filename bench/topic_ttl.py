@@ -7,7 +7,10 @@ passed, and once the publish tokens' own lifetime (120 s) has too. All but the c
 
 `idem`: keyed publishes per second through the hub while Redis holds 1k, 10k, 100k and 1M live
 idempotency records of the hub's exact key format (`<prefix>:idem:<32 hex>`, filled by a Lua loop): the
-bookkeeping is a GET and a SET per publish, so the rate must stay flat.
+bookkeeping is a GET and a SET per publish, so the rate must stay flat. `--cluster`: the same on a Redis
+Cluster of three primaries, where a key's records are `<prefix>:{<partition tag>}:idem:<32 hex>`, one in
+each partition the publish writes to and one in the key's home partition, which a GET per partition reads
+before the publish (`RedisClusterBroker._check_reuse`); the fill writes each key's records just there.
 """
 
 from __future__ import annotations
@@ -19,38 +22,60 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import aiohttp
 
-from bench.load import HUB_CORE, LOAD_CORE, free_port, process, redis_server, server_cmd, wait_for_port
+from bench.load import (
+    HUB_CORE,
+    LOAD_CORE,
+    free_port,
+    process,
+    redis_cluster,
+    redis_server,
+    server_cmd,
+    wait_for_port,
+)
 from bench.processes import RespConnection
 from hub.brokers.redis import PUBLISH_TOKEN_TTL
 from hub.brokers.topic_ttl import sweep_interval
+from hub.config import RedisConfig
+from hub.partitions import Partitions
 
 PREFIX = "hub"
 CONCURRENCY = 32
-# Fills `count` idempotency records from `start` in one call, each `<prefix>:idem:<32 hex digits>`.
+IDEM_TOPIC = "keyed"
+# Writes the idempotency records numbered ARGV[2] to ARGV[3], by steps of ARGV[4], in one call:
+# `<ARGV[1]>:idem:<32 hex digits>`, the first eight the number modulo ARGV[5] (a cluster's partitions, 1
+# on one Redis), since a cluster broker takes a key's home partition from them.
 FILL = """
-for i = tonumber(ARGV[2]), tonumber(ARGV[2]) + tonumber(ARGV[3]) - 1 do
-  redis.call('SET', ARGV[1] .. ':idem:' .. string.format('%032x', i), 'f|x-1', 'EX', 3600)
+local partitions = tonumber(ARGV[5])
+for i = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]) do
+  local name = string.format('%08x%024x', i % partitions, i)
+  redis.call('SET', ARGV[1] .. ':idem:' .. name, 'f|x-1', 'EX', 3600)
 end
 return 1
 """
 
 
 @contextlib.contextmanager
-def hub_on_redis(env: dict[str, str]) -> Iterator[tuple[int, int]]:
-    """(hub port, Redis port): a hub process pinned to its core, on a fresh Redis; this process (the
-    publishing client) on the other, with Redis, as `bench load` places its generator."""
+def hub_on(redis_url: str, env: dict[str, str]) -> Iterator[int]:
+    """A hub process pinned to its core, on `redis_url`; this process (the publishing client) on the
+    other, with Redis, as `bench load` places its generator."""
     os.sched_setaffinity(0, {int(LOAD_CORE)})
-    with redis_server() as url:
-        redis_port = int(url.rsplit(":", 1)[1])
-        port = free_port()
-        with process(*server_cmd("hub", port, url), core=HUB_CORE, env=env):
-            wait_for_port(port)
-            time.sleep(0.3)
-            yield port, redis_port
+    port = free_port()
+    with process(*server_cmd("hub", port, redis_url), core=HUB_CORE, env=env):
+        wait_for_port(port)
+        time.sleep(0.3)
+        yield port
+
+
+@contextlib.contextmanager
+def hub_on_redis(env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """(hub port, Redis port): `hub_on` a fresh Redis."""
+    with redis_server() as url, hub_on(url, env) as port:
+        yield port, int(url.rsplit(":", 1)[1])
 
 
 def key_kinds(redis_port: int) -> Counter[str]:
@@ -131,43 +156,97 @@ def main_ttl(topics: int, ttl: float, batch: int, wait_tokens: bool) -> int:
     return 0
 
 
-def script_time(redis_port: int) -> tuple[int, int]:
-    """Calls of the publish script (EVALSHA) and the microseconds Redis spent in them, so far."""
-    with RespConnection(redis_port) as conn:
-        stats = str(conn.call("INFO", "commandstats"))
-    for line in stats.splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            fields = dict(item.split("=") for item in line.split(":", 1)[1].split(","))
-            return int(fields["calls"]), int(fields["usec"])
-    return 0, 0
+def fill(redis_port: int, prefix: str, first: int, last: int, step: int = 1, partitions: int = 1) -> None:
+    with RespConnection(redis_port, timeout=120) as conn:
+        conn.call("EVAL", FILL, 0, prefix, first, last, step, partitions)
 
 
-def main_idem(levels: list[int], publishes: int, rounds: int) -> int:
+@dataclass(frozen=True)
+class IdemSetup:
+    hub_port: int
+    redis_ports: list[int]  # every node that holds records
+    fill: Callable[[int, int], None]  # writes the records of keys numbered from, to (inclusive)
+
+
+@contextlib.contextmanager
+def idem_on_redis() -> Iterator[IdemSetup]:
     with hub_on_redis({}) as (port, redis_port):
+        yield IdemSetup(port, [redis_port], lambda first, last: fill(redis_port, PREFIX, first, last))
+
+
+@contextlib.contextmanager
+def idem_on_cluster() -> Iterator[IdemSetup]:
+    parts = Partitions(RedisConfig().partitions, PREFIX)
+    topic = parts.of_topic(IDEM_TOPIC)
+    with redis_cluster() as cluster, hub_on(cluster.url, {}) as port:
+        owners = [cluster.node_for_slot(slot).port for slot in parts.slots]
+
+        def fill_cluster(first: int, last: int) -> None:
+            # Where the broker writes a key's records for a publish to IDEM_TOPIC: every key in the
+            # topic's partition, and each also in its home partition (the number modulo the count).
+            for p in parts.all:
+                start, step = (first, 1) if p == topic else (first + (p - first) % parts.count, parts.count)
+                fill(owners[p], parts.prefixes[p], start, last, step, parts.count)
+
+        yield IdemSetup(port, [node.port for node in cluster.primaries()], fill_cluster)
+
+
+def redis_int(redis_port: int, *command: str) -> int:
+    with RespConnection(redis_port) as conn:
+        reply = conn.call(*command)
+    assert isinstance(reply, int)
+    return reply
+
+
+def command_times(redis_ports: list[int]) -> dict[str, tuple[int, int]]:
+    """Calls of the publish script (EVALSHA) and of GET (the scripts' own and, on a cluster, the broker's
+    check of a key's records), with the microseconds Redis spent in them so far, on all these nodes."""
+    times = dict.fromkeys(("evalsha", "get"), (0, 0))
+    for port in redis_ports:
+        with RespConnection(port) as conn:
+            stats = str(conn.call("INFO", "commandstats"))
+        for line in stats.splitlines():
+            command, _, rest = line.removeprefix("cmdstat_").partition(":")
+            if command in times:
+                fields = dict(item.split("=") for item in rest.split(","))
+                calls, usec = times[command]
+                times[command] = calls + int(fields["calls"]), usec + int(fields["usec"])
+    return times
+
+
+def main_idem(levels: list[int], publishes: int, rounds: int, cluster: bool = False) -> int:
+    where = "a Redis Cluster of three primaries" if cluster else "one Redis"
+    with idem_on_cluster() if cluster else idem_on_redis() as setup:
         filled = 0
         keys = itertools.count()
         print(
-            f"keyed publishes through the hub, {publishes:,} per run, {CONCURRENCY} concurrent, {rounds} runs"
+            f"keyed publishes through the hub on {where}, {publishes:,} per run, {CONCURRENCY} concurrent,"
+            f" {rounds} runs"
         )
         for level in levels:
-            with RespConnection(redis_port, timeout=120) as conn:
-                while filled < level:
-                    step = min(100_000, level - filled)
-                    conn.call("EVAL", FILL, 0, PREFIX, 10**12 + filled, step)
-                    filled += step
-                dbsize = conn.call("DBSIZE")
+            while filled < level:
+                step = min(100_000, level - filled)
+                setup.fill(10**12 + filled, 10**12 + filled + step - 1)
+                filled += step
+            dbsize = sum(redis_int(port, "DBSIZE") for port in setup.redis_ports)
             rates = []
-            calls0, usec0 = script_time(redis_port)
+            before = command_times(setup.redis_ports)
             for _ in range(rounds):
-                bodies = ({"topic": "keyed", "data": i} for i in range(publishes))
+                bodies = ({"topic": IDEM_TOPIC, "data": i} for i in range(publishes))
                 headers = ({"Idempotency-Key": f"bench-{next(keys)}"} for _ in itertools.count())
-                took = asyncio.run(publish_all(port, bodies, headers))
+                took = asyncio.run(publish_all(setup.hub_port, bodies, headers))
                 rates.append(publishes / took)
-            calls, usec = script_time(redis_port)
-            per_call = (usec - usec0) / max(1, calls - calls0)
+            spent = {
+                command: (calls - before[command][0], usec - before[command][1])
+                for command, (calls, usec) in command_times(setup.redis_ports).items()
+            }
+            redis_time = ", ".join(
+                f"{usec / max(1, calls):.1f} us per {name} ({calls / (publishes * rounds):.2f} a publish)"
+                for name, (calls, usec) in zip(("publish script", "GET"), spent.values(), strict=True)
+            )
             print(
                 f"{level:>9,} live keys (DBSIZE {dbsize:>9,}): best {max(rates):,.0f}, median"
-                f" {statistics.median(rates):,.0f} publishes/s; Redis {per_call:.1f} us per publish script"
+                f" {statistics.median(rates):,.0f} publishes/s; Redis {redis_time}"
                 f" (runs: {', '.join(f'{r:,.0f}' for r in rates)})"
             )
     return 0

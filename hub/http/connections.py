@@ -180,6 +180,11 @@ class GuardedRequestHandler(RequestHandler):
         """Waiting for the rest of a request's headers (for the drain)."""
         return self.waiting and self._partial
 
+    @property
+    def fresh(self) -> bool:
+        """Connected, and no byte of its first request come yet (for the drain)."""
+        return self.idle and self._owed
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peername = transport.get_extra_info("peername")

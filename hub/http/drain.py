@@ -8,7 +8,9 @@
 3. Live streams get their last `retry:`, each its own (hub.app), and close.
 4. A connection waiting for a request is closed once the loop has had the chance to read what it sent
    before the signal (it must look idle twice, `DRAIN_POLL` apart); one holding only part of a request's
-   headers, after `HEADER_GRACE`. A request whose headers are in is answered.
+   headers, or none yet of its first (a client sends one as soon as it has connected, but a thread of
+   it can be kept from the CPU for milliseconds), after `HEADER_GRACE`. A request whose headers are in
+   is answered.
 5. A body still arriving is read while it keeps coming: one that stalls for `BODY_GAP`, or is not in by
    the answer deadline (`shutdown_timeout` less `answer_margin`), is refused with a 503 `shutting_down`
    (nothing of it published; a streamed publish's answer says what of it was).
@@ -154,6 +156,10 @@ class Drainable(Protocol):
     def partial(self) -> bool:
         """Waiting for the rest of a request's headers."""
 
+    @property
+    def fresh(self) -> bool:
+        """Idle, and never sent a request: just connected."""
+
     def close_waiting(self, why: str) -> None: ...
 
 
@@ -169,13 +175,16 @@ async def close_connections(connections: Callable[[], Collection[Drainable]], dr
     while (conns := connections()) and loop.time() < drain.deadline:
         idle_now: set[Drainable] = set()
         for conn in conns:
-            if conn.idle:
+            if conn.partial or conn.fresh:
+                # Closed now, a connection accepted a moment ago would reset the request its client is
+                # about to send, which a proxy may not send again.
+                if loop.time() >= header_grace_until:
+                    conn.close_waiting("the hub is shutting down; no request's headers all in")
+            elif conn.idle:
                 if conn in idle_before:
                     conn.close_waiting("the hub is shutting down")
                 else:
                     idle_now.add(conn)
-            elif conn.partial and loop.time() >= header_grace_until:
-                conn.close_waiting("the hub is shutting down; the request's headers were not all in")
         idle_before = idle_now
         await asyncio.sleep(DRAIN_POLL)
 
@@ -192,14 +201,18 @@ async def accept_backlog(
     factory: Callable[[], asyncio.Protocol],
     close: Callable[[], None] = lambda: None,
 ) -> int:
-    """Accept the connections waiting on listening sockets, as their loop would have, then `close`.
+    """Accept the connections waiting on listening sockets, as their loop would have, once the loop's
+    server is closed (`close`), and stop listening.
 
     Closing a listening socket resets the connections the kernel completed for it and nobody accepted:
     clients that sent a request on one a moment before a SIGTERM would get a reset for an answer. So
-    `close` (the sockets' own) comes right after the last accept, with no await between."""
+    each socket is duplicated before the loop's server closes (the duplicate keeps it listening), its
+    waiting connections are accepted from the duplicate, and the duplicate is closed right after the last
+    accept: a connection completed in between, a few microseconds, is the only one reset."""
     loop = asyncio.get_running_loop()
-    accepted = _accept_waiting(listening_sockets)
+    duplicates = [listening.dup() for listening in listening_sockets]
     close()
+    accepted = [conn for sock in duplicates for conn in _take_waiting(sock)]
     results = await asyncio.gather(
         *(loop.connect_accepted_socket(factory, conn) for conn in accepted), return_exceptions=True
     )
@@ -209,23 +222,21 @@ async def accept_backlog(
     return len(accepted)
 
 
-def _accept_waiting(listening_sockets: Iterable[Listening]) -> list[socket.socket]:
+def _take_waiting(sock: socket.socket) -> list[socket.socket]:
+    """Accept what waits on `sock` (a duplicate: the loop's wrapper hides accept()), then close it."""
     accepted: list[socket.socket] = []
-    for listening in listening_sockets:
-        # A duplicate, not the socket itself: the loop's wrapper hides accept(). Non-blocking like it.
-        with listening.dup() as sock:
-            sock.setblocking(False)
-            while True:
-                try:
-                    conn, _ = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:  # out of descriptors, say: the rest stay for the kernel to reset
-                    log.warning("drain: could not accept a waiting connection: %s", exc)
-                    break
-                conn.setblocking(False)
-                accepted.append(conn)
-    return accepted
+    with sock:
+        sock.setblocking(False)
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return accepted  # closing `sock` on the way out, nothing between
+            except OSError as exc:  # out of descriptors, say: the rest stay for the kernel to reset
+                log.warning("drain: could not accept a waiting connection: %s", exc)
+                return accepted
+            conn.setblocking(False)
+            accepted.append(conn)
 
 
 def last_retry(config: SseConfig) -> bytes:

@@ -138,6 +138,31 @@ async def test_publishes_sent_just_before_sigterm_are_all_answered(processes):
     assert [status for status, _, _ in answers] == [200] * 20
 
 
+async def test_a_connection_made_before_sigterm_is_given_time_to_send_its_first_request(processes):
+    """A client connected a moment before the signal and sends its request a few milliseconds later (a
+    thread of it kept from the CPU): it was closed as idle 5-10 ms into the drain, and the request it
+    sent then was reset, which nginx may not send again (a progress report: a 502). A kept-alive
+    connection that has been answered is still closed at once."""
+    proc = await hub_serve(processes)
+    kept_reader, kept_writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    kept_writer.write(publish_head() + BODY)
+    assert (await read_answer(kept_reader))[0] == 200
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    try:
+        sent = await sigterm(proc)
+        async with asyncio.timeout(PROMPT):
+            assert await kept_reader.read() == b""  # answered before: closed at once
+        await asyncio.sleep(0.05 - (time.monotonic() - sent))
+        writer.write(publish_head() + BODY)
+        async with asyncio.timeout(SHUTDOWN_TIMEOUT + 5):
+            status, headers, _ = await read_answer(reader)
+            assert await exited(proc) == 0
+    finally:
+        writer.close()
+        kept_writer.close()
+    assert (status, headers.get("connection")) == (200, "close")
+
+
 async def test_every_stream_of_a_draining_hub_gets_its_own_retry_within_the_window(processes):
     """One `retry:` was drawn per shutdown, so every client of a draining replica came back at once."""
     proc = await hub_serve(processes, HUB_SSE_SHUTDOWN_RETRY_WINDOW="2000")

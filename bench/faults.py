@@ -19,6 +19,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
@@ -361,19 +362,20 @@ async def run_fault_test(plan: FaultPlan) -> Report:
         redis.close()
 
 
+# The publishers and subscribers of a `--size large` run, the stall case's too.
+LARGE_LOAD: dict[str, Any] = {
+    "publishers": 8,
+    "events_per_publisher": 1500,
+    "publish_interval": 0.005,
+    "subscribers": 40,
+    "topics": 10,
+}
+
+
 def main(size: str, aof: bool = True, cluster: bool = False) -> int:
     plans = {
         "small": FaultPlan(),
-        "large": FaultPlan(
-            publishers=8,
-            events_per_publisher=1500,
-            publish_interval=0.005,
-            subscribers=40,
-            topics=10,
-            redis_kills=3,
-            hub_kills=3,
-            downtime=1.5,
-        ),
+        "large": FaultPlan(**LARGE_LOAD, redis_kills=3, hub_kills=3, downtime=1.5),
     }
     plan = dataclasses.replace(plans[size], aof=aof)
     if cluster:  # each Redis kill fails a primary over; as many slots move

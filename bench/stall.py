@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from bench.faults import Acked, FaultPlan, FaultRun, Report, Subscriber, check
+from bench.faults import LARGE_LOAD, Acked, FaultPlan, FaultRun, Report, Subscriber, check
 from bench.processes import HubProcess, RedisCluster, RedisProcess
 from hub.partitions import Partitions
 
@@ -254,14 +254,7 @@ async def run_stall_test(plan: StallPlan, cluster: bool = False) -> StallReport:
 def main(size: str, cluster: bool = False) -> int:
     plans = {
         "small": StallPlan(),
-        "large": StallPlan(
-            publishers=8,
-            events_per_publisher=1500,
-            publish_interval=0.005,
-            subscribers=40,
-            topics=10,
-            stalls=3,
-        ),
+        "large": StallPlan(**LARGE_LOAD, stalls=3),
     }
     plan = plans[size]
     report = asyncio.run(run_stall_test(plan, cluster))

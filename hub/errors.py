@@ -54,8 +54,12 @@ class HttpError(HubError):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def fields(self) -> dict[str, object]:
+        """What the answer says beside its `error` (how much of a stream was published, say)."""
+        return {}
+
     def body(self) -> bytes:
-        return orjson.dumps({"error": {"code": self.code, "message": self.message}})
+        return orjson.dumps({"error": {"code": self.code, "message": self.message}, **self.fields()})
 
 
 class BadRequest(HttpError):
@@ -97,10 +101,10 @@ class StreamCutShort(RequestTimeout):
             f"the hub is shutting down: {events} events of the stream were published, the last {last_id},"
             " and the rest of the body was not read; send the rest (to another replica)",
         )
-        self.details = {"events": events, "last_id": last_id}
+        self.details: dict[str, object] = {"events": events, "last_id": last_id}
 
-    def body(self) -> bytes:
-        return orjson.dumps({"error": {"code": self.code, "message": self.message}, **self.details})
+    def fields(self) -> dict[str, object]:
+        return self.details
 
 
 class Conflict(HttpError):
@@ -179,10 +183,8 @@ class OutcomeUnknown(HttpError):
         super().__init__("outcome_unknown", f"{message}: {advice}")
         self.details = details or {}
 
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {"error": {"code": self.code, "message": self.message}, "outcome": "unknown", **self.details}
-        )
+    def fields(self) -> dict[str, object]:
+        return {"outcome": "unknown", **self.details}
 
 
 class ConfigError(HubError):

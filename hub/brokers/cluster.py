@@ -115,6 +115,7 @@ class RedisClusterBroker(Broker):
         # redis-py's cluster pool fails past max_connections instead of waiting: callers queue here.
         self._commands = asyncio.Semaphore(config.max_connections)
         self._sweeper = TopicSweeper(self._client, self._keys, history, self._commands)
+        self._ttl_ms = ttl_ms(history)
         self.node = secrets.token_hex(6)
         self._sink: BrokerSink | None = None
         n = parts.count
@@ -295,7 +296,7 @@ class RedisClusterBroker(Broker):
             len(items),
             self._parts.channels[p],
             "" if idempotency is None else idempotency.fingerprint,
-            ttl_ms(self._history),
+            self._ttl_ms,
         ]
         histories: dict[str, None] = {}
         for i, topics in items:

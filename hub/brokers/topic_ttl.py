@@ -112,7 +112,8 @@ class TopicSweeper:
         self._keys = keys
         self._ttl = history.ttl
         self._ttl_ms = ttl_ms(history)
-        self._guard = guard  # the cluster's bound on commands in flight
+        # the cluster's bound on commands in flight
+        self._guard = guard or contextlib.nullcontext()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -137,8 +138,6 @@ class TopicSweeper:
 
     async def _call(self, keys: RedisKeys) -> int:
         args = [keys.prefix, self._ttl_ms, SWEEP_BATCH]
-        if self._guard is None:
-            return int(await self._script(keys=keys.sweep_keys, args=args))
         async with self._guard:
             return int(await self._script(keys=keys.sweep_keys, args=args))
 

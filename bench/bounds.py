@@ -21,8 +21,8 @@ import time
 from bench.load import rss_kib
 from hub.brokers.memory import MemoryBroker
 from hub.config import HistoryConfig
-from hub.event import Draft
-from hub.idempotency import Idempotency
+from hub.wire.event import Draft
+from hub.wire.idempotency import Idempotency
 
 LEVELS = (1_000, 10_000, 100_000, 1_000_000)
 

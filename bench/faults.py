@@ -25,7 +25,7 @@ import aiohttp
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from bench.processes import HubProcess, RedisCluster, RedisProcess
-from hub.partitions import Partitions
+from hub.wire.partitions import Partitions
 
 
 @dataclass(frozen=True)

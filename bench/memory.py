@@ -21,7 +21,7 @@ import uvloop
 
 from bench.load import build_loadgen, rss_kib
 from hub import config as hub_config
-from hub.server import start
+from hub.http.server import start
 
 
 def _live_types() -> collections.Counter[str]:

@@ -1,6 +1,6 @@
 """`python -m bench parse`: what parsing a publish costs, and encoding its envelope bodies, per request.
 
-A micro-benchmark of the pure publish path (hub/publish_request.py, hub/payload.py, `Draft.body()`) over
+A micro-benchmark of the pure publish path (`hub/wire/`: publish_request.py, payload.py, `Draft.body()`) over
 typical bodies, in one process: no server, no I/O. Best of seven repeats, in microseconds.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import orjson
 
-from hub.publish_request import PublishLimits, parse_publish
+from hub.wire.publish_request import PublishLimits, parse_publish
 
 LIMITS = PublishLimits(max_data_bytes=256 * 1024, max_batch=1000, max_topics=10)
 _SMALL = {"topic": "public/a", "data": {"user": "ann", "n": 3, "ok": True}}

@@ -20,7 +20,7 @@ from typing import IO, TypeAlias
 
 from redis.crc import key_slot
 
-from hub.server import free_port
+from hub.http.server import free_port
 
 # Bulk strings decode with surrogateescape, so binary keys read from Redis go back to it unchanged.
 Reply: TypeAlias = "str | int | list[Reply] | RedisReplyError | None"

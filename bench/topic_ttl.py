@@ -41,7 +41,7 @@ from bench.processes import RespConnection
 from hub.brokers.redis import PUBLISH_TOKEN_TTL
 from hub.brokers.topic_ttl import sweep_interval
 from hub.config import RedisConfig
-from hub.partitions import Partitions
+from hub.wire.partitions import Partitions
 
 PREFIX = "hub"
 CONCURRENCY = 32

@@ -10,10 +10,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from hub.auth import Authorizer, mint
-from hub.client import DEFAULT_URL, PUBLISH_DEADLINE
+from hub.client.hub_client import DEFAULT_URL, PUBLISH_DEADLINE
 from hub.config import Config, load
 from hub.errors import ConfigError, HttpError, ListenError
+from hub.http.auth import Authorizer, mint
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
     if args.command in ("publish", "subscribe"):
-        from hub import client_commands
+        from hub.client import commands as client_commands
 
         return client_commands.run(args)
 
@@ -135,7 +135,7 @@ def _bench(args: list[str]) -> int:
 
 
 def _run(config: Config, *, reuse_port: bool) -> int:
-    from hub.server import serve
+    from hub.http.server import serve
 
     try:
         try:

@@ -9,7 +9,7 @@ import pytest
 
 from bench.processes import RedisCluster, RedisProcess
 from hub import config as hub_config
-from hub.server import start
+from hub.http.server import start
 from tests.support.hub_client import HubUnderTest
 
 HubFactory = Callable[..., Awaitable[HubUnderTest]]

@@ -16,10 +16,10 @@ from hypothesis import given
 
 from hub import cli
 from hub import config as hub_config
-from hub.auth import LEEWAY, MAX_SELECTORS, Authorizer, Grants, TokenCache, mint
 from hub.errors import ConfigError, Forbidden, Unauthorized
-from hub.event import Draft
-from hub.topics import Selector
+from hub.http.auth import LEEWAY, MAX_SELECTORS, Authorizer, Grants, TokenCache, mint
+from hub.wire.event import Draft
+from hub.wire.topics import Selector
 from tests.support.selector_strategies import selector_text, topic_text
 
 SECRET = "s" * 32

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from hub.auth import mint
 from hub.client import Event, HubClient, HubRefused, HubUnreachable, Publication, Subscription
-from hub.server import free_port
+from hub.http.auth import mint
+from hub.http.server import free_port
 from tests.support.ids import advances, names_event, names_events
 from tests.support.waiting import settled
 

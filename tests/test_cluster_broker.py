@@ -11,9 +11,9 @@ import pytest
 
 from bench.processes import RedisCluster
 from hub.errors import BrokerUnavailable
-from hub.history import Since
-from hub.partitions import Partitions
-from hub.topics import Selector
+from hub.wire.ids import Since
+from hub.wire.partitions import Partitions
+from hub.wire.topics import Selector
 from tests.support.waiting import settled
 from tests.support.work import script_runs_us
 

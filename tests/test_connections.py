@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from hub.http.connections import SERVER_NAME
-from hub.server import free_port
+from hub.http.server import free_port
 from tests.support.waiting import settled
 
 HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.async_api import Browser, BrowserContext
 
-from hub.auth import mint
+from hub.http.auth import mint
 from hub.http.state import CONFIG, GUARD
 from tests.support.browser import TIMEOUT_MS, chromium, log_entries, wait_for_entries
 from tests.support.waiting import settled

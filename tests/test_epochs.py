@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from hub.event import EPOCH_ALPHABET, new_epoch
+from hub.wire.event import EPOCH_ALPHABET, new_epoch
 
 
 def test_an_epoch_is_six_characters_of_the_alphabet_and_fresh_each_time():

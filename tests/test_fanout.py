@@ -9,13 +9,10 @@ import logging
 
 import pytest
 
-from hub import chunked
 from hub.brokers.memory import MemoryBroker
 from hub.brokers.redis import RedisBroker
 from hub.config import HistoryConfig, RedisConfig
-from hub.errors import BrokerUnavailable
-from hub.event import Draft
-from hub.fanout import (
+from hub.engine.fanout import (
     BACKLOG_BUSY,
     BACKLOG_GAP_MAX,
     FLUSH_GAP_MAX,
@@ -28,9 +25,12 @@ from hub.fanout import (
     flush_gap,
     is_backlogged,
 )
-from hub.formats import Format
-from hub.outbox import CloseReason
-from hub.server import free_port
+from hub.engine.outbox import CloseReason
+from hub.errors import BrokerUnavailable
+from hub.http.server import free_port
+from hub.wire import chunked
+from hub.wire.event import Draft
+from hub.wire.formats import Format
 from tests.support.fanout import BlockingTransport, BusyTransport, attach, publish_in_rounds, spin
 from tests.support.waiting import settled
 

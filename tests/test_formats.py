@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub import formats
-from hub.event import Event
-from hub.formats import Format, from_accept
-from hub.topics import Selector
+from hub.wire import formats
+from hub.wire.event import Event
+from hub.wire.formats import Format, from_accept
+from hub.wire.topics import Selector
 
 # What a publisher can send as data: any JSON value (orjson refuses integers past 64 bits and NaN).
 json_values = st.recursive(

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from hub import config as hub_config
-from hub.auth import mint
+from hub.http.auth import mint
 from hub.http.state import GUARD
 from tests.support.waiting import settled
 

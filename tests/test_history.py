@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 from yarl import URL
 
-from hub.auth import mint
+from hub.http.auth import mint
 from hub.http.state import GUARD
 from tests.support.ids import plain, seq_in, vector
 from tests.support.raw_stream import open_stream

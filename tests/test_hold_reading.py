@@ -9,7 +9,7 @@ import pytest
 
 from hub.brokers.redis import RedisBroker
 from hub.config import HistoryConfig, RedisConfig
-from hub.fanout import READ_ON_AT, STARVED_GAP_MAX, Fanout
+from hub.engine.fanout import READ_ON_AT, STARVED_GAP_MAX, Fanout
 from tests.support.fanout import BlockingTransport, attach, publish_in_rounds
 from tests.support.waiting import settled
 

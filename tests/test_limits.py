@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hub.errors import TooManyRequests
-from hub.limits import (
+from hub.http.limits import (
     Connections,
     PublishRate,
     budget_for,

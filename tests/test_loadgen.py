@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from bench.load import build_loadgen
-from hub.server import free_port
+from hub.http.server import free_port
 
 
 class Scrambler:

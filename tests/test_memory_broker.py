@@ -9,10 +9,10 @@ import tracemalloc
 
 from hub.brokers.memory import MemoryBroker
 from hub.config import HistoryConfig
-from hub.event import Draft, Event
-from hub.history import Since
-from hub.idempotency import Idempotency
-from hub.topics import Selector
+from hub.wire.event import Draft, Event
+from hub.wire.idempotency import Idempotency
+from hub.wire.ids import Since
+from hub.wire.topics import Selector
 from tests.support.work import counted_calls
 
 

@@ -8,8 +8,8 @@ from importlib import resources
 import jsonschema_rs
 import schemathesis
 
-from hub.app import create_app
 from hub.config import Config
+from hub.http.app import create_app
 
 
 def packaged() -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 
-from hub.topics import Selector
+from hub.wire.topics import Selector
 from tests.support.hub_client import HubUnderTest
 
 NEAR = [

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub import formats
+from hub.engine.fanout import event_body
 from hub.errors import HttpError
-from hub.event import Draft, Event
-from hub.fanout import event_body
-from hub.payload import MAX_DATA_DEPTH, ORJSON_MAX_DEPTH, check_data, encode_data
-from hub.progress import parse_progress
-from hub.sse import data_text
+from hub.wire import formats
+from hub.wire.event import Draft, Event
+from hub.wire.payload import MAX_DATA_DEPTH, ORJSON_MAX_DEPTH, check_data, encode_data
+from hub.wire.progress import parse_progress
+from hub.wire.sse import data_text
 
 
 def nested(depth: int, kinds: str = "l", leaf: object = 1) -> object:

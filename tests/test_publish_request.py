@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.errors import HttpError
-from hub.event import Draft
-from hub.publish_request import PublishLimits, parse_publish, validate_event_name
+from hub.wire.event import Draft
+from hub.wire.publish_request import PublishLimits, parse_publish, validate_event_name
 from tests.test_payload import encodes_everywhere
 
 LIMITS = PublishLimits(max_data_bytes=1000, max_batch=10, max_topics=5)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub import sse
 from hub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from hub.publish_request import PublishLimits
-from hub.relay import NdjsonLines, SseEvents, TextChunks, reader_for
+from hub.wire import sse
+from hub.wire.publish_request import PublishLimits
+from hub.wire.streamed_body import NdjsonLines, SseEvents, TextChunks, reader_for
 
 LIMITS = PublishLimits(max_data_bytes=1000, max_batch=100, max_topics=10)
 TOPICS = ("t",)

@@ -8,8 +8,8 @@ import itertools
 
 import orjson
 
-from hub.auth import mint
-from hub.history import MAX_SEQ, RESET_EPOCH, RESET_UNKNOWN
+from hub.http.auth import mint
+from hub.wire.ids import MAX_SEQ, RESET_EPOCH, RESET_UNKNOWN
 from tests.support.hub_client import HubUnderTest
 from tests.support.ids import advances, is_vector, names_event, plain, seq_in, vector
 

@@ -15,9 +15,9 @@ import yarl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.auth import mint
+from hub.http.auth import mint
 from hub.http.state import GUARD
-from hub.topics import Selector
+from hub.wire.topics import Selector
 from tests.support.ids import names_event
 from tests.support.sse_reader import SseStream
 from tests.support.waiting import settled

@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hub import config as hub_config
-from hub.auth import MAX_SELECTORS, Authorizer, mint
-from hub.event import Draft
-from hub.selector_set import SelectorSet
-from hub.topics import Selector
+from hub.http.auth import MAX_SELECTORS, Authorizer, mint
+from hub.wire.event import Draft
+from hub.wire.selector_set import SelectorSet
+from hub.wire.topics import Selector
 from tests.support.selector_strategies import selector_text, topic_text
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from hub.config import load
-from hub.server import GC_THRESHOLDS, free_port, serve
+from hub.http.server import GC_THRESHOLDS, free_port, serve
 from tests.support.waiting import settled
 
 

@@ -9,7 +9,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub import chunked, sse
+from hub.wire import chunked, sse
 
 
 def parse(raw: bytes) -> list[dict[str, object]]:

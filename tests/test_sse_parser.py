@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub import sse
-from hub.sse_parser import ServerSentEvent, SseParser, parse
+from hub.wire import sse
+from hub.wire.sse_parser import ServerSentEvent, SseParser, parse
 
 
 def feed_in_pieces(stream: bytes, cuts: list[int]) -> tuple[list[ServerSentEvent], SseParser]:
@@ -121,7 +121,7 @@ def test_encoded_event_parses_back_to_the_same_event(data, id, event, retry, cut
 
 
 def test_a_bounded_parser_refuses_a_line_or_an_event_that_never_ends():
-    from hub.sse_parser import EventTooLarge, SseParser
+    from hub.wire.sse_parser import EventTooLarge, SseParser
 
     with pytest.raises(EventTooLarge):
         SseParser(max_size=100).feed(b"data: " + b"x" * 200)  # no line end yet

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from hub.auth import mint
+from hub.http.auth import mint
 from tests.support.ids import names_event
 
 SECRET = "streams-secret-of-at-least-32-bytes"

@@ -3,8 +3,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.topic_index import TopicIndex
-from hub.topics import Selector
+from hub.wire.topic_index import TopicIndex
+from hub.wire.topics import Selector
 from tests.support.work import counted_calls
 
 # Segments that sort around each other and around '/' (`public0`, `public.`), empty ones, non-ASCII.

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hub.errors import BadRequest
-from hub.topics import Selector, validate_topic
+from hub.wire.topics import Selector, validate_topic
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_forbidden_characters_are_exactly_whitespace_and_controls():
     import sys
     import unicodedata
 
-    from hub.topics import _bad_char
+    from hub.wire.topics import _bad_char
 
     for code in range(sys.maxunicode + 1):
         ch = chr(code)

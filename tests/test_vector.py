@@ -7,11 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from hub.event import Event
-from hub.history import MAX_SEQ, ContinuityLost, parse_id
-from hub.partitions import Partitions
-from hub.topics import Selector
-from hub.vector import Stamp, VectorCursor, digest, format_vector, parse_vector
+from hub.wire.cluster_ids import Stamp, VectorCursor, digest, format_vector, parse_vector
+from hub.wire.event import Event
+from hub.wire.ids import MAX_SEQ, ContinuityLost, parse_id
+from hub.wire.partitions import Partitions
+from hub.wire.topics import Selector
 
 epochs = st.text(alphabet="abcdefghijklmnopqrstuvwxyz234567", min_size=6, max_size=6)
 entries = st.dictionaries(st.integers(0, 63), st.tuples(epochs, st.integers(0, MAX_SEQ)), min_size=1)

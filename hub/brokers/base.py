@@ -12,10 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Protocol
 
-from hub.event import Draft, Event
-from hub.history import HistoryPage, Position, Since, Snapshot, parse_id, parse_seq
-from hub.idempotency import Idempotency
-from hub.topics import Selector
+from hub.wire.event import Draft, Event
+from hub.wire.idempotency import Idempotency
+from hub.wire.ids import HistoryPage, Position, Since, Snapshot, parse_id, parse_seq
+from hub.wire.topics import Selector
 
 
 class BrokerSink(Protocol):

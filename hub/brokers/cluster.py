@@ -1,6 +1,6 @@
 """The Redis Cluster broker: the Redis broker's scripts, run per partition, over sharded pub/sub.
 
-Topics are hashed into partitions (`hub.partitions`), each one hash slot: its counter, topic registry,
+Topics are hashed into partitions (`hub.wire.partitions`), each one hash slot: its counter, topic registry,
 retained state, histories and one sharded channel, so the publish script stays atomic on one shard. An
 event of topics in several partitions is published once in each (its copy there carries that
 partition's topics), and a subscriber of several takes it from the lowest (`VectorCursor.duplicate`).
@@ -39,8 +39,10 @@ from hub.brokers.resp import pack
 from hub.brokers.topic_ttl import TopicSweeper, ttl_ms
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable, OutcomeUnknown, idempotency_key_reused
-from hub.event import Draft, EnvelopeError, Event, new_epoch, open_envelope
-from hub.history import (
+from hub.wire.cluster_ids import Stamp, VectorCursor, digest, format_vector, parse_vector
+from hub.wire.event import Draft, EnvelopeError, Event, new_epoch, open_envelope
+from hub.wire.idempotency import Idempotency
+from hub.wire.ids import (
     RESET_EPOCH,
     RESET_PARTIAL,
     RESET_UNKNOWN,
@@ -52,10 +54,8 @@ from hub.history import (
     newest,
     parse_id,
 )
-from hub.idempotency import Idempotency
-from hub.partitions import Partitions
-from hub.topics import Selector
-from hub.vector import Stamp, VectorCursor, digest, format_vector, parse_vector
+from hub.wire.partitions import Partitions
+from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.retention import ENTRY_OVERHEAD, Retention, TopicHistory
 from hub.config import HistoryConfig
 from hub.errors import idempotency_key_reused
-from hub.event import Draft, Event, format_id, new_epoch
-from hub.history import (
+from hub.wire.event import Draft, Event, format_id, new_epoch
+from hub.wire.idempotency import Idempotency
+from hub.wire.ids import (
     RESET_EPOCH,
     RESET_TOO_MUCH,
     RESET_TRIMMED,
@@ -28,9 +29,8 @@ from hub.history import (
     Snapshot,
     merge,
 )
-from hub.idempotency import Idempotency
-from hub.topic_index import TopicIndex
-from hub.topics import Selector
+from hub.wire.topic_index import TopicIndex
+from hub.wire.topics import Selector
 
 # An event as a topic's history keeps it: a plain tuple, not an Event. A tuple of strings and numbers
 # drops out of the garbage collector's sight after its first pass, so a long history does not lengthen

@@ -40,8 +40,10 @@ from hub.brokers.resp import pack
 from hub.brokers.topic_ttl import TopicSweeper, ttl_ms
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable, OutcomeUnknown, idempotency_key_reused
-from hub.event import Draft, EnvelopeError, Event, envelope_id, new_epoch, open_envelope
-from hub.history import (
+from hub.redact import redact_url
+from hub.wire.event import Draft, EnvelopeError, Event, envelope_id, new_epoch, open_envelope
+from hub.wire.idempotency import Idempotency
+from hub.wire.ids import (
     HistoryPage,
     Position,
     Since,
@@ -51,9 +53,7 @@ from hub.history import (
     parse_id,
     seq_of,
 )
-from hub.idempotency import Idempotency
-from hub.redact import redact_url
-from hub.topics import Selector
+from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.topics import Selector, glob_escape
+from hub.wire.topics import Selector, glob_escape
 
 
 class RedisKeys:

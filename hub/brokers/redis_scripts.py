@@ -22,7 +22,7 @@ snapshot reads as before (an index is complete when it counts as many as the reg
 
 from __future__ import annotations
 
-from hub.history import RESET_EPOCH, RESET_TOO_MUCH, RESET_TRIMMED, RESET_UNKNOWN
+from hub.wire.ids import RESET_EPOCH, RESET_TOO_MUCH, RESET_TRIMMED, RESET_UNKNOWN
 
 # A counter that is not a plain integer was written by no script of this hub (an older one let a client's
 # Last-Event-ID in, leaving `1e+20`): every publish failed on it, and ids issued under it cannot be trusted.

@@ -6,7 +6,7 @@ could hold every file descriptor. Here a connection must finish its request's he
 `server.header_timeout` of connecting, of that request's first byte, or of the response before it (a
 request pipelined behind another arrives before its turn); it waits at most `server.idle_timeout`
 between requests; and it counts toward the open-file budget (with the streams) and toward its peer's
-`limits.max_http_connections_per_ip` (an IPv6 peer's /64, see `hub.limits.client_key`). A new
+`limits.max_http_connections_per_ip` (an IPv6 peer's /64, see `hub.http.limits.client_key`). A new
 connection over either closes the oldest connection that is idle or still sending headers or, with
 none, is refused itself. (Bodies are bounded by the routes that read them: `hub.http.body`.)
 
@@ -38,7 +38,7 @@ from aiohttp.web_request import BaseRequest
 
 from hub.http.drain import FORCE_GRACE, Drain, Listening, accept_backlog, close_connections
 from hub.http.errors import error_response, malformed
-from hub.limits import Connections, client_key, descriptor_budget, is_trusted, parse_networks
+from hub.http.limits import Connections, client_key, descriptor_budget, is_trusted, parse_networks
 
 log = logging.getLogger(__name__)
 

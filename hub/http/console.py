@@ -14,10 +14,10 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from hub import sse
 from hub.errors import NotFound
 from hub.http.drain import last_retry
 from hub.http.state import CONFIG, GUARD, METRICS, SHUTDOWN
+from hub.wire import sse
 
 STATIC_FILES = {
     "console.js": "text/javascript",

@@ -15,9 +15,9 @@ import logging
 
 from aiohttp import web
 
-from hub.fanout import Fanout
-from hub.limits import Lease
-from hub.outbox import Outbox
+from hub.engine.fanout import Fanout
+from hub.engine.outbox import Outbox
+from hub.http.limits import Lease
 
 log = logging.getLogger("hub.http.routes")
 

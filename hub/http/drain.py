@@ -5,7 +5,7 @@
    it was sent).
 2. From then on every response says `Connection: close`, and its connection closes after it; a new
    stream is refused with a 503 `shutting_down` (it would have to be closed again at once).
-3. Live streams get their last `retry:`, each its own (hub.app), and close.
+3. Live streams get their last `retry:`, each its own (hub.http.app), and close.
 4. A connection waiting for a request is closed once the loop has had the chance to read what it sent
    before the signal (it must look idle twice, `DRAIN_POLL` apart); one holding only part of a request's
    headers, or none yet of its first (a client sends one as soon as it has connected, but a thread of
@@ -39,8 +39,8 @@ from typing import Protocol
 from aiohttp import hdrs, web
 from aiohttp.streams import StreamReader
 
-from hub import sse
 from hub.config import SseConfig
+from hub.wire import sse
 
 log = logging.getLogger(__name__)
 

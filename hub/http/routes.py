@@ -11,25 +11,25 @@ from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub import formats, sse
+from hub.engine.fanout import snapshot_bodies
+from hub.engine.outbox import Outbox
 from hub.errors import HttpError, PayloadTooLarge, ShuttingDown
-from hub.fanout import snapshot_bodies
-from hub.formats import CONTENT_TYPES, Format
-from hub.history import Since
-from hub.history_request import HistoryRequest, parse_history
 from hub.http.body import read_body
 from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
+from hub.http.limits import Lease
 from hub.http.replay import BoundedWriter, write_replay
 from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS
 from hub.http.streams import progress, publish_stream
-from hub.idempotency import scoped
-from hub.limits import Lease
-from hub.outbox import Outbox
-from hub.publish_request import PublishLimits, parse_idempotency_key, parse_publish
 from hub.redact import redact_query
-from hub.subscribe_request import SubscribeRequest, parse_subscribe
-from hub.topics import Selector, validate_topic
+from hub.wire import formats, sse
+from hub.wire.formats import CONTENT_TYPES, Format
+from hub.wire.history_request import HistoryRequest, parse_history
+from hub.wire.idempotency import scoped
+from hub.wire.ids import Since
+from hub.wire.publish_request import PublishLimits, parse_idempotency_key, parse_publish
+from hub.wire.subscribe_request import SubscribeRequest, parse_subscribe
+from hub.wire.topics import Selector, validate_topic
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import asyncio
 from aiohttp import web
 
 from hub.config import Config
-from hub.fanout import Fanout
+from hub.engine.fanout import Fanout
+from hub.http.admission import Guard
 from hub.http.drain import Drain
-from hub.http.guard import Guard
-from hub.metrics import Metrics
+from hub.http.metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from hub.engine.fanout import Fanout
 from hub.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -17,15 +18,14 @@ from hub.errors import (
     StreamCutShort,
     TooManyRequests,
 )
-from hub.event import Draft
-from hub.fanout import Fanout
+from hub.http.admission import Guard, Publisher
 from hub.http.body import next_piece, read_body
-from hub.http.guard import Guard, Publisher
 from hub.http.state import CONFIG, FANOUT, GUARD
-from hub.progress import job_topic, parse_progress
-from hub.publish_request import PublishLimits, validate_event_name
-from hub.relay import reader_for
-from hub.topics import validate_topic
+from hub.wire.event import Draft
+from hub.wire.progress import job_topic, parse_progress
+from hub.wire.publish_request import PublishLimits, validate_event_name
+from hub.wire.streamed_body import reader_for
+from hub.wire.topics import validate_topic
 
 
 async def progress(request: web.Request) -> web.Response:

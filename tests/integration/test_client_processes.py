@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bench.processes import HubProcess
-from hub.auth import mint
 from hub.client import HubClient
-from hub.server import free_port
+from hub.http.auth import mint
+from hub.http.server import free_port
 from tests.test_client import listening, take
 
 SECRET = "a-development-secret-of-32-bytes!"

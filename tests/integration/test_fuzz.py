@@ -20,9 +20,9 @@ from importlib import resources
 
 import pytest
 
-from hub.auth import mint
+from hub.http.auth import mint
+from hub.http.server import max_request_line
 from hub.http.state import CONFIG, GUARD
-from hub.server import max_request_line
 from tests.support.fuzz import fuzz
 from tests.support.waiting import settled
 

@@ -26,7 +26,7 @@ import pytest
 
 from bench.processes import HubProcess
 from hub.client import HubClient, Subscription
-from hub.server import free_port
+from hub.http.server import free_port
 
 ROOT = Path(__file__).parent.parent.parent
 SHUTDOWN_TIMEOUT = 3.0

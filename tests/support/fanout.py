@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from hub.event import Draft
-from hub.fanout import Fanout
-from hub.formats import Format
-from hub.history import Since
-from hub.outbox import Outbox
-from hub.topics import Selector
+from hub.engine.fanout import Fanout
+from hub.engine.outbox import Outbox
+from hub.wire.event import Draft
+from hub.wire.formats import Format
+from hub.wire.ids import Since
+from hub.wire.topics import Selector
 from tests.support.waiting import settled
 
 

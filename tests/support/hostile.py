@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from hub.event import EPOCH_ALPHABET
+from hub.wire.event import EPOCH_ALPHABET
 from tests.support.ids import is_vector, plain, vector
 from tests.support.raw_http import RawRequest
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import aiohttp
 
-from hub.fanout import Fanout
+from hub.engine.fanout import Fanout
+from hub.http.server import Running
 from hub.http.state import FANOUT
-from hub.server import Running
 from tests.support.sse_reader import SseStream
 
 

@@ -4,7 +4,7 @@ Memory and one-Redis ids are `<epoch>-<seq>`, one counter per broker: a subscrib
 response's id exactly, and these helpers compare such ids exactly.
 
 A Redis Cluster id is a vector `<digest>_<p>.<seq>_<q>.<seq>...`, one position per partition (see
-`hub.vector`): the publish response names the event's own partitions, a subscriber's id names every
+`hub.wire.cluster_ids`): the publish response names the event's own partitions, a subscriber's id names every
 partition its selectors involve. The subscriber's id names an event when, in a partition the event is in,
 it holds exactly the event's seq there. An event of topics in several partitions reaches a subscriber
 through one of them; its id may hold an older position for the others (that copy had not arrived yet,
@@ -12,7 +12,7 @@ and resuming skips it as a duplicate). The other entries are what the process ha
 partitions, so one id alone cannot prove which event it came with: check a stream's ids with
 `names_events` (in order, none twice) and its data as well.
 
-Parsed here independently of `hub.vector`, so a bug there cannot hide itself.
+Parsed here independently of `hub.wire.cluster_ids`, so a bug there cannot hide itself.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from hub.sse_parser import ServerSentEvent, SseParser
+from hub.wire.sse_parser import ServerSentEvent, SseParser
 
 Event = ServerSentEvent
 

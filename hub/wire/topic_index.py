@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from hub.topics import Selector
+from hub.wire.topics import Selector
 
 
 class _Node:

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hub.fanout import Fanout
-from hub.limits import Connections
+from hub.engine.fanout import Fanout
+from hub.http.limits import Connections
 
 # Seconds: a publish is one Redis round trip, sub-millisecond on a LAN, up to the connect timeout.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

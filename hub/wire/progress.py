@@ -15,9 +15,9 @@ from typing import TypeGuard
 import orjson
 
 from hub.errors import BadRequest
-from hub.event import Draft
-from hub.payload import encode_data
-from hub.topics import validate_topic
+from hub.wire.event import Draft
+from hub.wire.payload import encode_data
+from hub.wire.topics import validate_topic
 
 _FIELDS = {
     "progress": frozenset({"current", "total", "message"}),

@@ -14,7 +14,7 @@ import uuid
 
 import orjson
 
-from hub.client import RETRIED_STATUSES, ClientError, Event, HubClient, HubRefused
+from hub.client.hub_client import RETRIED_STATUSES, ClientError, Event, HubClient, HubRefused
 
 EXIT_UNREACHABLE = 1
 EXIT_REFUSED = 2

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hub.event import Draft
+from hub.wire.event import Draft
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hub.topics import Selector
+from hub.wire.topics import Selector
 
 _ANY = "*"
 

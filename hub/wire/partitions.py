@@ -3,7 +3,7 @@
 A cluster script can only touch keys of one hash slot, and ids must be ordered across the topics a
 subscription reads without comparing clocks. So topics are hashed into partitions; each partition is one
 hash tag holding its own counter, topic registry, retained state, histories and one sharded channel that
-carries every event of its topics. Ids are positions in partitions (see `hub.vector`).
+carries every event of its topics. Ids are positions in partitions (see `hub.wire.cluster_ids`).
 
 The count is fixed per deployment: every hub process must agree on it, and changing it moves topics to
 other counters (ids issued before then resume with a `reset`).
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from hub.config import MAX_PARTITIONS
-from hub.topics import Selector
+from hub.wire.topics import Selector
 
 
 class Partitions:

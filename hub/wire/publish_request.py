@@ -14,9 +14,9 @@ from urllib.parse import parse_qsl
 import orjson
 
 from hub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from hub.event import Draft
-from hub.payload import encode_data
-from hub.topics import validate_topic
+from hub.wire.event import Draft
+from hub.wire.payload import encode_data
+from hub.wire.topics import validate_topic
 
 MAX_EVENT_NAME = 128
 # Clients act on these (resync, liveness); a publisher must not be able to fake them.

@@ -17,9 +17,9 @@ from typing import Protocol
 import orjson
 
 from hub.errors import BadRequest, HttpError, PayloadTooLarge, UnsupportedMediaType
-from hub.event import Draft
-from hub.publish_request import PublishLimits, media_type, parse_draft, validate_event_name
-from hub.sse_parser import EventTooLarge, ServerSentEvent, SseParser
+from hub.wire.event import Draft
+from hub.wire.publish_request import PublishLimits, media_type, parse_draft, validate_event_name
+from hub.wire.sse_parser import EventTooLarge, ServerSentEvent, SseParser
 
 MEDIA_TYPES = ("text/plain", "application/x-ndjson", "text/event-stream")
 

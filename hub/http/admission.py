@@ -11,11 +11,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from hub.auth import COOKIE, Authorizer, Grants
 from hub.config import Config
 from hub.errors import Forbidden, Unauthorized
-from hub.event import Draft
-from hub.limits import (
+from hub.http.auth import COOKIE, Authorizer, Grants
+from hub.http.limits import (
     Connections,
     Lease,
     PublishRate,
@@ -25,7 +24,8 @@ from hub.limits import (
     parse_networks,
     stream_limit,
 )
-from hub.topics import Selector
+from hub.wire.event import Draft
+from hub.wire.topics import Selector
 
 # Methods a browser sends across sites without asking, that must change nothing.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -41,7 +41,7 @@ class TokenSource(enum.Enum):
 class Publisher:
     # Who publishes, whatever the spelling of their token: `sub:<sub claim>` (`sub#<digest>` for a sub
     # over 256 bytes), `claims:<digest of the verified header and payload>` for a token without a sub,
-    # or `client:<address>` when auth is off (`hub.limits.client_key`: an IPv6 client's /64). It names
+    # or `client:<address>` when auth is off (`hub.http.limits.client_key`: an IPv6 client's /64). It names
     # the publish budget spent and scopes idempotency keys.
     key: str
     grants: Grants | None  # None: auth is off

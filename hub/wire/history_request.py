@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hub.errors import BadRequest
-from hub.history import MAX_LAST_EVENT_ID
+from hub.wire.ids import MAX_LAST_EVENT_ID
 
 HISTORY_FORMATS = ("json", "ndjson")
 MAX_LIMIT = 1_000_000_000  # no real bound: without `limit` a download is every retained event anyway

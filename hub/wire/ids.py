@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from hub.event import EPOCH_ALPHABET, Event
+from hub.wire.event import EPOCH_ALPHABET, Event
 
 _EPOCH = re.compile(f"[{EPOCH_ALPHABET}]+")
 
-MAX_LAST_EVENT_ID = 1200  # a cluster id names a position per partition (see `hub.vector`)
-MAX_EPOCH_LENGTH = 16  # `hub.event.new_epoch` makes 6 characters; room for what an older hub wrote
+MAX_LAST_EVENT_ID = 1200  # a cluster id names a position per partition (see `hub.wire.cluster_ids`)
+MAX_EPOCH_LENGTH = 16  # `hub.wire.event.new_epoch` makes 6 characters; room for what an older hub wrote
 # The largest seq an id may name: Lua holds numbers as doubles, exact up to 2**53, and no counter gets
 # there (a million events a second for 285 years). A client's number past it names no position of ours.
 MAX_SEQ = 2**53 - 1
@@ -113,7 +113,7 @@ class Since:
 
 
 class Cursor(Protocol):
-    """Where a subscriber's snapshot ends: `Position`, or on a cluster `hub.vector.VectorCursor`."""
+    """Where a subscriber's snapshot ends: `Position`, or on a cluster `hub.wire.cluster_ids.VectorCursor`."""
 
     relabels: bool
 

@@ -6,7 +6,7 @@
 - `text`: each event's data and nothing else, no separator, so that a stream of LLM tokens concatenates
   to exactly the text published. Nothing else can be written in-band: no ids, no reset, no heartbeats.
 
-SSE itself lives in `hub/sse.py`. This module must never know about connections or outboxes.
+SSE itself lives in `hub/wire/sse.py`. This module must never know about connections or outboxes.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 import orjson
 
-from hub import sse
-from hub.event import Event
-from hub.topics import Selector
+from hub.wire import sse
+from hub.wire.event import Event
+from hub.wire.topics import Selector
 
 
 class Format(Enum):

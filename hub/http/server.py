@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hub.app import create_app
 from hub.config import Config
 from hub.errors import ListenError
+from hub.http.app import create_app
 from hub.http.connections import HubRunner, table_for
 from hub.http.state import DRAIN, FANOUT, GUARD
 from hub.redact import redact_url
-from hub.topics import MAX_TOPIC_BYTES
+from hub.wire.topics import MAX_TOPIC_BYTES
 
 log = logging.getLogger("hub")
 

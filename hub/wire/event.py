@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 if TYPE_CHECKING:
-    from hub.vector import Stamp
+    from hub.wire.cluster_ids import Stamp
 
 EPOCH_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
@@ -29,7 +29,7 @@ class Draft:
     event: str | None = None
     retry: int | None = None
     retain: bool = False
-    # `data` as compact JSON, when validation encoded it already (hub/payload.py): the body embeds these
+    # `data` as compact JSON, when validation encoded it already (hub/wire/payload.py): the body embeds these
     # bytes rather than encode the value again.
     encoded: bytes | None = field(default=None, compare=False, repr=False)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 from enum import Enum
 
-from hub import chunked
-from hub.event import Event
-from hub.formats import Format
-from hub.topics import Selector
-from hub.vector import VectorCursor
+from hub.wire import chunked
+from hub.wire.cluster_ids import VectorCursor
+from hub.wire.event import Event
+from hub.wire.formats import Format
+from hub.wire.topics import Selector
 
 
 class CloseReason(Enum):

@@ -1,6 +1,6 @@
 """Reading the Server-Sent Events wire format: bytes in, events out, no I/O.
 
-The client side of `hub/sse.py`, following the WHATWG event-stream grammar: a line ends at `\\r\\n`, `\\n`
+The client side of `hub/wire/sse.py`, after the WHATWG event-stream grammar: a line ends at `\\r\\n`, `\\n`
 or a lone `\\r`, even when a chunk boundary falls between the `\\r` and the `\\n`; `data:` lines join with
 `\\n`; one space after the colon is dropped; a comment starts with `:`. A block without data dispatches
 nothing, but its `id:` still moves the last event id (the hub's position lines rely on it) and its

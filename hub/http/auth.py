@@ -25,9 +25,9 @@ from jwt.utils import base64url_decode
 
 from hub.config import HMAC_MIN_BYTES, AuthConfig
 from hub.errors import BadRequest, ConfigError, Forbidden, Unauthorized
-from hub.event import Draft
-from hub.selector_set import SelectorSet
-from hub.topics import Selector
+from hub.wire.event import Draft
+from hub.wire.selector_set import SelectorSet
+from hub.wire.topics import Selector
 
 CLAIM = "hub"
 COOKIE = "hub_token"
@@ -35,7 +35,7 @@ COOKIE = "hub_token"
 # refused for being issued "in the future" one second ago is a hard bug for an operator to find.
 LEEWAY = 5
 # Selectors one token may grant, publish and subscribe together. Checking costs the same whatever the
-# number (see hub.selector_set), but each costs memory while its token is cached; an issuer granting
+# number (see hub.wire.selector_set), but each costs memory while its token is cached; an issuer granting
 # more should grant patterns.
 MAX_SELECTORS = 4096
 # Verified tokens kept, so that a client's next request skips the signature and the parsing. Bounded in

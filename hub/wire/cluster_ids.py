@@ -1,6 +1,6 @@
 """Ids on a Redis Cluster: one position per partition a subscription reads. Pure.
 
-Each partition has its own counter and epoch (see `hub.partitions`), and no clock orders two of them. So
+Each partition has its own counter and epoch (see `hub.wire.partitions`), and no clock orders two of them. So
 the id a subscriber gets names, for every partition its selectors involve, the seq up to which it has
 received everything: `<digest>_<p>.<seq>_<q>.<seq>...`, partitions ascending. The digest stands for the
 epochs of the partitions listed (six base-32 characters), so the id stays short while a resume still
@@ -20,9 +20,9 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from hub.event import Event
-from hub.history import ContinuityLost, parse_seq
-from hub.topics import Selector
+from hub.wire.event import Event
+from hub.wire.ids import ContinuityLost, parse_seq
+from hub.wire.topics import Selector
 
 MAX_VECTOR_ID = 1200  # 64 partitions of 18 characters each, and the digest
 DIGEST_LENGTH = 6

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hub.errors import BadRequest
-from hub.formats import Format, from_accept
-from hub.topics import Selector
+from hub.wire.formats import Format, from_accept
+from hub.wire.topics import Selector
 
 FORMATS = tuple(f.value for f in Format)
 

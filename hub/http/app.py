@@ -9,16 +9,16 @@ from aiohttp import web
 
 from hub.brokers import create_broker
 from hub.config import Config
-from hub.fanout import Fanout
+from hub.engine.fanout import Fanout
+from hub.engine.outbox import CloseReason
+from hub.http.admission import Guard
 from hub.http.connections import name_the_server
 from hub.http.cors import Cors
 from hub.http.drain import Drain, last_retry
 from hub.http.errors import json_errors
-from hub.http.guard import Guard
+from hub.http.metrics import Metrics
 from hub.http.routes import add_routes
 from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS, SHUTDOWN
-from hub.metrics import Metrics
-from hub.outbox import CloseReason
 
 
 def create_app(config: Config) -> web.Application:

@@ -14,16 +14,16 @@ from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iter
 
 import orjson
 
-from hub import chunked, formats, sse
 from hub.brokers.base import Broker
+from hub.engine.outbox import CloseReason, Outbox
 from hub.errors import BadRequest, BrokerUnavailable, Conflict
-from hub.event import Draft, Event
-from hub.formats import Format
-from hub.history import RESET_EPOCH, ContinuityLost, Cursor, Position, Since, Snapshot
-from hub.idempotency import Idempotency
-from hub.outbox import CloseReason, Outbox
-from hub.topics import Selector
-from hub.vector import VectorCursor
+from hub.wire import chunked, formats, sse
+from hub.wire.cluster_ids import VectorCursor
+from hub.wire.event import Draft, Event
+from hub.wire.formats import Format
+from hub.wire.idempotency import Idempotency
+from hub.wire.ids import RESET_EPOCH, ContinuityLost, Cursor, Position, Since, Snapshot
+from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
 

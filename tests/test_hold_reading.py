@@ -9,7 +9,8 @@ import pytest
 
 from hub.brokers.redis import RedisBroker
 from hub.config import HistoryConfig, RedisConfig
-from hub.engine.fanout import READ_ON_AT, STARVED_GAP_MAX, Fanout
+from hub.engine.fanout import Fanout
+from hub.engine.pacing import READ_ON_AT, STARVED_GAP_MAX
 from tests.support.fanout import BlockingTransport, attach, publish_in_rounds
 from tests.support.waiting import settled
 
@@ -55,7 +56,7 @@ async def test_a_starved_fanout_holds_the_broker_between_rounds_and_reads_on_bef
     try:
         transports = [(await attach(fanout, "t", transport=BlockingTransport()))[1] for _ in range(10)]
         await publish_in_rounds(fanout, transports)  # each round's events arrive: no hold sticks
-        assert fanout.starved > 0.5
+        assert fanout.pacer.starved > 0.5
         subscriber = fanout.broker._writer.transport
         assert not subscriber.is_reading()  # held right after the round...
         await settled(subscriber.is_reading, timeout=STARVED_GAP_MAX * READ_ON_AT + 1)  # ...not for long

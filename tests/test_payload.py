@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.engine.fanout import event_body
 from hub.errors import HttpError
 from hub.wire import formats
 from hub.wire.event import Draft, Event
+from hub.wire.frames import event_body
 from hub.wire.payload import MAX_DATA_DEPTH, ORJSON_MAX_DEPTH, check_data, encode_data
 from hub.wire.progress import parse_progress
 from hub.wire.sse import data_text

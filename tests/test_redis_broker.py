@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from hub.engine.history import history_pages
 from hub.errors import Conflict
 from hub.http.state import METRICS
 from tests.support.waiting import settled
@@ -293,7 +294,7 @@ async def test_history_read_across_a_redis_data_loss_is_refused_not_spliced(hub_
     hub = await hub_factory(redis.url, redis__connect_timeout=0.5)
     await settled(lambda: hub.fanout.broker.ready)
     ids = (await hub.publish([{"topic": "h", "data": i} for i in range(30)]))["ids"]
-    pages = hub.fanout.history("h", None, None, page_size=10)
+    pages = history_pages(hub.fanout.broker, "h", None, None, page_size=10)
     first = await anext(pages)
     assert [e.id for e in first] == ids[:10]
     redis.command("FLUSHALL")

@@ -1,8 +1,9 @@
-"""The fan-out engine: a registry of this process's subscriptions, fed by the broker, feeding outboxes.
+"""The subscription registry: this process's subscribers by selector, fed by the broker, feeding outboxes.
 
-Per event: one match, one encoding, then the same bytes appended to each matching outbox; dirty outboxes
-are flushed together once per loop iteration. No task and no await per subscriber, ever: the broker
-calls `on_event` synchronously and a slow client can only hurt itself (see `Outbox`).
+Per event: one match, one encoding, then the same bytes appended to each matching outbox; the outboxes
+given something to write are written in paced rounds (`hub/engine/pacing.py`). No task and no await per
+subscriber, ever: the broker calls `on_event` synchronously and a slow client can only hurt itself (see
+`Outbox`). What bytes an event becomes is `hub/wire/frames.py`'s; this module only chooses which.
 """
 
 from __future__ import annotations
@@ -10,169 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
-
-import orjson
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from hub.brokers.base import Broker
 from hub.engine.outbox import CloseReason, Outbox
-from hub.errors import BadRequest, BrokerUnavailable, Conflict
-from hub.wire import chunked, formats, sse
+from hub.engine.pacing import FlushPacer
+from hub.errors import BrokerUnavailable
+from hub.wire import chunked, formats
 from hub.wire.cluster_ids import VectorCursor
 from hub.wire.event import Draft, Event
 from hub.wire.formats import Format
+from hub.wire.frames import HEARTBEATS, RESYNC, encoded_for, event_frame, relabeled
 from hub.wire.idempotency import Idempotency
-from hub.wire.ids import RESET_EPOCH, ContinuityLost, Cursor, Position, Since, Snapshot
+from hub.wire.ids import ContinuityLost, Cursor, Since, Snapshot
 from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_COMMENT = sse.encode_comment()
-HEARTBEAT_EVENT = sse.encode_event("", event="heartbeat")
-
-
-def wire(body: bytes, is_chunked: bool) -> bytes:
-    """`body` as written to a transport. Empty stays empty: an empty chunk would end the stream."""
-    if not body:
-        return b""
-    return chunked.frame(body) if is_chunked else body
-
-
-# format -> heartbeat kind -> chunked? -> bytes, so the tick picks without encoding anything. A text
-# stream gets none: anything written there would become part of the text.
-_HEARTBEAT_BODIES = {
-    (Format.SSE, False): HEARTBEAT_COMMENT,
-    (Format.SSE, True): HEARTBEAT_EVENT,
-    (Format.NDJSON, False): formats.NDJSON_HEARTBEAT,
-    (Format.NDJSON, True): formats.NDJSON_HEARTBEAT_EVENT,
-    (Format.TEXT, False): b"",
-    (Format.TEXT, True): b"",
-}
-HEARTBEATS = {
-    (fmt, event, is_chunked): wire(body, is_chunked)
-    for (fmt, event), body in _HEARTBEAT_BODIES.items()
-    for is_chunked in (True, False)
-}
-RESYNC = sse.encode_retry(500)
-
-
-# Under load, a flush waits as long as the last one took (within these bounds, seconds) after it
-# ended: a quiet hub writes each event at once; a busy one gives about half its time to what arrives,
-# which then goes out in one write per subscriber. The bound keeps the added latency to milliseconds.
-FLUSH_GAP_MIN = 0.001
-FLUSH_GAP_MAX = 0.005
-# A hub that waits for its core during a round (another process on it, a CPU quota, a hypervisor) is
-# starved: the core is saturated, and every write (a syscall through the TCP stack, some 10 µs) costs
-# time nobody has. Above STARVED_NOISE, the starved share of its rounds stretches the pause, up to
-# STARVED_GAP_MAX when it gets none of the core: fewer, larger writes. Two hubs on one core deliver
-# 1.3x to 1.6x as much this way (`python -m bench load --scenarios redis`, medians of 4: 12 gave less,
-# 48 no more); a hub with a core of its own keeps the pause above.
-STARVED_NOISE = 0.1
-STARVED_STRETCH = 24.0
-STARVED_GAP_MAX = 0.25
-STARVED_SMOOTHING = 0.25  # weight of the last round in the running starved share
-STARVED_MEMORY = 1.0  # seconds without a flush round after which the starved share starts again from 0
-# A starved hub on Redis also stops reading its events during the pause, and reads on at this share of
-# it: what came meanwhile is read in one go, just before the flush that writes it, instead of waking the
-# process (and taking the core from the other) once per event. Two hubs on one core: 1.56M against
-# 1.30M deliveries/s (`redis`, medians of 6 interleaved runs; 9 of 10 pairs higher).
-READ_ON_AT = 0.9
-# A backlogged hub: its loop ran all the while between two rounds (requests waiting), and its writes
-# carried about one frame each, as when each event goes to other subscribers (`topics`): a syscall per
-# delivery. It pauses up to BACKLOG_GAP_MAX instead, so that a subscriber's next events share a write:
-# `topics` 1.12x deliveries (medians of 4 interleaved runs). `latency` is unchanged (a hub with time to
-# spare idles between rounds), and so is `fanout`, whose writes carry many frames each already.
-BACKLOG_BUSY = 0.9  # share of the time between two rounds the hub ran
-BACKLOG_FRAMES = 2.0  # frames per write below which writing is mostly one syscall per delivery
-BACKLOG_GAP_MAX = 0.02
-# Outboxes written per callback: between two slices the loop reads its sockets, so a publish waiting
-# on Redis, or a request, is not held up for a whole flush (thousands of writes: milliseconds).
-FLUSH_SLICE = 128
 STOP_TIMEOUT = 2.0  # seconds to wait for the heartbeat task at shutdown
 MAX_HELD = 10_000  # live events held for one subscriber while it reads its replay
-HISTORY_PAGE = 1000  # events read from the broker at a time for a history download
-
-
-def flush_gap(round_seconds: float, starved: float, backlogged: bool = False) -> float:
-    """The pause after a flush round that took `round_seconds`, a share `starved` of which the hub spent
-    waiting for its core rather than running; longer bounds for a `backlogged` hub (`is_backlogged`)."""
-    excess = max(0.0, starved - STARVED_NOISE) / (1 - STARVED_NOISE)
-    gap = round_seconds * (1 + STARVED_STRETCH * excess)
-    base = BACKLOG_GAP_MAX if backlogged else FLUSH_GAP_MAX
-    bound = base + (STARVED_GAP_MAX - base) * excess
-    return min(max(gap, FLUSH_GAP_MIN), bound)
-
-
-def is_backlogged(busy: float, frames: int, writes: int, starved: float = 0.0) -> bool:
-    """Whether a round that wrote `frames` in `writes`, after a share `busy` of the time since the last
-    round was spent running, came from a saturated hub whose deliveries each cost a write. A hub that
-    waits for its core a share `starved` of the time runs at most the rest of it, however much it has
-    to do."""
-    return busy >= BACKLOG_BUSY * (1 - starved) and frames < BACKLOG_FRAMES * writes
-
-
-def relabeled(event: Event, event_id: str) -> Event:
-    """`event` under the id one subscriber gets (on a cluster, its partitions' positions)."""
-    if event_id == event.id:
-        return event
-    return Event(event_id, event.topics, event.data, event.event, event.retry, event.retain)
-
-
-def event_body(event: Event) -> bytes:
-    data = sse.data_text(event.data)
-    return sse.encode_event(data, id=event.id, event=event.event, retry=event.retry)
-
-
-def event_frame(event: Event) -> bytes:
-    return chunked.frame(event_body(event))
-
-
-def encoded_for(outbox: Outbox, event: Event) -> bytes:
-    """`event` as `outbox` gets it on the wire, whatever its format (the slow path: see `on_event`)."""
-    if outbox.format is Format.SSE:
-        return event_frame(event) if outbox.chunked else event_body(event)
-    return wire(_other_body(outbox.format, event, outbox.selectors), outbox.chunked)
-
-
-def _other_body(fmt: Format, event: Event, selectors: Sequence[Selector]) -> bytes:
-    topic = formats.first_topic(event, selectors) if fmt is Format.NDJSON else ""
-    return formats.encode(fmt, event, topic)
-
-
-def snapshot_bodies(
-    snapshot: Snapshot,
-    batch: int = 64 * 1024,
-    fmt: Format = Format.SSE,
-    selectors: Sequence[Selector] = (),
-) -> Iterator[bytes]:
-    """The bytes a subscriber gets before live events, in batches: a reset if any, the replayed or
-    retained events, then (SSE only) a position line so even a quiet client resumes from here.
-
-    NDJSON carries the reset as a line and ids in its objects; text carries the events' data only.
-    Takes the events out of `snapshot` as it goes, so that none is held once written."""
-    parts: list[bytes] = []
-    size = 0
-    if snapshot.reset is not None:
-        if fmt is Format.SSE:
-            reset = orjson.dumps({"reason": snapshot.reset}).decode()
-            parts.append(sse.encode_event(reset, event="reset"))
-        elif fmt is Format.NDJSON:
-            parts.append(formats.ndjson_reset(snapshot.reset))
-    events = snapshot.events
-    events.reverse()  # popped from the end: each in O(1)
-    position = str(snapshot.position)
-    del snapshot
-    while events:
-        event = events.pop()
-        body = event_body(event) if fmt is Format.SSE else _other_body(fmt, event, selectors)
-        parts.append(body)
-        size += len(body)
-        if size >= batch:
-            yield b"".join(parts)
-            parts, size = [], 0
-    if fmt is Format.SSE:
-        parts.append(sse.encode_position(position))
-    yield b"".join(parts)
 
 
 _Group = dict[Outbox, None]  # insertion-ordered set
@@ -193,18 +50,7 @@ class Fanout:
         # on_event appends the one chunked SSE frame to every target without looking at it.
         self._others = 0
         self._relabeled = 0  # ...or reading several cluster partitions: each needs its own kind of id
-        self._dirty: list[Outbox] = []
-        self._flush_handle: asyncio.Handle | None = None
-        self._flushed_at = 0.0  # loop time the last flush ended
-        self._flushing: list[Outbox] | None = None  # the flush under way: its outboxes...
-        self._flush_next = 0  # ...the next slice's start...
-        self._flush_clocks = (0.0, 0.0)  # ...and the wall and CPU clocks at its start (was it starved?)
-        self._starved = 0.0  # running share of flush rounds spent waiting for the core
-        self._round_end = (0.0, 0.0)  # wall and CPU clocks at the end of the last round
-        self._busy = 0.0  # share of the time between the last round and this one the hub ran
-        self._round_frames = 0  # frames this round has written so far
-        self._flush_gap = FLUSH_GAP_MIN
-        self._read_on: asyncio.TimerHandle | None = None  # set while the broker's reading is held
+        self.pacer = FlushPacer(self._flush_one, broker.hold_reading)
         self._heartbeat_task: asyncio.Task[None] | None = None
         # Read at scrape time by /metrics and /stats: plain integers, nothing on the hot path.
         self.counters: dict[str, int] = dict.fromkeys(
@@ -216,22 +62,6 @@ class Fanout:
     def heartbeat_age(self) -> float:
         """Seconds since a tick last came back through the broker."""
         return time.monotonic() - self._last_tick
-
-    @property
-    def flush_pause(self) -> float:
-        """Seconds the next flush round waits after the last one ended, if events are waiting."""
-        return self._flush_gap
-
-    @property
-    def starved(self) -> float:
-        """The running share of flush rounds this process spent waiting for its core, from 0 to 1:
-        well above 0, it needs more CPU than it gets. 0 once it has had nothing to write for a while."""
-        if self._flushing is None and self._quiet(asyncio.get_running_loop().time()):
-            return 0.0
-        return self._starved
-
-    def _quiet(self, now: float) -> bool:
-        return now - self._flushed_at > STARVED_MEMORY
 
     @property
     def ready(self) -> bool:
@@ -252,9 +82,7 @@ class Fanout:
         self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="hub-heartbeats")
 
     async def stop(self) -> None:
-        if self._read_on is not None:
-            self._read_on.cancel()
-            self._read_again()
+        self.pacer.stop()
         if self._heartbeat_task is not None:
             task, self._heartbeat_task = self._heartbeat_task, None
             task.cancel()
@@ -284,38 +112,6 @@ class Fanout:
         ids = await self.broker.publish(drafts, idempotency)
         self.counters["published"] += len(ids)
         return ids
-
-    async def history(
-        self, topic: str, after_id: str | None, limit: int | None, page_size: int = HISTORY_PAGE
-    ) -> AsyncGenerator[list[Event], None]:
-        """`topic`'s retained events after `after`, oldest first, at most `limit`, page by page: nothing
-        holds more than one page. Raises `Conflict` when `after` is from another epoch (or later than
-        anything issued), and when the broker loses its data between two pages: the pages read so far
-        then belong to a history that is gone. Raises `BadRequest` for an id this hub did not issue."""
-        after: Position | None = None
-        if after_id is not None:
-            after = await self.broker.resolve_after(topic, after_id)
-            if after is None:
-                raise BadRequest("invalid_parameter", f"after {after_id!r} is not an event id of this hub")
-        epoch = None
-        left = limit
-        while left is None or left > 0:
-            want = page_size if left is None else min(page_size, left)
-            page = await self.broker.history_page(topic, after, want)
-            position = page.position
-            if epoch is None:
-                epoch = position.epoch
-                if after is not None and (after.epoch != epoch or after.seq > position.seq):
-                    raise Conflict("history_lost", RESET_EPOCH)
-            elif position.epoch != epoch:
-                raise Conflict("history_lost", "the broker lost its history during the read")
-            if page.events:
-                yield page.events
-                after = page.last
-                if left is not None:
-                    left -= len(page.events)
-            if len(page.events) < want:
-                return
 
     # subscriptions
 
@@ -391,7 +187,8 @@ class Fanout:
                 outbox.close(CloseReason.RESYNC)
                 return
             if event_id is not None:
-                frame = encoded_for(outbox, relabeled(event, event_id))
+                labeled = relabeled(event, event_id)
+                frame = encoded_for(outbox.format, outbox.chunked, outbox.selectors, labeled)
                 if frame:
                     frames.append(frame)
         if isinstance(position, VectorCursor) and position.relabels:
@@ -474,22 +271,23 @@ class Fanout:
             self._deliver_mixed(event, targets)
             return
         frame = event_frame(event)
-        dirty = self._dirty
+        pacer = self.pacer
+        dirty = pacer.dirty
         for outbox in targets:
             pending = outbox.pending
             if not pending:
                 dirty.append(outbox)
             pending.append(frame)
         self.counters["deliveries"] += len(targets)
-        if self._flush_handle is None:
-            self._schedule_flush()
+        if pacer.handle is None:
+            pacer.schedule()
 
     def _deliver_mixed(self, event: Event, targets: Iterable[Outbox]) -> None:
         """`on_event` while some stream is in another format, or reads several cluster partitions:
         each kind of frame a target needs encoded once (NDJSON once per topic it is delivered under,
         cluster ids once per set of partitions)."""
         encoded: dict[tuple[Format, bool, str, str], bytes] = {}
-        dirty = self._dirty
+        dirty = self.pacer.dirty
         count = 0
         stamp = event.stamp
         for outbox in targets:
@@ -504,7 +302,8 @@ class Fanout:
             key = (fmt, outbox.chunked, topic, event_id)
             data = encoded.get(key)
             if data is None:
-                data = encoded[key] = encoded_for(outbox, relabeled(event, event_id))
+                labeled = relabeled(event, event_id)
+                data = encoded[key] = encoded_for(fmt, outbox.chunked, outbox.selectors, labeled)
             count += 1
             if not data:
                 continue  # empty text: nothing to write, and an empty chunk would end the stream
@@ -513,12 +312,12 @@ class Fanout:
                 dirty.append(outbox)
             pending.append(data)
         self.counters["deliveries"] += count
-        self._schedule_flush()
+        self.pacer.schedule()
 
     def on_tick(self) -> None:
         self._last_tick = time.monotonic()
         self.counters["heartbeats"] += 1
-        dirty = self._dirty
+        dirty = self.pacer.dirty
         for outbox in self._outboxes:
             beat = HEARTBEATS[outbox.format, outbox.heartbeat_event, outbox.chunked]
             if not beat:
@@ -526,7 +325,7 @@ class Fanout:
             if not outbox.pending:
                 dirty.append(outbox)
             outbox.pending.append(beat)
-        self._schedule_flush()
+        self.pacer.schedule()
 
     def on_lost(self, reason: str) -> None:
         self.close_all(RESYNC, CloseReason.RESYNC)
@@ -568,63 +367,6 @@ class Fanout:
         return merged
 
     # writing
-
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None and self._dirty:
-            loop = asyncio.get_running_loop()
-            if loop.time() - self._flushed_at < self._flush_gap:
-                # Flushing back to back: the hub is busy, and one write per subscriber per event is
-                # most of its work. Let the events of the next moment gather into the same writes.
-                self._flush_handle = loop.call_at(self._flushed_at + self._flush_gap, self._flush)
-            else:
-                self._flush_handle = loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Write the dirty outboxes, a slice at a time. An outbox that gets more before its slice comes
-        round takes it in the same write; one written already waits for the next flush, which comes
-        after the usual pause, with whatever else arrives by then."""
-        self._flush_handle = None
-        loop = asyncio.get_running_loop()
-        flushing = self._flushing
-        if flushing is None:
-            flushing, self._dirty = self._dirty, []
-            self._flushing, self._flush_next = flushing, 0
-            self._flush_clocks = wall0, cpu0 = (time.perf_counter(), time.thread_time())
-            between = wall0 - self._round_end[0]
-            self._busy = (cpu0 - self._round_end[1]) / between if between > 0 else 0.0
-            self._round_frames = 0
-            if self._quiet(loop.time()):
-                self._starved = 0.0  # a hub that had time to idle was not short of CPU then
-        start = self._flush_next
-        end = start + FLUSH_SLICE
-        frames = 0
-        for i in range(start, min(end, len(flushing))):
-            frames += self._flush_one(flushing[i])
-        self._round_frames += frames
-        if end < len(flushing):
-            self._flush_next = end
-            self._flush_handle = loop.call_soon(self._flush)
-            return
-        self._flushing = None
-        self._flushed_at = loop.time()
-        # Between its slices a round always has a callback ready, so the loop never sleeps: the wall
-        # time the thread did not run is time spent waiting for the core.
-        wall0, cpu0 = self._flush_clocks
-        self._round_end = wall1, cpu1 = (time.perf_counter(), time.thread_time())
-        wall = wall1 - wall0
-        if wall > 0:
-            starved = max(0.0, 1 - (cpu1 - cpu0) / wall)
-            self._starved += STARVED_SMOOTHING * (starved - self._starved)
-        backlogged = is_backlogged(self._busy, self._round_frames, len(flushing), self._starved)
-        self._flush_gap = flush_gap(wall, self._starved, backlogged)
-        if self._starved > STARVED_NOISE and self._read_on is None:
-            self.broker.hold_reading(True)
-            self._read_on = loop.call_at(self._flushed_at + self._flush_gap * READ_ON_AT, self._read_again)
-        self._schedule_flush()
-
-    def _read_again(self) -> None:
-        self._read_on = None
-        self.broker.hold_reading(False)
 
     def _flush_one(self, outbox: Outbox) -> int:
         """Write `outbox`'s pending frames; returns how many there were."""

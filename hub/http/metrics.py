@@ -57,7 +57,7 @@ class Metrics:
             "slow_consumer_disconnects": counters["slow_consumers"],
             "heartbeats": counters["heartbeats"],
             "broker_reconnects": fanout.broker.reconnects,
-            "cpu_starved": round(fanout.starved, 3),
+            "cpu_starved": round(fanout.pacer.starved, 3),
         }
 
 
@@ -76,7 +76,7 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             "hub_cpu_starved_ratio",
             "Share of its latest rounds of writes to streams that the process spent waiting for its core.",
-            value=fanout.starved,
+            value=fanout.pacer.starved,
         )
         for name, key, text in (
             ("hub_events_published", "published", "Events this process published into the broker."),

@@ -11,7 +11,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub.engine.fanout import snapshot_bodies
+from hub.engine.history import history_pages
 from hub.engine.outbox import Outbox
 from hub.errors import HttpError, PayloadTooLarge, ShuttingDown
 from hub.http.body import read_body
@@ -24,6 +24,7 @@ from hub.http.streams import progress, publish_stream
 from hub.redact import redact_query
 from hub.wire import formats, sse
 from hub.wire.formats import CONTENT_TYPES, Format
+from hub.wire.frames import snapshot_bodies
 from hub.wire.history_request import HistoryRequest, parse_history
 from hub.wire.idempotency import scoped
 from hub.wire.ids import Since
@@ -184,7 +185,7 @@ async def topic_history(request: web.Request) -> web.StreamResponse:
 
 
 async def _write_history(request: web.Request, topic: str, query: HistoryRequest) -> web.StreamResponse:
-    pages = request.app[FANOUT].history(topic, query.after, query.limit)
+    pages = history_pages(request.app[FANOUT].broker, topic, query.after, query.limit)
     # The first page before the headers: an `after` from a lost history is still a clean 409, an outage
     # a 503.
     first = await anext(pages, None)

@@ -245,8 +245,24 @@ def build(
 ) -> Config:
     """Build and validate a Config from a parsed TOML document, an environment and flag overrides."""
     known = all_keys()
+    # later sources win: the file, then the environment, then flags
+    values = _from_file(file_values or {}, known)
+    values.update(_from_env(env or {}, known))
+    values.update(_from_overrides(overrides or {}, known))
+    _check_ranges(values)
+    kwargs: dict[str, Any] = {}
+    for name, cls in sections().items():
+        own = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}
+        kwargs[name] = cls(**own)
+    config = Config(**kwargs)
+    _check_deployment(config)
+    _check_security(config)
+    return config
+
+
+def _from_file(file_values: Mapping[str, Any], known: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for section, body in (file_values or {}).items():
+    for section, body in file_values.items():
         if section not in sections():
             raise ConfigError(f"unknown config section [{section}]")
         if not isinstance(body, dict):
@@ -256,7 +272,11 @@ def build(
             if key not in known:
                 raise ConfigError(f"unknown config key {key}")
             values[key] = _coerce(key, known[key], value, from_text=False)
-    env = env or {}
+    return values
+
+
+def _from_env(env: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     env_keys = {env_name(k): k for k in known}
     for var, value in env.items():
         if var.startswith("HUB_") and var not in env_keys and var not in NOT_CONFIG_VARIABLES:
@@ -264,12 +284,21 @@ def build(
         if var in env_keys:
             key = env_keys[var]
             values[key] = _coerce(key, known[key], value, from_text=True)
-    for key, value in (overrides or {}).items():
-        if value is None:
+    return values
+
+
+def _from_overrides(overrides: Mapping[str, Any], known: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:  # a flag that was not given
             continue
         if key not in known:
             raise ConfigError(f"unknown config key {key}")
         values[key] = _coerce(key, known[key], value, from_text=True)
+    return values
+
+
+def _check_ranges(values: Mapping[str, Any]) -> None:
     for key, value in values.items():
         if key in _POSITIVE and value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value!r}")
@@ -280,19 +309,15 @@ def build(
             raise ConfigError(f"{key}: must be 0 or more, got {values[key]!r}")
     if not 0 <= values.get("server.port", 0) <= 65535:
         raise ConfigError("server.port: must be from 0 (any free port) to 65535")
-    kwargs: dict[str, Any] = {}
-    for name, cls in sections().items():
-        own = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}
-        kwargs[name] = cls(**own)
-    config = Config(**kwargs)
+
+
+def _check_deployment(config: Config) -> None:
     if not 1 <= config.redis.partitions <= MAX_PARTITIONS:
         raise ConfigError(f"redis.partitions: must be from 1 to {MAX_PARTITIONS}")
     if config.redis.cluster and not config.redis.url:
         raise ConfigError("redis.cluster: needs redis.url, one node of the cluster")
     if config.server.workers > 1 and not config.redis.url:
         raise ConfigError("server.workers: more than one worker needs redis.url")
-    _check_security(config)
-    return config
 
 
 def _check_security(config: Config) -> None:

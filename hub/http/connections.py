@@ -17,7 +17,8 @@ On SIGTERM the runner drains these connections as `hub.http.drain` says, in plac
 graceful shutdown (which drops the bytes of requests still arriving).
 
 aiohttp has no API for what this needs to know of a connection, so it reads four attributes of
-`RequestHandler` (checked on import; tests/test_connections.py pins the behaviour): `_waiter` (a
+`RequestHandler` (checked on import; tests/test_connections.py pins the behaviour, and
+tests/test_aiohttp_internals.py the code, for the aiohttp versions pyproject.toml admits): `_waiter` (a
 pending future while it waits for the bytes of a request), `_messages` (requests parsed, not yet
 handled), `_request_in_progress` and `_parser`; and it extends `_handle_request`, to linger after a
 malformed request. It must never close a connection that is being answered.

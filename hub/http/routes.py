@@ -11,6 +11,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hub import __version__
 from hub.engine.history import history_pages
 from hub.engine.outbox import Outbox
 from hub.errors import HttpError, PayloadTooLarge, ShuttingDown
@@ -254,8 +255,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def openapi_handler() -> Handler:
-    # Read once per app: the description ships in the package and does not change while it runs.
-    document = resources.files("hub").joinpath("openapi.json").read_bytes()
+    # Read once per app: the description ships in the package and does not change while it runs. Its
+    # version is the package's, which lives in one place.
+    described = orjson.loads(resources.files("hub").joinpath("openapi.json").read_bytes())
+    described["info"]["version"] = __version__
+    document = orjson.dumps(described)
 
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")

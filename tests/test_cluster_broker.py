@@ -177,7 +177,7 @@ async def test_a_read_whose_partition_is_given_up_fails_at_once(hub_factory, red
         read = asyncio.create_task(broker.snapshot([selector], Since.parse(None)))
         if registered:
             async with asyncio.timeout(1):
-                while not broker._syncs:
+                while not broker._receiver.syncs:
                     await asyncio.sleep(0)
         broker.unsubscribe(selector)
         started = loop.time()
@@ -212,7 +212,7 @@ async def test_a_pattern_subscribe_reads_each_partitions_matching_topics_not_all
         assert (await stream.next_event()).data == "again"
         position = stream.last_event_id
     await hub.publish({"topic": "public/1", "data": "resumed"})
-    sha = hub.fanout.broker._snapshot_script.sha
+    sha = hub.fanout.broker._reads.snapshot_script.sha
     try:
         for node in nodes:
             node.call("CONFIG", "SET", "slowlog-log-slower-than", 0, "slowlog-max-len", 10000)

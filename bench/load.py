@@ -319,6 +319,53 @@ def table(results: list[Result], scenarios: list[str], servers: list[str]) -> st
     return "\n".join(lines)
 
 
+def _medians(results: list[Result], scenario: str, server: str, keys: list[str]) -> dict[str, float] | None:
+    runs = [r.figures for r in results if r.server == server and r.scenario == scenario]
+    if not runs:
+        return None
+    return {key: statistics.median(run.get(key, 0) for run in runs) for key in keys}
+
+
+def summary(results: list[Result], scenarios: list[str], servers: list[str]) -> str:
+    """One row per scenario: each server's throughput (idle: KiB per connection), the hub's ratio to each
+    reference, the p99s and the hub's lost, duplicated and reordered counts. A dash: no run succeeded."""
+    refs = [s for s in ("ceiling", "baseline") if s in servers]
+    shown = [s for s in ("hub", *refs) if s in servers]
+    head = ["scenario", *shown, *(f"hub / {ref}" for ref in refs)]
+    head.append("p99 ms: " + ", ".join(shown))
+    head.append("hub lost, dup, ooo")
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    keys = ["deliveries_per_s", "kib_per_connection", "p99_ms", "lost", "duplicated", "out_of_order"]
+    for name in scenarios:
+        idle = name.startswith("idle")
+        key, fmt = ("kib_per_connection", "{:.2f}") if idle else ("deliveries_per_s", "{:,.0f}")
+        med = {server: _medians(results, name, server, keys) for server in shown}
+        cells = [f"{name} (KiB/connection)" if idle else name]
+        cells += [fmt.format(m[key]) if m else "-" for m in med.values()]
+        hub = med.get("hub")
+        for ref in refs:
+            other = med[ref]
+            cells.append(f"**{hub[key] / other[key]:.2f}x**" if hub and other and other[key] else "-")
+        if idle:
+            cells += ["", ""]
+        else:
+            cells.append(", ".join(f"{m['p99_ms']:.1f}" if m else "-" for m in med.values()))
+            counts = (hub["lost"], hub["duplicated"], hub["out_of_order"]) if hub else None
+            cells.append(", ".join(f"{n:.0f}" for n in counts) if counts else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def replace_between(text: str, marker: str, body: str) -> str:
+    """`text` with what lies between `<!-- bench:MARKER:start -->` and its end marker replaced by `body`:
+    BENCHMARKS.md's definitions and history are written by hand, only the figures by the benchmark."""
+    start, end = f"<!-- bench:{marker}:start -->\n", f"<!-- bench:{marker}:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"BENCHMARKS.md has no {start.strip()} ... {end} section to write the figures into")
+    before, rest = text.split(start, 1)
+    return before + start + body.strip("\n") + "\n" + end + rest.split(end, 1)[1]
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -357,12 +404,10 @@ def main(scenarios: list[str], servers: list[str], runs: int, write: bool) -> in
                 print(f"  {name} run {n + 1} {server}: {shown}", file=sys.stderr)
     report = table(results, scenarios, servers)
     header = f"Machine: {machine()}. Medians of {runs} interleaved runs, {time.strftime('%Y-%m-%d')}.\n"
-    print(header + report)
+    overview = header + "\n" + summary(results, scenarios, servers)
+    print(overview + "\n" + report)
     if write:
-        (HERE.parent / "BENCHMARKS.md").write_text(
-            "# Benchmarks\n\n`python -m bench load` (hub on one core, load generator on the other).\n\n"
-            + header
-            + report
-            + "\n"
-        )
+        path = HERE.parent / "BENCHMARKS.md"
+        text = replace_between(path.read_text(), "table", overview)
+        path.write_text(replace_between(text, "details", report))
     return 0

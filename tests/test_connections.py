@@ -19,7 +19,8 @@ import aiohttp
 import orjson
 import pytest
 
-from hub.http.connections import SERVER_NAME
+from hub.http.connections import SERVER_NAME, descriptor_budget
+from hub.http.limits import budget_for
 from hub.http.server import free_port
 from tests.support.waiting import settled
 
@@ -452,3 +453,12 @@ async def test_a_small_open_file_limit_still_leaves_room_for_many_connections():
                 resp.close()
     finally:
         await stop(proc)
+
+
+def test_the_descriptor_budget_follows_the_open_file_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        assert descriptor_budget() == budget_for(1024) == 768
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -43,12 +43,9 @@ def test_no_per_client_limit_when_zero():
     assert conns.held_by("a") == 100
 
 
-def test_stream_limit_follows_the_open_file_limit_unless_set():
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert stream_limit(0) == budget_for(soft)
-    assert stream_limit(7) == 7
+def test_stream_limit_is_the_connection_budget_unless_set():
+    assert stream_limit(0, budget=768) == 768
+    assert stream_limit(7, budget=768) == 7
 
 
 @pytest.mark.parametrize(

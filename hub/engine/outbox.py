@@ -1,8 +1,9 @@
 """One subscriber connection's outbox: frames waiting for its socket, bounded in bytes.
 
-The fan-out appends the same pre-encoded frame to every matching outbox and flushes each dirty outbox
-once per loop iteration with a single `transport.write`. Nothing here awaits: a client that stops reading
-only grows its own transport buffer, and past `max_buffer` it is cut off (it resumes from history).
+The fan-out appends the same pre-encoded frame to every matching outbox, and writes what an outbox holds
+with a single `transport.write` in its next flush round (paced: `hub/engine/pacing.py`). Nothing here
+awaits: a client that stops reading only grows its own transport buffer, and past `max_buffer` it is cut
+off (it resumes from history).
 Once live, the outbox owns its transport: closing the outbox ends the stream on the wire.
 """
 

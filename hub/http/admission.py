@@ -48,11 +48,12 @@ class Publisher:
 
 
 class Guard:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, connection_budget: int) -> None:
+        """`connection_budget`: connections the process's open-file limit allows (`descriptor_budget`)."""
         limits = config.limits
         self.authorizer = Authorizer(config.auth)
         self.connections = Connections(
-            stream_limit(limits.max_connections),
+            stream_limit(limits.max_connections, connection_budget),
             limits.max_connections_per_ip,
             retry_after=math.ceil(config.sse.retry / 1000),
         )

@@ -12,7 +12,7 @@ from hub.config import Config
 from hub.engine.fanout import Fanout
 from hub.engine.outbox import CloseReason
 from hub.http.admission import Guard
-from hub.http.connections import name_the_server
+from hub.http.connections import descriptor_budget, name_the_server
 from hub.http.cors import Cors
 from hub.http.drain import Drain, last_retry
 from hub.http.errors import json_errors
@@ -22,7 +22,7 @@ from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS, SHUTDOWN
 
 
 def create_app(config: Config) -> web.Application:
-    guard = Guard(config)
+    guard = Guard(config, descriptor_budget())
     cors = Cors(config.cors)
     middlewares = [cors.middleware(), json_errors] if cors.enabled else [json_errors]
     app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=middlewares)

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import resource
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ from aiohttp.web_request import BaseRequest
 
 from hub.http.drain import FORCE_GRACE, Drain, Listening, accept_backlog, close_connections
 from hub.http.errors import error_response, malformed
-from hub.http.limits import Connections, client_key, descriptor_budget, is_trusted, parse_networks
+from hub.http.limits import Connections, budget_for, client_key, is_trusted, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -418,6 +419,14 @@ def _listening_sockets(site: web.BaseSite) -> Sequence[Listening]:
     # server (asyncio's or uvloop's, which is no asyncio.AbstractServer) lists its sockets.
     server = getattr(site, "_server", None)
     return tuple(getattr(server, "sockets", None) or ())
+
+
+def descriptor_budget() -> int:
+    """`budget_for` this process's open-file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return budget_for(soft)
 
 
 def table_for(streams: Connections, per_peer: int, trusted_proxies: Sequence[str]) -> ConnectionTable:

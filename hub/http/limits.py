@@ -1,4 +1,5 @@
-"""Connection and rate limits, kept per process. Pure bookkeeping: the caller passes the clock.
+"""Connection and rate limits, kept per process. Pure bookkeeping: the caller passes the clock, and the
+open-file limit (`hub.http.connections.descriptor_budget` reads it from the process).
 
 Refusals are 429 with a `Retry-After` that says when trying again can succeed.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import resource
 from collections.abc import Sequence
 
 from hub.errors import TooManyRequests
@@ -24,17 +24,10 @@ def budget_for(open_files: int) -> int:
     return max(1, open_files - min(FD_RESERVE, open_files // 4))
 
 
-def descriptor_budget() -> int:
-    """`budget_for` this process's open-file limit."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return budget_for(soft)
-
-
-def stream_limit(configured: int) -> int:
-    """Streams one process holds at most: the configured number, or what its open-file limit allows."""
-    return configured or descriptor_budget()
+def stream_limit(configured: int, budget: int) -> int:
+    """Streams one process holds at most: the configured number, or its connection `budget` (see
+    `budget_for`)."""
+    return configured or budget
 
 
 class Connections:

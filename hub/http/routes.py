@@ -19,9 +19,10 @@ from hub.http.body import read_body
 from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.limits import Lease
+from hub.http.progress_route import progress
 from hub.http.replay import BoundedWriter, write_replay
 from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS
-from hub.http.streams import progress, publish_stream
+from hub.http.stream_publish import publish_stream
 from hub.redact import redact_query
 from hub.wire import formats, sse
 from hub.wire.formats import CONTENT_TYPES, Format

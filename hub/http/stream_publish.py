@@ -1,4 +1,6 @@
-"""Publishing that is more than one request, one event: job progress, and a streamed body relayed live."""
+"""POST /publish/stream: a request body relayed live, each piece published as it arrives, ended by a
+`done` (or an `error`) event on the stream's topics. How a body is cut into events is
+`hub/wire/streamed_body.py`'s; this module reads, rate-limits and publishes."""
 
 from __future__ import annotations
 
@@ -19,26 +21,12 @@ from hub.errors import (
     TooManyRequests,
 )
 from hub.http.admission import Guard, Publisher
-from hub.http.body import next_piece, read_body
+from hub.http.body import next_piece
 from hub.http.state import CONFIG, FANOUT, GUARD
 from hub.wire.event import Draft
-from hub.wire.progress import job_topic, parse_progress
 from hub.wire.publish_request import PublishLimits, validate_event_name
 from hub.wire.streamed_body import reader_for
 from hub.wire.topics import validate_topic
-
-
-async def progress(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    guard = request.app[GUARD]
-    job = request.match_info["job"]
-    topic = job_topic(job)
-    publisher = guard.publisher(request)
-    guard.check_publish(publisher, [Draft((topic,), None)])
-    body = await read_body(request, config.server.body_timeout)
-    draft = parse_progress(job, body, config.limits.max_data_bytes)
-    ids = await request.app[FANOUT].publish([draft])
-    return web.json_response({"id": ids[0], "topic": topic})
 
 
 async def publish_stream(request: web.Request) -> web.Response:

@@ -25,7 +25,7 @@ import aiohttp
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from bench.processes import HubProcess, RedisCluster, RedisProcess
-from hub.wire.partitions import Partitions
+from hub.brokers.cluster.partitions import Partitions
 
 
 @dataclass(frozen=True)

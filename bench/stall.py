@@ -26,7 +26,7 @@ import aiohttp
 
 from bench.faults import LARGE_LOAD, Acked, FaultPlan, FaultRun, Report, Subscriber, check
 from bench.processes import HubProcess, RedisCluster, RedisProcess
-from hub.wire.partitions import Partitions
+from hub.brokers.cluster.partitions import Partitions
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,10 @@ from bench.load import (
     wait_for_port,
 )
 from bench.processes import RespConnection
+from hub.brokers.cluster.partitions import Partitions
 from hub.brokers.redis import PUBLISH_TOKEN_TTL
 from hub.brokers.topic_ttl import sweep_interval
 from hub.config import RedisConfig
-from hub.wire.partitions import Partitions
 
 PREFIX = "hub"
 CONCURRENCY = 32
@@ -186,7 +186,7 @@ def idem_on_cluster() -> Iterator[IdemSetup]:
             # topic's partition, and each also in its home partition (the number modulo the count).
             for p in parts.all:
                 start, step = (first, 1) if p == topic else (first + (p - first) % parts.count, parts.count)
-                fill(owners[p], parts.prefixes[p], start, last, step, parts.count)
+                fill(owners[p], parts.keys[p].prefix, start, last, step, parts.count)
 
         yield IdemSetup(port, [node.port for node in cluster.primaries()], fill_cluster)
 

@@ -48,7 +48,7 @@ class RedisConfig:
     connect_timeout: float = 5.0
     max_connections: int = 64  # command connections per process; callers queue beyond it
     cluster: bool = False  # a Redis Cluster (also implied by a redis+cluster:// URL)
-    partitions: int = 16  # on a cluster: hash-tag partitions topics are grouped into (hub.wire.partitions)
+    partitions: int = 16  # on a cluster: hash-tag partitions topics are grouped into (brokers/cluster)
     wait_replicas: int = 0  # on a cluster: replicas that must have an event before its publish is answered
     wait_timeout: float = 1.0  # seconds to wait for them; fewer in time answers 503
 

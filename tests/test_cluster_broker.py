@@ -10,9 +10,8 @@ import contextlib
 import pytest
 
 from bench.processes import RedisCluster
+from hub.brokers.cluster.partitions import Partitions
 from hub.errors import BrokerUnavailable
-from hub.wire.ids import Since
-from hub.wire.partitions import Partitions
 from hub.wire.topics import Selector
 from tests.support.waiting import settled
 from tests.support.work import script_runs_us
@@ -44,7 +43,7 @@ async def test_one_link_per_node_and_one_sharded_subscription_per_partition(hub_
         assert links() == [1, 1, 1]  # sixty topics, three connections: one per node
         subscribed = set()
         for primary in redis_cluster.primaries():
-            for channel in primary.call("PUBSUB", "SHARDCHANNELS", f"{parts.prefixes[0].split(':')[0]}:*"):
+            for channel in primary.call("PUBSUB", "SHARDCHANNELS", f"{parts.keys[0].prefix.split(':')[0]}:*"):
                 subscribed.add(parts.of_channel(channel if isinstance(channel, bytes) else channel.encode()))
         assert wanted | {hub.fanout.broker._home} == subscribed - {None}
 
@@ -174,7 +173,7 @@ async def test_a_read_whose_partition_is_given_up_fails_at_once(hub_factory, red
     loop = asyncio.get_running_loop()
     for registered in (False, True):  # given up before the read registered its token, and after
         await broker.subscribe(selector)
-        read = asyncio.create_task(broker.snapshot([selector], Since.parse(None)))
+        read = asyncio.create_task(broker.snapshot([selector], broker.parse_since(None)))
         if registered:
             async with asyncio.timeout(1):
                 while not broker._receiver.syncs:
@@ -192,7 +191,7 @@ async def test_a_partition_handing_out_an_id_twice_starts_a_new_epoch(hub_factor
     ids = (await hub.publish([{"topic": "regress", "data": str(i)} for i in range(10)]))["ids"]
     p = _partitions(hub).of_topic("regress")
     # The partition comes back with less than it had acknowledged (a crash with appendfsync everysec).
-    await hub.fanout.broker._client.hset(f"{_partitions(hub).prefixes[p]}:seq", "seq", "5")
+    await hub.fanout.broker._client.hset(_partitions(hub).keys[p].sequence, "seq", "5")
     again = (await hub.publish({"topic": "regress", "data": "new"}))["id"]
     assert again.split("_")[0] != ids[0].split("_")[0]  # another digest: another epoch
 
@@ -240,7 +239,7 @@ async def test_a_partition_counter_an_older_hub_let_a_client_damage_is_repaired(
     hub = await hub_factory(redis_cluster.url)
     before = (await hub.publish({"topic": "dmg", "data": "before"}))["id"]
     p = _partitions(hub).of_topic("dmg")
-    await hub.fanout.broker._client.hset(f"{_partitions(hub).prefixes[p]}:seq", "seq", "1e+20")
+    await hub.fanout.broker._client.hset(_partitions(hub).keys[p].sequence, "seq", "1e+20")
     async with hub.session.get(hub.url + "/topics/dmg/history", params={"after": before}) as resp:
         assert resp.status == 409, await resp.text()
     after = (await hub.publish({"topic": "dmg", "data": "after"}))["id"]

@@ -11,7 +11,6 @@ from hub.brokers.memory import MemoryBroker
 from hub.config import HistoryConfig
 from hub.wire.event import Draft, Event
 from hub.wire.idempotency import Idempotency
-from hub.wire.ids import Since
 from hub.wire.topics import Selector
 from tests.support.work import counted_calls
 
@@ -41,7 +40,7 @@ async def test_history_gives_back_every_field_of_the_events_it_holds():
     assert page.events == [Event.from_draft(id_, draft) for id_, draft in zip(ids, drafts, strict=True)]
     epoch = ids[0].rpartition("-")[0]
     selectors = (Selector.parse("h/a"), Selector.parse("h/b"))
-    snapshot = await broker.snapshot(selectors, Since.parse(f"{epoch}-0"))
+    snapshot = await broker.snapshot(selectors, broker.parse_since(f"{epoch}-0"))
     assert [e.id for e in snapshot.events] == ids  # the event of two topics once
 
 
@@ -54,9 +53,9 @@ async def test_a_pattern_snapshot_costs_the_matching_topics_not_all_topics():
     await broker.publish([Draft(("public/0",), "later")])
     selectors = [Selector.parse("public/**")]
     for since, expected in [
-        (Since.parse(None), [0, 1, 2, 3, 4]),
-        (Since.parse("earliest"), [0, 1, 2, 3, 4, "later"]),
-        (Since.parse(ids[2]), [3, 4, "later"]),
+        (broker.parse_since(None), [0, 1, 2, 3, 4]),
+        (broker.parse_since("earliest"), [0, 1, 2, 3, 4, "later"]),
+        (broker.parse_since(ids[2]), [3, 4, "later"]),
     ]:
         with counted_calls() as calls:
             snapshot = await broker.snapshot(selectors, since)

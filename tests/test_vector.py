@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from hub.brokers.cluster.partitions import Partitions
 from hub.wire.cluster_ids import Stamp, VectorCursor, digest, format_vector, parse_vector
 from hub.wire.event import Event
 from hub.wire.ids import MAX_SEQ, ContinuityLost, parse_id
-from hub.wire.partitions import Partitions
 from hub.wire.topics import Selector
 
 epochs = st.text(alphabet="abcdefghijklmnopqrstuvwxyz234567", min_size=6, max_size=6)
@@ -52,7 +52,7 @@ def test_partitions_spread_over_equal_slot_ranges_and_keys_share_their_slot():
     for p in parts.all:
         slot = parts.slots[p]
         assert p * REDIS_CLUSTER_HASH_SLOTS // 16 <= slot < (p + 1) * REDIS_CLUSTER_HASH_SLOTS // 16
-        for key in (f"{parts.prefixes[p]}:seq", f"{parts.prefixes[p]}:h:a/b{{x}}", parts.channels[p]):
+        for key in (parts.keys[p].sequence, parts.keys[p].history("a/b{x}"), parts.channels[p]):
             assert key_slot(key.encode() if isinstance(key, str) else key) == slot
         assert parts.of_slot(slot) == p
         assert parts.of_channel(parts.channels[p]) == p
@@ -62,25 +62,22 @@ def test_partitions_spread_over_equal_slot_ranges_and_keys_share_their_slot():
         Partitions(0, "hub")
 
 
-def _event(partition: int, seqs: tuple[int, ...], topics: tuple[str, ...] = ("t",), cross=()) -> Event:
-    event = Event("own", topics, None)
-    event.stamp = Stamp(partition, ("e0", "e1", "e2"), seqs)
-    event.cross = cross
-    return event
+EVENT = Event("own", ("t",), None)
+
+
+def _stamp(partition: int, seqs: tuple[int, ...], cross: tuple[str, ...] = ()) -> Stamp:
+    return Stamp(partition, ("e0", "e1", "e2"), seqs, cross)
 
 
 def test_a_cursor_places_held_events_above_its_floor_and_names_what_was_sent():
     cursor = VectorCursor((0, 2), {0: "e0", 2: "e2"}, {0: 10, 2: 5}, [Selector.parse("**")], lambda t: 0)
     assert cursor.relabels
-    assert cursor.place(_event(0, (10, 0, 3))) is None  # in the snapshot already
+    assert cursor.place(EVENT, _stamp(0, (10, 0, 3))) is None  # in the snapshot already
     # received before the snapshot's sync for partition 2 came back: the floor stands for it
-    assert cursor.place(_event(0, (11, 0, 3))) == format_vector([(0, "e0", 11), (2, "e2", 5)])
-    assert cursor.place(_event(2, (12, 0, 7))) == format_vector([(0, "e0", 12), (2, "e2", 7)])
-    stranger = _event(0, (11, 0, 3))
-    assert stranger.stamp is not None
-    stranger.stamp = Stamp(0, ("other", "e1", "e2"), (11, 0, 3))
+    assert cursor.place(EVENT, _stamp(0, (11, 0, 3))) == format_vector([(0, "e0", 11), (2, "e2", 5)])
+    assert cursor.place(EVENT, _stamp(2, (12, 0, 7))) == format_vector([(0, "e0", 12), (2, "e2", 7)])
     with pytest.raises(ContinuityLost):
-        cursor.place(stranger)
+        cursor.place(EVENT, Stamp(0, ("other", "e1", "e2"), (11, 0, 3)))
     with pytest.raises(ContinuityLost):
         cursor.place(Event("x-1", ("t",), None))  # no stamp: not a cluster event
 
@@ -90,9 +87,9 @@ def test_an_event_of_several_partitions_reaches_a_subscriber_of_both_once():
     both = VectorCursor((0, 2), {0: "e0", 2: "e2"}, {0: 0, 2: 0}, [Selector.parse("a"), Selector.parse("b")],
                         partition_of)  # fmt: skip
     only_b = VectorCursor((2,), {2: "e2"}, {2: 0}, [Selector.parse("b")], partition_of)
-    copy_in_0 = _event(0, (1, 0, 0), topics=("a",), cross=("b",))
-    copy_in_2 = _event(2, (1, 0, 1), topics=("b",), cross=("a",))
-    assert not both.duplicate(copy_in_0)
-    assert both.duplicate(copy_in_2)
-    assert not only_b.duplicate(copy_in_2)
-    assert both.place(copy_in_2) is None
+    copy_in_0 = _stamp(0, (1, 0, 0), cross=("b",))
+    copy_in_2 = _stamp(2, (1, 0, 1), cross=("a",))
+    assert not both.duplicate(0, copy_in_0.cross)
+    assert both.duplicate(2, copy_in_2.cross)
+    assert not only_b.duplicate(2, copy_in_2.cross)
+    assert both.place(Event("own", ("b",), None), copy_in_2) is None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hub.brokers.base import Broker, BrokerSink
 from hub.config import Config
 
 
-def create_broker(config: Config) -> Broker:
+def create_broker(config: Config) -> Broker[Any]:
     if config.redis.url and config.redis.is_cluster:
         from hub.brokers.cluster import RedisClusterBroker
 

@@ -10,16 +10,24 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from hub.wire.event import Draft, Event
 from hub.wire.idempotency import Idempotency
-from hub.wire.ids import HistoryPage, Position, Since, Snapshot, parse_id, parse_seq
+from hub.wire.ids import HistoryPage, Position, Since, Snapshot, parse_id, parse_seq, parse_since
 from hub.wire.topics import Selector
+
+if TYPE_CHECKING:
+    from hub.wire.cluster_ids import Stamp
+
+# A broker's own resume position: `Position` (one counter), or `VectorId` on a cluster.
+P = TypeVar("P")
 
 
 class BrokerSink(Protocol):
-    def on_event(self, event: Event) -> None: ...
+    def on_event(self, event: Event, stamp: Stamp | None = None) -> None:
+        """An event for the local subscribers; on a cluster, with what the hub had received of each
+        partition when it came (`stamp`), which their ids are made of."""
 
     def on_tick(self) -> None: ...
 
@@ -27,9 +35,17 @@ class BrokerSink(Protocol):
         """The broker cannot prove that every event reached the sink (it lost its data)."""
 
 
-class Broker(ABC):
+class Broker(ABC, Generic[P]):
     name: str
     reconnects = 0  # times a live connection to the broker was lost and sought again
+
+    @abstractmethod
+    def parse_position(self, text: str) -> P | None:
+        """The position an id of this broker's names, or None if it issued no such id."""
+
+    def parse_since(self, last_event_id: str | None) -> Since[P]:
+        """Where a subscriber resumes: its Last-Event-ID, read once into this broker's own position."""
+        return parse_since(last_event_id, self.parse_position)
 
     @abstractmethod
     async def start(self, sink: BrokerSink) -> None:
@@ -53,7 +69,7 @@ class Broker(ABC):
         raises `Unprocessable` when it came with another request."""
 
     @abstractmethod
-    async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
+    async def snapshot(self, selectors: Sequence[Selector], since: Since[P]) -> Snapshot:
         """What a subscriber that is already subscribed needs before live events (see `Snapshot`)."""
 
     @abstractmethod

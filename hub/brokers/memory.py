@@ -28,6 +28,7 @@ from hub.wire.ids import (
     SinceKind,
     Snapshot,
     merge,
+    parse_id,
 )
 from hub.wire.topic_index import TopicIndex
 from hub.wire.topics import Selector
@@ -49,7 +50,7 @@ _SWEEP = 64
 _TICK_SWEEP = 2000
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(Broker[Position]):
     name = "memory"
 
     def __init__(self, history: HistoryConfig, idempotency_window: float) -> None:
@@ -129,7 +130,10 @@ class MemoryBroker(Broker):
         while done and next(iter(done.values()))[0] < now:
             done.popitem(last=False)
 
-    async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
+    def parse_position(self, text: str) -> Position | None:
+        return parse_id(text)
+
+    async def snapshot(self, selectors: Sequence[Selector], since: Since[Position]) -> Snapshot:
         position = Position(self._epoch, self._seq)
         reset = None
         if since.kind is SinceKind.UNKNOWN:

@@ -37,11 +37,19 @@ from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.refusals import Refusals
 from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
-from hub.brokers.topic_ttl import TopicSweeper, ttl_ms
+from hub.brokers.script_args import (
+    HistoryBounds,
+    ScriptCall,
+    ScriptEvent,
+    history_start,
+    publish_call,
+    snapshot_call,
+)
+from hub.brokers.topic_ttl import TopicSweeper
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable, OutcomeUnknown, idempotency_key_reused
 from hub.redact import redact_url
-from hub.wire.event import Draft, EnvelopeError, Event, envelope_id, new_epoch, open_envelope
+from hub.wire.event import Draft, EnvelopeError, Event, envelope_id, open_envelope
 from hub.wire.idempotency import Idempotency
 from hub.wire.ids import (
     HistoryPage,
@@ -67,7 +75,7 @@ CLOSE_TIMEOUT = 2.0
 PUBLISH_SHA = hashlib.sha1(redis_scripts.PUBLISH.encode()).hexdigest().encode()
 
 
-class RedisBroker(Broker):
+class RedisBroker(Broker[Position]):
     name = "redis"
 
     def __init__(self, config: RedisConfig, history: HistoryConfig, idempotency_window: float) -> None:
@@ -75,7 +83,7 @@ class RedisBroker(Broker):
         self._history = history
         self._idempotency_window = idempotency_window
         self._keys = RedisKeys(config.prefix)
-        self._ttl_ms = ttl_ms(history)
+        self._bounds = HistoryBounds.of(history)
         # A bounded pool that makes callers wait for a connection: a burst of subscribers queues for
         # a few milliseconds instead of opening a connection each (or failing past a limit).
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -156,15 +164,9 @@ class RedisBroker(Broker):
     # publishing
 
     async def publish(self, drafts: Sequence[Draft], idempotency: Idempotency | None = None) -> list[str]:
-        keys = self._keys
-        if idempotency is None:
-            token = keys.publish_token(f"{self.node}.{next(self._publishes)}")
-            args = self._publish_args(drafts, token, PUBLISH_TOKEN_TTL, "")
-        else:
-            token = keys.idempotency(idempotency.name)
-            args = self._publish_args(drafts, token, int(self._idempotency_window), idempotency.fingerprint)
+        events = [ScriptEvent(draft.topics, draft.body(), draft.retain) for draft in drafts]
         try:
-            reply = await self._run_publish(args)
+            reply = await self._run_publish(self._publish_call(events, idempotency))
         except (BrokerUnavailable, OutcomeUnknown):
             self._refusals.failed()  # not ready until a publish goes through again (the probe)
             raise
@@ -196,43 +198,32 @@ class RedisBroker(Broker):
             return published
         return received
 
-    def _publish_args(
-        self, drafts: Sequence[Draft], token: str, ttl: int, fingerprint: str
-    ) -> list[bytes | str | int]:
+    def _publish_call(self, events: list[ScriptEvent], idempotency: Idempotency | None) -> ScriptCall:
         keys = self._keys
-        args: list[bytes | str | int] = [
-            7,
-            keys.sequence,
-            keys.topics,
-            keys.retained,
-            token,
-            *keys.publish_indexes,
-            keys.prefix,
-            ttl,
-            new_epoch(),
-            *self._evidence(),
-            self._history.max_events,
-            int(self._history.max_age * 1000),
-            len(drafts),
-            "",
-            fingerprint,
-            self._ttl_ms,
-        ]
-        for draft in drafts:
-            args.append(len(draft.topics))
-            args.extend(draft.topics)
-            args.append(draft.body())
-            args.append(1 if draft.retain else 0)
-        return args
+        if idempotency is None:
+            token_key = keys.publish_token(f"{self.node}.{next(self._publishes)}")
+            token_ttl, fingerprint = PUBLISH_TOKEN_TTL, ""
+        else:
+            token_key = keys.idempotency(idempotency.name)
+            token_ttl, fingerprint = int(self._idempotency_window), idempotency.fingerprint
+        return publish_call(
+            keys,
+            self._bounds,
+            events,
+            token_key=token_key,
+            token_ttl=token_ttl,
+            fingerprint=fingerprint,
+            evidence=self._evidence(),
+            sharded=False,
+        )
 
     async def _probe_publish(self) -> None:
         """The publish script with no event: raises while Redis refuses what a publish writes."""
-        token = self._keys.publish_token(f"{self.node}.{next(self._publishes)}")
-        reply = await self._run_publish(self._publish_args([], token, PUBLISH_TOKEN_TTL, ""))
+        reply = await self._run_publish(self._publish_call([], None))
         if isinstance(reply, hiredis.ReplyError):
             raise BrokerUnavailable()
 
-    async def _run_publish(self, args: list[bytes | str | int]) -> Any:
+    async def _run_publish(self, call: ScriptCall) -> Any:
         """The publish script's reply. A call whose connection was lost is sent again: its token
         makes the script answer a repeat from what the first run did, so it runs exactly once.
 
@@ -242,6 +233,7 @@ class RedisBroker(Broker):
         sent = False
         failure: Exception | None = None
         loop = asyncio.get_running_loop()
+        args = [len(call.keys), *call.keys, *call.args]
         # Retried while quick: a connection that timed out opening would make each retry wait as long.
         deadline = loop.time() + self._config.connect_timeout
         for attempt in range(PUBLISH_RETRIES + 1):
@@ -268,10 +260,15 @@ class RedisBroker(Broker):
             raise OutcomeUnknown("the connection to redis was lost before its answer")
         raise BrokerUnavailable()
 
-    async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
+    def parse_position(self, text: str) -> Position | None:
+        return parse_id(text)
+
+    async def snapshot(self, selectors: Sequence[Selector], since: Since[Position]) -> Snapshot:
         return await self._snapshot(selectors, since, catch_up=False)
 
-    async def _snapshot(self, selectors: Sequence[Selector], since: Since, *, catch_up: bool) -> Snapshot:
+    async def _snapshot(
+        self, selectors: Sequence[Selector], since: Since[Position], *, catch_up: bool
+    ) -> Snapshot:
         token = secrets.token_hex(8).encode()
         synced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._syncs[token] = (synced, catch_up)
@@ -298,34 +295,22 @@ class RedisBroker(Broker):
         if current is None or current.epoch != position.epoch or current.seq < position.seq:
             self._last_id = str(position).encode()
 
-    async def _read_snapshot(self, selectors: Sequence[Selector], since: Since, token: bytes) -> Snapshot:
-        exact = [s.text for s in selectors if not s.is_pattern]
-        patterns = [s for s in selectors if s.is_pattern]
-        after = since.position
-        args: list[bytes | str | int] = [
-            self._keys.prefix,
-            new_epoch(),
-            since.kind.value,
-            after.epoch if after else "",
-            after.seq if after else 0,
-            self._tick_channel,
-            token,
-            self._history.max_replay,
-            "PUBLISH",
-            *self._evidence(),
-            "",
-            0,
-            "",
-            self._history.max_replay_bytes,
-            len(exact),
-            *exact,
-            len(patterns),
-        ]
-        for pattern in patterns:
-            args.extend((len(pattern.segments), "/".join(pattern.segments), 1 if pattern.tail else 0))
-        keys = self._keys
+    async def _read_snapshot(
+        self, selectors: Sequence[Selector], since: Since[Position], token: bytes
+    ) -> Snapshot:
+        call = snapshot_call(
+            self._keys,
+            self._bounds,
+            selectors,
+            mode=since.kind,
+            after=since.position,
+            token=token,
+            channel=self._tick_channel,
+            evidence=self._evidence(),
+            sharded=False,
+        )
         try:
-            reply = await self._snapshot_script(keys=keys.snapshot_keys, args=args)
+            reply = await self._snapshot_script(keys=call.keys, args=call.args)
         except _REDIS_DOWN as exc:
             log.debug("snapshot failed: %s", exc)
             raise BrokerUnavailable("the broker is unavailable") from None
@@ -338,10 +323,8 @@ class RedisBroker(Broker):
         )
 
     async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
-        # Entry ids are `<seq>-0` (see redis_scripts): an exclusive start at `after` is a plain XRANGE.
-        # Redis' counter is a signed 64-bit integer, and XRANGE refuses ids past 64 bits: an `after`
-        # beyond every possible id reads nothing (and the engine answers that it names no place).
-        start = "-" if after is None else f"({min(after.seq, 2**63 - 1)}-0"
+        # An `after` beyond every possible id reads nothing (and the engine answers that it names no place).
+        start = history_start(after)
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hmget(self._keys.sequence, "epoch", "seq")

@@ -1,4 +1,5 @@
-"""Every Redis key and channel name the hub uses, in one place."""
+"""Every Redis key and channel name the hub uses, in one place; the Lua scripts take theirs from here
+(KEYS, and the history and channel prefixes in ARGV: see `hub.brokers.script_args`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from hub.wire.topics import Selector, glob_escape
 class RedisKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self._channel_prefix = f"{prefix}:t:".encode()
+        # `<prefix>:h:<topic>`: a topic's history stream; `<prefix>:t:<topic>`: its channel on one Redis.
+        self.history_prefix = f"{prefix}:h:"
+        self.channel_prefix = f"{prefix}:t:"
+        self._channel_prefix = self.channel_prefix.encode()
+        # On a cluster: the one sharded channel that carries every event of a partition's topics.
+        self.shard_channel = f"{prefix}:events".encode()
         # The id counter and the epoch that tells ids from before a data loss apart.
         self.sequence = f"{prefix}:seq"
         self.topics = f"{prefix}:topics"  # every topic with history, scored by its last seq
@@ -20,6 +26,11 @@ class RedisKeys:
         # With `history.ttl`: the counter's value at times (score: ms), so the registry (by last seq) says
         # which topics no one has published to since a time (see `hub.brokers.topic_ttl`).
         self.marks = f"{prefix}:topics:marks"
+
+    @classmethod
+    def of_partition(cls, prefix: str, tag: str) -> RedisKeys:
+        """A cluster partition's keys: `<prefix>:{<tag>}:...`, so the hash tag alone picks their slot."""
+        return cls(f"{prefix}:{{{tag}}}")
 
     @property
     def publish_indexes(self) -> list[str]:
@@ -42,7 +53,7 @@ class RedisKeys:
     def subscription(self, selector: Selector) -> tuple[bool, bytes]:
         """(is_pattern, name) to SUBSCRIBE or PSUBSCRIBE for a selector."""
         if selector.is_pattern:
-            return True, (glob_escape(f"{self.prefix}:t:") + selector.glob()).encode()
+            return True, (glob_escape(self.channel_prefix) + selector.glob()).encode()
         return False, self.channel(selector.text)
 
     def publish_token(self, token: str) -> str:
@@ -52,7 +63,7 @@ class RedisKeys:
         return f"{self.prefix}:idem:{key}"
 
     def history(self, topic: str) -> str:
-        return f"{self.prefix}:h:{topic}"  # also spelled out in the Lua scripts
+        return self.history_prefix + topic
 
     def tick(self, node: str) -> bytes:
         return f"{self.prefix}:tick:{node}".encode()

@@ -41,60 +41,54 @@ local function repair_counter(seq_key, topics_key, fresh)
 end
 """
 
-# KEYS: sequence hash, topic registry, retained hash, this call's token (its first answer, for retries
-# and Idempotency-Key). ARGV: prefix, token lifetime (s), a fresh epoch, this hub's last seen epoch and
-# seq, max events per topic, max age (ms; 0 = none), the event count, the shard channel ('' on one Redis:
-# each topic's own channel), the request's fingerprint, then per event: its topic count, the topics, its
-# body, '1' to retain. Returns the ids joined by spaces, or '!reused' when the token answered another
-# request (an Idempotency-Key sent again with other events). With no event, it publishes nothing and
-# moves the counter by 0: a probe that Redis takes this script's writes again after refusing them.
-# On a cluster, `prefix` carries the partition's hash tag, so every key touched lives in one slot, and
-# each event goes out once on its partition's sharded channel (SPUBLISH) instead of once per topic.
-# KEYS[5..7]: the topic names index, the retained names index, and the cursor of their catching up with
-# topics an older hub wrote (see `RedisKeys`); a cluster's histories follow them, declared only.
-# ARGV[11], before the events: `history.ttl` in ms (0: kept forever): each topic's stream is kept set to
-# expire between that long and an eighth more after its publish.
+# KEYS and ARGV: see `hub.brokers.script_args.publish_call`. Returns the ids joined by spaces, or
+# '!reused' when the token answered another request (an Idempotency-Key sent again with other events).
+# With no event, it publishes nothing and moves the counter by 0: a probe that Redis takes this script's
+# writes again after refusing them. On a cluster, the keys carry the partition's hash tag, so every key
+# touched lives in one slot, and each event goes out once on its partition's sharded channel (SPUBLISH)
+# instead of once per topic. Each topic's stream is kept set to expire between `history.ttl` and an eighth
+# more after its publish.
 PUBLISH = (
     REPAIR_COUNTER
     + """
-local done = redis.call('GET', KEYS[4])
+local seq_key, topics_key, retained_key, token_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local names_key, retained_names_key, names_cursor_key = KEYS[5], KEYS[6], KEYS[7]
+local history_prefix, channel_prefix, token_ttl = ARGV[1], ARGV[2], ARGV[3]
+local fresh_epoch, seen_epoch, hwm = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local max_events, max_age, count = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+local shard_channel, fingerprint, ttl = ARGV[10], ARGV[11], tonumber(ARGV[12])
+local i = 13  -- the first event's topic count
+
+local done = redis.call('GET', token_key)
 if done then
-  local fingerprint, ids = string.match(done, '^([^|]*)|(.*)$')
-  if not fingerprint then
+  local done_fingerprint, ids = string.match(done, '^([^|]*)|(.*)$')
+  if not done_fingerprint then
     return done  -- written before answers carried their request's fingerprint
   end
-  if fingerprint ~= ARGV[10] then
+  if done_fingerprint ~= fingerprint then
     return '!reused'
   end
   return ids
 end
-local seq_key, topics_key, retained_key = KEYS[1], KEYS[2], KEYS[3]
-local prefix = ARGV[1]
-local epoch = repair_counter(seq_key, topics_key, ARGV[3]) or redis.call('HGET', seq_key, 'epoch')
-local hwm = tonumber(ARGV[5])
+local epoch = repair_counter(seq_key, topics_key, fresh_epoch) or redis.call('HGET', seq_key, 'epoch')
 if not epoch then
-  epoch = ARGV[3]
+  epoch = fresh_epoch
   redis.call('HSET', seq_key, 'epoch', epoch)
-elseif epoch == ARGV[4] and tonumber(redis.call('HGET', seq_key, 'seq') or '0') < hwm then
+elseif epoch == seen_epoch and tonumber(redis.call('HGET', seq_key, 'seq') or '0') < hwm then
   -- Redis came back with less than this hub had seen: ids would repeat, so start a new epoch
-  epoch = ARGV[3]
+  epoch = fresh_epoch
   redis.call('HSET', seq_key, 'epoch', epoch, 'seq', hwm)
 end
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local max_events = ARGV[6]
-local max_age = tonumber(ARGV[7])
 local index_due = false
-local ttl = tonumber(ARGV[11])
 local floor = nil  -- the drop floor, read once a new topic needs it
 local expiring = {}  -- topics whose streams are set to expire already: once per call, not per event
 local ids = {}
-local shard_channel = ARGV[9]
-if tonumber(ARGV[8]) == 0 then
+if count == 0 then
   redis.call('HINCRBY', seq_key, 'seq', 0)
 end
-local i = 12
-for e = 1, tonumber(ARGV[8]) do
+for e = 1, count do
   local n = tonumber(ARGV[i])
   local body = ARGV[i + n + 1]
   local retain = ARGV[i + n + 2] == '1'
@@ -104,7 +98,7 @@ for e = 1, tonumber(ARGV[8]) do
   local message = id .. ' ' .. body
   for c = 1, n do
     local topic = ARGV[i + c]
-    local history = prefix .. ':h:' .. topic
+    local history = history_prefix .. topic
     local prev = redis.call('ZSCORE', topics_key, topic)
     local new_topic = not prev
     if new_topic then
@@ -127,7 +121,7 @@ for e = 1, tonumber(ARGV[8]) do
     end
     redis.call('ZADD', topics_key, seq, topic)
     if new_topic then
-      redis.call('ZADD', KEYS[5], 0, topic)
+      redis.call('ZADD', names_key, 0, topic)
     end
     if ttl > 0 and not expiring[topic] then
       expiring[topic] = true
@@ -138,10 +132,10 @@ for e = 1, tonumber(ARGV[8]) do
       end
     end
     if retain and redis.call('HSET', retained_key, topic, message) == 1 then
-      redis.call('ZADD', KEYS[6], 0, topic)
+      redis.call('ZADD', retained_names_key, 0, topic)
     end
     if shard_channel == '' then
-      redis.call('PUBLISH', prefix .. ':t:' .. topic, message)
+      redis.call('PUBLISH', channel_prefix .. topic, message)
     end
   end
   if shard_channel ~= '' then
@@ -153,12 +147,12 @@ end
 -- Topics an older hub wrote (before the name indexes, or beside this one in a rolling upgrade) are
 -- missing from them. Every 16th seq, a publish compares the counts and indexes the next 1,000 topics
 -- of the registry by score from a cursor: nearly free on the way, complete after a few publishes.
-if index_due and (redis.call('ZCARD', KEYS[5]) < redis.call('ZCARD', topics_key)
-    or redis.call('ZCARD', KEYS[6]) < redis.call('HLEN', retained_key)) then
-  local from = redis.call('GET', KEYS[7]) or '0'
+if index_due and (redis.call('ZCARD', names_key) < redis.call('ZCARD', topics_key)
+    or redis.call('ZCARD', retained_names_key) < redis.call('HLEN', retained_key)) then
+  local from = redis.call('GET', names_cursor_key) or '0'
   local batch = redis.call('ZRANGEBYSCORE', topics_key, '(' .. from, '+inf', 'LIMIT', 0, 1000)
   if #batch == 0 then
-    redis.call('DEL', KEYS[7])  -- at the end, still incomplete: go round again
+    redis.call('DEL', names_cursor_key)  -- at the end, still incomplete: go round again
   else
     local last = redis.call('ZSCORE', topics_key, batch[#batch])
     if #batch == 1000 then
@@ -166,65 +160,66 @@ if index_due and (redis.call('ZCARD', KEYS[5]) < redis.call('ZCARD', topics_key)
       batch = redis.call('ZRANGEBYSCORE', topics_key, '(' .. from, last)
     end
     for _, topic in ipairs(batch) do
-      redis.call('ZADD', KEYS[5], 0, topic)
+      redis.call('ZADD', names_key, 0, topic)
       if redis.call('HEXISTS', retained_key, topic) == 1 then
-        redis.call('ZADD', KEYS[6], 0, topic)
+        redis.call('ZADD', retained_names_key, 0, topic)
       end
     end
-    redis.call('SET', KEYS[7], last)
+    redis.call('SET', names_cursor_key, last)
   end
 end
 local result = table.concat(ids, ' ')
-redis.call('SET', KEYS[4], ARGV[10] .. '|' .. result, 'EX', ARGV[2])
+redis.call('SET', token_key, fingerprint .. '|' .. result, 'EX', token_ttl)
 return result
 """
 )
 
-# KEYS: sequence hash, topic registry, retained hash. ARGV: prefix, a fresh epoch, mode ('new',
-# 'earliest', 'after', 'unknown'), the client's after-id epoch and seq, a channel and token to publish when
-# done, the most events to replay (past it: reset 'too_much'), 'SPUBLISH' on a cluster (else 'PUBLISH'),
-# this hub's evidence ('' or the epoch and seq of the newest position it received from this Redis), a
-# continuity check ('' or the topic, seq and envelope of the last event the hub received: after a
-# failover, the promoted replica may lack it and hand its seq out again), the most bytes of history to
-# replay (past it: reset 'too_much'), the exact topic count, the
-# topics, the pattern count, then per pattern: its segment count, its segments joined by '/', '1' if it
-# ends in `**`. Returns {epoch, seq, reset reason or '', envelopes...}.
+# KEYS and ARGV: see `hub.brokers.script_args.snapshot_call`. Returns {epoch, seq, reset reason or '',
+# envelopes...}: past the most events or bytes to replay, reset 'too_much'.
 # Only the hub's evidence can start a new epoch: the client's after-id is judged, never written, so no
-# client can move the counter or the epoch that every other client's ids depend on.
+# client can move the counter or the epoch that every other client's ids depend on. The continuity check
+# (the last event the hub received) catches a failover: the promoted replica may lack it and hand its seq
+# out again.
 # The token reaches the hub's subscriber connection after every message published before this read, so
 # once it arrives, no live message older than the snapshot can still be in flight. On a cluster it also
 # carries the position read, as `<token> <epoch>-<seq>`.
-# KEYS[4..5]: the topic names index and the retained names index; a cluster's histories follow them.
 SNAPSHOT = (
     REPAIR_COUNTER
     + """
 local seq_key, topics_key, retained_key = KEYS[1], KEYS[2], KEYS[3]
-local prefix = ARGV[1]
-local epoch = repair_counter(seq_key, topics_key, ARGV[2]) or redis.call('HGET', seq_key, 'epoch')
+local names_key, retained_names_key = KEYS[4], KEYS[5]
+local history_prefix, fresh_epoch, mode, after_epoch, after_seq = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local done_channel, token, max_replay, publish = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
+local seen_epoch, seen_seq = ARGV[10], tonumber(ARGV[11])
+local last_topic, last_seq, last_message = ARGV[12], ARGV[13], ARGV[14]
+local max_bytes = tonumber(ARGV[15])
+local i = 16  -- the exact topic count
+
+local epoch = repair_counter(seq_key, topics_key, fresh_epoch) or redis.call('HGET', seq_key, 'epoch')
 if not epoch then
-  epoch = ARGV[2]
+  epoch = fresh_epoch
   redis.call('HSET', seq_key, 'epoch', epoch)
 end
 local seq = tonumber(redis.call('HGET', seq_key, 'seq') or '0')
 local dropped = tonumber(redis.call('HGET', seq_key, 'dropped') or '0')
-if ARGV[10] == epoch then
+if seen_epoch == epoch then
   -- The hub received more than Redis holds, or its last event is not what Redis holds under that seq:
   -- Redis came back with less than it had handed out, so ids would repeat. A new epoch tells them apart.
-  local lost = tonumber(ARGV[11]) > seq
-  if not lost and ARGV[12] ~= '' then
-    local history = prefix .. ':h:' .. ARGV[12]
-    local entry = redis.call('XRANGE', history, ARGV[13] .. '-0', ARGV[13] .. '-0')[1]
+  local lost = seen_seq > seq
+  if not lost and last_topic ~= '' then
+    local history = history_prefix .. last_topic
+    local entry = redis.call('XRANGE', history, last_seq .. '-0', last_seq .. '-0')[1]
     if entry then
-      lost = entry[2][2] ~= ARGV[14]
+      lost = entry[2][2] ~= last_message
     else
       local head = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
       -- gone by trimming is not loss (the trimmed check below answers it); a hole is
-      lost = not head or tonumber(string.match(head[1], '^(%d+)')) <= tonumber(ARGV[13])
+      lost = not head or tonumber(string.match(head[1], '^(%d+)')) <= tonumber(last_seq)
     end
   end
   if lost then
-    epoch = ARGV[2]
-    seq = math.max(seq, tonumber(ARGV[11]))
+    epoch = fresh_epoch
+    seq = math.max(seq, seen_seq)
     redis.call('HSET', seq_key, 'epoch', epoch, 'seq', seq)
   end
 end
@@ -238,7 +233,6 @@ local function split(text)
 end
 
 local exact = {}
-local i = 16
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
   exact[#exact + 1] = ARGV[i]
@@ -327,7 +321,6 @@ local function gather(index, candidates)
 end
 
 -- An index that an older hub's writes left incomplete is not read until publishes have caught it up.
-local names_key, retained_names_key = KEYS[4], KEYS[5]
 local function with_history(after)
   if #patterns == 0 then
     return gather()
@@ -367,12 +360,10 @@ end
 local topics = {}
 
 local out = {epoch, seq, ''}
-local max_replay = tonumber(ARGV[8])
-local max_bytes = tonumber(ARGV[15])
 local replayed = 0
 local function history_after(after)
   for _, topic in ipairs(topics) do
-    local key = prefix .. ':h:' .. topic
+    local key = history_prefix .. topic
     local start = '(' .. after .. '-0'
     repeat
       -- in slices, so that a replay past its bounds stops there rather than after reading it all
@@ -411,27 +402,26 @@ local function retained()
 end
 
 local function done()
-  if ARGV[9] == 'SPUBLISH' then
-    redis.call('SPUBLISH', ARGV[6], ARGV[7] .. ' ' .. out[1] .. '-' .. out[2])
+  if publish == 'SPUBLISH' then
+    redis.call('SPUBLISH', done_channel, token .. ' ' .. out[1] .. '-' .. out[2])
   else
-    redis.call('PUBLISH', ARGV[6], ARGV[7])
+    redis.call('PUBLISH', done_channel, token)
   end
   return out
 end
 
-local mode = ARGV[3]
 if mode == 'after' then
-  local after = tonumber(ARGV[5])
-  if ARGV[4] ~= epoch or after > seq then
+  local after = tonumber(after_seq)
+  if after_epoch ~= epoch or after > seq then
     -- another epoch, or a position from the future: this stream alone resyncs
     out[3] = 'epoch'
   elseif #patterns > 0 and dropped > after then
     -- a topic dropped since may have matched: its name is forgotten, so no pattern can tell
     out[3] = 'trimmed'
   else
-    topics = with_history(ARGV[5])
+    topics = with_history(after_seq)
     for _, topic in ipairs(topics) do
-      local head = redis.call('XRANGE', prefix .. ':h:' .. topic, '-', '+', 'COUNT', 1)[1]
+      local head = redis.call('XRANGE', history_prefix .. topic, '-', '+', 'COUNT', 1)[1]
       local lost_from
       if head then
         lost_from = tonumber(head[2][6])
@@ -461,6 +451,12 @@ retained()
 return done()
 """
 )
+
+# A cluster's history read on the topic's shard. KEYS and ARGV: see `script_args.history_page_call`.
+HISTORY_PAGE = """
+local position = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+return {position[1], position[2], redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])}
+"""
 
 # The SNAPSHOT script's reset reason, as the client is told it.
 RESETS = {

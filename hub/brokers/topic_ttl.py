@@ -29,6 +29,7 @@ from typing import Any
 import redis.exceptions
 
 from hub.brokers.redis_keys import RedisKeys
+from hub.brokers.script_args import sweep_call, ttl_ms
 from hub.config import HistoryConfig
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,11 @@ SWEEP_BATCH = 500  # topics one script call drops: a few milliseconds of Redis' 
 SWEEP_INTERVAL_MAX = 30.0  # seconds; a topic outlives its ttl by at most two of these
 SWEEP_INTERVAL_MIN = 0.05
 
-# KEYS: sequence hash, topic registry, retained hash, topic names, retained names, marks. ARGV: prefix,
-# ttl (ms), batch. Returns the topics dropped.
+# KEYS and ARGV: see `hub.brokers.script_args.sweep_call`. Returns the topics dropped.
 SWEEP = """
 local seq_key, topics_key, retained_key, names_key, retained_names_key, marks_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local prefix, ttl, batch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local history_prefix, ttl, batch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local seq = redis.call('HGET', seq_key, 'seq')
 if not seq or #seq > 16 or not string.match(seq, '^%d+$') then
   return 0  -- nothing published yet, or a counter the next publish repairs first
@@ -74,7 +74,7 @@ for k, topic in ipairs(idle) do
   if last > floor then
     floor = last
   end
-  histories[k] = prefix .. ':h:' .. topic
+  histories[k] = history_prefix .. topic
 end
 -- The floor first: a sweep cut short (a slot moving away) leaves it raised, never a topic gone below it.
 redis.call('HSET', seq_key, 'dropped', string.format('%d', floor))
@@ -85,11 +85,6 @@ redis.call('ZREM', retained_names_key, unpack(idle))
 redis.call('HDEL', retained_key, unpack(idle))
 return #idle
 """
-
-
-def ttl_ms(history: HistoryConfig) -> int:
-    """`history.ttl` as the scripts take it: ms, 0 for never (a ttl under 1 ms is still a ttl)."""
-    return max(1, round(history.ttl * 1000)) if history.ttl > 0 else 0
 
 
 def sweep_interval(ttl: float) -> float:
@@ -137,9 +132,9 @@ class TopicSweeper:
         return dropped
 
     async def _call(self, keys: RedisKeys) -> int:
-        args = [keys.prefix, self._ttl_ms, SWEEP_BATCH]
+        call = sweep_call(keys, ttl_ms=self._ttl_ms, batch=SWEEP_BATCH)
         async with self._guard:
-            return int(await self._script(keys=keys.sweep_keys, args=args))
+            return int(await self._script(keys=call.keys, args=call.args))
 
     async def _run(self) -> None:
         interval = sweep_interval(self._ttl)

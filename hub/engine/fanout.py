@@ -12,13 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 from hub.brokers.base import Broker
 from hub.engine.outbox import CloseReason, Outbox
 from hub.engine.pacing import FlushPacer
 from hub.errors import BrokerUnavailable
 from hub.wire import chunked, formats
-from hub.wire.cluster_ids import VectorCursor
+from hub.wire.cluster_ids import Stamp, VectorCursor
 from hub.wire.event import Draft, Event
 from hub.wire.formats import Format
 from hub.wire.frames import HEARTBEATS, RESYNC, encoded_for, event_frame, relabeled
@@ -36,7 +37,7 @@ _Group = dict[Outbox, None]  # insertion-ordered set
 
 
 class Fanout:
-    def __init__(self, broker: Broker, *, heartbeat_interval: float, subscribe_timeout: float) -> None:
+    def __init__(self, broker: Broker[Any], *, heartbeat_interval: float, subscribe_timeout: float) -> None:
         self.broker = broker
         self.heartbeat_interval = heartbeat_interval
         self.subscribe_timeout = subscribe_timeout
@@ -135,7 +136,11 @@ class Fanout:
             "pattern_groups": len(self._patterns),
         }
 
-    async def subscribe(self, outbox: Outbox, since: Since) -> Snapshot:
+    def parse_since(self, last_event_id: str | None) -> Since[Any]:
+        """Where a subscriber resumes, read once by the broker into its own kind of position."""
+        return self.broker.parse_since(last_event_id)
+
+    async def subscribe(self, outbox: Outbox, since: Since[Any]) -> Snapshot:
         """Subscribe `outbox` and read what it gets before live events.
 
         Live events are held from the moment the broker confirms the subscription until
@@ -179,9 +184,9 @@ class Fanout:
         if outbox.closed:
             return
         frames = []
-        for event in held:
+        for event, stamp in held:
             try:
-                event_id = position.place(event)
+                event_id = position.place(event, stamp)
             except ContinuityLost:
                 # the broker lost its data while we read: only a fresh resume can tell what is missing
                 outbox.close(CloseReason.RESYNC)
@@ -258,17 +263,17 @@ class Fanout:
 
     # the broker's sink
 
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event, stamp: Stamp | None = None) -> None:
         self.counters["events"] += 1
         # split the topics once, and only when a pattern or a replaying subscriber needs segments
         parts = [t.split("/") for t in event.topics] if self._patterns or self._replaying else []
         if self._replaying:
-            self._hold(event, parts)
+            self._hold(event, stamp, parts)
         targets = self._match(event.topics, parts)
         if not targets:
             return
         if self._others or self._relabeled:
-            self._deliver_mixed(event, targets)
+            self._deliver_mixed(event, stamp, targets)
             return
         frame = event_frame(event)
         pacer = self.pacer
@@ -282,21 +287,20 @@ class Fanout:
         if pacer.handle is None:
             pacer.schedule()
 
-    def _deliver_mixed(self, event: Event, targets: Iterable[Outbox]) -> None:
+    def _deliver_mixed(self, event: Event, stamp: Stamp | None, targets: Iterable[Outbox]) -> None:
         """`on_event` while some stream is in another format, or reads several cluster partitions:
         each kind of frame a target needs encoded once (NDJSON once per topic it is delivered under,
         cluster ids once per set of partitions)."""
         encoded: dict[tuple[Format, bool, str, str], bytes] = {}
         dirty = self.pacer.dirty
         count = 0
-        stamp = event.stamp
         for outbox in targets:
             fmt = outbox.format
             topic = formats.first_topic(event, outbox.selectors) if fmt is Format.NDJSON else ""
             event_id = event.id
             cursor = outbox.cursor
             if cursor is not None and stamp is not None:
-                if cursor.duplicate(event):
+                if cursor.duplicate(stamp.partition, stamp.cross):
                     continue  # it comes through a lower partition of this subscriber's too
                 event_id = stamp.id_for(cursor.mask)
             key = (fmt, outbox.chunked, topic, event_id)
@@ -330,13 +334,13 @@ class Fanout:
     def on_lost(self, reason: str) -> None:
         self.close_all(RESYNC, CloseReason.RESYNC)
 
-    def _hold(self, event: Event, parts: list[list[str]]) -> None:
+    def _hold(self, event: Event, stamp: Stamp | None, parts: list[list[str]]) -> None:
         for outbox in list(self._replaying):
             held = outbox.held
             if held is not None and any(
                 selector.matches_segments(p) for selector in outbox.selectors for p in parts
             ):
-                held.append(event)
+                held.append((event, stamp))
                 outbox.held_bytes += event.size
                 # Held events are output it has not taken yet, bounded as any is: reading its replay
                 # slower than they come, it resumes later (its replay is stopped and its connection

@@ -7,6 +7,7 @@ as it comes. What it must guarantee is that every page belongs to the same histo
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from hub.brokers.base import Broker
 from hub.errors import BadRequest, Conflict
@@ -17,7 +18,7 @@ HISTORY_PAGE = 1000  # events read from the broker at a time for a history downl
 
 
 async def history_pages(
-    broker: Broker, topic: str, after_id: str | None, limit: int | None, page_size: int = HISTORY_PAGE
+    broker: Broker[Any], topic: str, after_id: str | None, limit: int | None, page_size: int = HISTORY_PAGE
 ) -> AsyncGenerator[list[Event], None]:
     """`topic`'s retained events after `after_id`, oldest first, at most `limit`, page by page. Raises
     `Conflict` when `after_id` is from another epoch (or later than anything issued), and when the broker

@@ -13,7 +13,7 @@ import asyncio
 from enum import Enum
 
 from hub.wire import chunked
-from hub.wire.cluster_ids import VectorCursor
+from hub.wire.cluster_ids import Stamp, VectorCursor
 from hub.wire.event import Event
 from hub.wire.formats import Format
 from hub.wire.topics import Selector
@@ -58,8 +58,9 @@ class Outbox:
         self.heartbeat_event = heartbeat_event
         self.max_buffer = max_buffer
         self.pending: list[bytes] = []
-        # Live events that arrive while the subscriber's snapshot is read; merged in by id after it.
-        self.held: list[Event] | None = []
+        # Live events that arrive while the subscriber's snapshot is read (each with its broker's stamp, on a
+        # cluster); merged in by id after it.
+        self.held: list[tuple[Event, Stamp | None]] | None = []
         self.held_bytes = 0  # their `Event.size`: past max_buffer, it is a slow consumer
         self.transport: asyncio.Transport | None = None  # None until the stream is live
         self.close_reason: CloseReason | None = None

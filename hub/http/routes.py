@@ -29,7 +29,6 @@ from hub.wire.formats import CONTENT_TYPES, Format
 from hub.wire.frames import snapshot_bodies
 from hub.wire.history_request import HistoryRequest, parse_history
 from hub.wire.idempotency import scoped
-from hub.wire.ids import Since
 from hub.wire.publish_request import PublishLimits, parse_idempotency_key, parse_publish
 from hub.wire.subscribe_request import SubscribeRequest, parse_subscribe
 from hub.wire.topics import Selector, validate_topic
@@ -87,7 +86,7 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
     )
     # The header wins: a browser reconnecting sends its newest id there, while its URL still carries
     # the ?lastEventId= it was first opened with.
-    since = Since.parse(request.headers.get("Last-Event-ID", request.query.get("lastEventId")))
+    since = fanout.parse_since(request.headers.get("Last-Event-ID", request.query.get("lastEventId")))
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
     snapshot = await fanout.subscribe(outbox, since)

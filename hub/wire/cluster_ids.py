@@ -1,15 +1,16 @@
 """Ids on a Redis Cluster: one position per partition a subscription reads. Pure.
 
-Each partition has its own counter and epoch (see `hub.wire.partitions`), and no clock orders two of them. So
-the id a subscriber gets names, for every partition its selectors involve, the seq up to which it has
-received everything: `<digest>_<p>.<seq>_<q>.<seq>...`, partitions ascending. The digest stands for the
-epochs of the partitions listed (six base-32 characters), so the id stays short while a resume still
-notices that any of them lost its data. A single-topic subscriber's id names one partition:
+Each partition has its own counter and epoch (see `hub.brokers.cluster.partitions`), and no clock orders
+two of them. So the id a subscriber gets names, for every partition its selectors involve, the seq up to
+which it has received everything: `<digest>_<p>.<seq>_<q>.<seq>...`, partitions ascending. The digest
+stands for the epochs of the partitions listed (six base-32 characters), so the id stays short while a
+resume still notices that any of them lost its data. A single-topic subscriber's id names one partition:
 `k2d7qa_5.1042`.
 
-The hub stamps each event it receives with what it has received of every partition so far (`Stamp`);
-a subscriber's id for that event is the stamp restricted to its partitions. While a subscriber reads its
-replay, the live events held for it are placed after its snapshot by `VectorCursor`.
+The broker hands each event it receives to the engine with a `Stamp` beside it: what the hub has received
+of every partition so far; a subscriber's id for that event is the stamp restricted to its partitions.
+While a subscriber reads its replay, the live events held for it are placed after its snapshot by
+`VectorCursor`.
 """
 
 from __future__ import annotations
@@ -76,14 +77,21 @@ def parse_vector(text: str, partitions: int) -> VectorId | None:
 
 class Stamp:
     """What the hub had received of each partition when an event arrived (the event's own partition
-    included): the positions a subscriber's id for that event names."""
+    included): the positions a subscriber's id for that event names. Made by the broker for every event
+    it passes on, beside the event (which carries nothing of the cluster's).
 
-    __slots__ = ("_ids", "epochs", "partition", "seqs")
+    `cross`: the event's topics that live in other partitions (it reaches the hub once per partition,
+    each copy with that partition's topics only)."""
 
-    def __init__(self, partition: int, epochs: tuple[str, ...], seqs: tuple[int, ...]) -> None:
+    __slots__ = ("_ids", "cross", "epochs", "partition", "seqs")
+
+    def __init__(
+        self, partition: int, epochs: tuple[str, ...], seqs: tuple[int, ...], cross: tuple[str, ...] = ()
+    ) -> None:
         self.partition = partition
         self.epochs = epochs
         self.seqs = seqs
+        self.cross = cross
         self._ids: dict[tuple[int, ...], str] = {}
 
     def id_for(self, mask: tuple[int, ...]) -> str:
@@ -121,17 +129,17 @@ class VectorCursor:
     def __str__(self) -> str:
         return format_vector([(p, self.epochs[p], self.seqs[p]) for p in self.mask])
 
-    def place(self, event: Event) -> str | None:
+    def place(self, event: Event, stamp: Stamp | None = None) -> str | None:
         """The id to send `event` under, or None when the snapshot covered it already.
 
-        Raises `ContinuityLost` when the event is from another epoch than the snapshot."""
-        stamp = event.stamp
+        Raises `ContinuityLost` when the event is from another epoch than the snapshot (or came with no
+        stamp: not from a cluster)."""
         if stamp is None:
             raise ContinuityLost
         own = stamp.partition
         if stamp.epochs[own] != self.epochs.get(own):
             raise ContinuityLost
-        if stamp.seqs[own] <= self.seqs[own] or self.duplicate(event):
+        if stamp.seqs[own] <= self.seqs[own] or self.duplicate(own, stamp.cross):
             return None
         entries = []
         for p in self.mask:
@@ -143,13 +151,13 @@ class VectorCursor:
             entries.append((p, floor_epoch, max(seq, floor)))
         return format_vector(entries)
 
-    def duplicate(self, event: Event) -> bool:
-        """An event published to topics of several partitions arrives once per partition; a subscriber
-        of more than one of them takes it from the lowest, wherever it reads."""
-        if not event.cross or event.stamp is None:
+    def duplicate(self, partition: int, cross: tuple[str, ...]) -> bool:
+        """An event published to topics of several partitions arrives once per partition (its copy from
+        `partition` naming the others' topics, `cross`); a subscriber of more than one of them takes it
+        from the lowest, wherever it reads."""
+        if not cross:
             return False
-        own = event.stamp.partition
         return any(
-            self.partition_of(topic) < own and any(s.matches(topic) for s in self.selectors)
-            for topic in event.cross
+            self.partition_of(topic) < partition and any(s.matches(topic) for s in self.selectors)
+            for topic in cross
         )

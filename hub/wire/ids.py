@@ -9,11 +9,15 @@ client is sent a `reset` instead of a silent gap.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from hub.wire.event import EPOCH_ALPHABET, Event
+
+if TYPE_CHECKING:
+    from hub.wire.cluster_ids import Stamp
 
 _EPOCH = re.compile(f"[{EPOCH_ALPHABET}]+")
 
@@ -40,9 +44,9 @@ class Position:
     def __str__(self) -> str:
         return f"{self.epoch}-{self.seq}"
 
-    def place(self, event: Event) -> str | None:
+    def place(self, event: Event, stamp: Stamp | None = None) -> str | None:
         """The id to send `event` under after a snapshot at this position, or None when the snapshot
-        covered it. Raises `ContinuityLost` for an event of another epoch."""
+        covered it. Raises `ContinuityLost` for an event of another epoch. (One counter: no stamp.)"""
         position = parse_id(event.id)
         if position is None or position.epoch != self.epoch:
             raise ContinuityLost
@@ -91,25 +95,33 @@ class SinceKind(Enum):
     NEW = "new"  # no Last-Event-ID: retained state, then live
     EARLIEST = "earliest"  # everything still retained
     AFTER = "after"  # everything after a position
-    UNKNOWN = "unknown"  # an id this hub did not issue: the client must resync
+    UNKNOWN = "unknown"  # an id this broker did not issue: the client must resync
 
 
-@dataclass(frozen=True, slots=True)
-class Since:
+P = TypeVar("P")
+
+
+# Not slots: a frozen, slotted generic dataclass cannot be made as `Since[Position](...)` (Python 3.11).
+@dataclass(frozen=True)
+class Since(Generic[P]):
+    """Where a subscriber resumes, as its broker reads the Last-Event-ID: `position` is that broker's
+    own kind (`Position` for one counter, `hub.wire.cluster_ids.VectorId` on a cluster), set for AFTER."""
+
     kind: SinceKind
-    position: Position | None = None
-    raw: str = ""
+    position: P | None = None
 
-    @classmethod
-    def parse(cls, last_event_id: str | None) -> Since:
-        if last_event_id is None or last_event_id == "":
-            return cls(SinceKind.NEW)
-        if last_event_id == "earliest":
-            return cls(SinceKind.EARLIEST, raw=last_event_id)
-        position = parse_id(last_event_id)
-        if position is None:
-            return cls(SinceKind.UNKNOWN, raw=last_event_id[:MAX_LAST_EVENT_ID])
-        return cls(SinceKind.AFTER, position, last_event_id)
+
+def parse_since(last_event_id: str | None, parse: Callable[[str], P | None]) -> Since[P]:
+    """A Last-Event-ID (or `?lastEventId=`) read once, with the broker's own id parser (see
+    `Broker.parse_since`): nothing downstream looks at the text again."""
+    if last_event_id is None or last_event_id == "":
+        return Since(SinceKind.NEW)
+    if last_event_id == "earliest":
+        return Since(SinceKind.EARLIEST)
+    position = parse(last_event_id)
+    if position is None:
+        return Since(SinceKind.UNKNOWN)
+    return Since(SinceKind.AFTER, position)
 
 
 class Cursor(Protocol):
@@ -117,7 +129,8 @@ class Cursor(Protocol):
 
     relabels: bool
 
-    def place(self, event: Event) -> str | None: ...
+    def place(self, event: Event, stamp: Stamp | None = None) -> str | None:
+        """The id to send `event` under (its broker's `stamp` beside it), or None: the snapshot had it."""
 
 
 @dataclass(frozen=True, slots=True)

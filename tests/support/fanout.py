@@ -10,7 +10,6 @@ from hub.engine.fanout import Fanout
 from hub.engine.outbox import Outbox
 from hub.wire.event import Draft
 from hub.wire.formats import Format
-from hub.wire.ids import Since
 from hub.wire.topics import Selector
 from tests.support.waiting import settled
 
@@ -76,7 +75,7 @@ async def attach(
     outbox = Outbox(
         tuple(map(Selector.parse, selectors)), heartbeat_event=False, max_buffer=max_buffer, format=format
     )
-    snapshot = await fanout.subscribe(outbox, Since.parse(None))
+    snapshot = await fanout.subscribe(outbox, fanout.parse_since(None))
     transport = transport or RecordingTransport(stalled)
     fanout.start_writing(outbox, transport, snapshot.position)
     return outbox, transport

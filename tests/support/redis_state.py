@@ -5,7 +5,7 @@ members of the topic registry and its name indexes and fields of the retained ha
 name indexes' migration cursor, and the counter of the
 sequence hash (never its epoch). Everything else must be byte for byte the same: DUMP for any key,
 type-aware reads where a publish may legitimately touch part of a key. Key names follow
-`hub.brokers.redis_keys` and `hub.wire.partitions` (`<prefix>:` or `<prefix>:{<tag>}:`).
+`hub.brokers.redis_keys` and `hub.brokers.cluster.partitions` (`<prefix>:` or `<prefix>:{<tag>}:`).
 """
 
 from __future__ import annotations

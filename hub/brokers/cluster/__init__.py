@@ -1,7 +1,7 @@
 """The Redis Cluster broker: the Redis broker's scripts, run per partition, over sharded pub/sub.
 
-Topics are hashed into partitions (`hub.wire.partitions`), each one hash slot: its counter, topic registry,
-retained state, histories and one sharded channel, so the publish script stays atomic on one shard. An
+Topics are hashed into partitions (`partitions`), each one hash slot: its counter, topic registry, retained
+state, histories and one sharded channel, so the publish script stays atomic on one shard. An
 event of topics in several partitions is published once in each (its copy there carries that
 partition's topics), and a subscriber of several takes it from the lowest (`VectorCursor.duplicate`).
 

@@ -16,18 +16,18 @@ from hub.brokers import redis_scripts, sending
 from hub.brokers.base import Broker, BrokerSink
 from hub.brokers.cluster.catch_up import Last, PartitionReceiver
 from hub.brokers.cluster.links import Links
-from hub.brokers.cluster.publishing import REDIS_DOWN, PublishCalls, Refused, ScriptCall, is_transient
+from hub.brokers.cluster.partitions import Partitions
+from hub.brokers.cluster.publishing import REDIS_DOWN, PublishCalls, Refused, is_transient
 from hub.brokers.cluster.reading import PartitionReads, text_of
-from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.refusals import Refusals
-from hub.brokers.topic_ttl import TopicSweeper, ttl_ms
+from hub.brokers.script_args import HistoryBounds, ScriptCall, ScriptEvent, publish_call
+from hub.brokers.topic_ttl import TopicSweeper
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable, OutcomeUnknown, idempotency_key_reused
-from hub.wire.cluster_ids import format_vector
-from hub.wire.event import Draft, new_epoch
+from hub.wire.cluster_ids import VectorId, format_vector, parse_vector
+from hub.wire.event import Draft
 from hub.wire.idempotency import Idempotency
-from hub.wire.ids import HistoryPage, Position, Since, Snapshot, parse_id
-from hub.wire.partitions import Partitions
+from hub.wire.ids import HistoryPage, Position, Since, SinceKind, Snapshot, parse_id
 from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,15 @@ def cluster_url(url: str) -> str:
     return url
 
 
-class RedisClusterBroker(Broker):
+class RedisClusterBroker(Broker[VectorId]):
     name = "redis-cluster"
 
     def __init__(self, config: RedisConfig, history: HistoryConfig, idempotency_window: float) -> None:
         self._config = config
-        self._history = history
+        self._bounds = HistoryBounds.of(history)
         self._idempotency_window = idempotency_window
         self._parts = parts = Partitions(config.partitions, config.prefix)
-        self._keys = [RedisKeys(prefix) for prefix in parts.prefixes]
+        self._keys = parts.keys
         self._client = RedisCluster.from_url(
             cluster_url(config.url),
             socket_connect_timeout=config.connect_timeout,
@@ -69,7 +69,6 @@ class RedisClusterBroker(Broker):
         # redis-py's cluster pool fails past max_connections instead of waiting: callers queue here.
         self._commands = asyncio.Semaphore(config.max_connections)
         self._sweeper = TopicSweeper(self._client, self._keys, history, self._commands)
-        self._ttl_ms = ttl_ms(history)
         self.node = secrets.token_hex(6)
         self._publishing = PublishCalls(self._client, self._publish_script, config, self._publish_timeout)
         # partition -> the selectors subscribed in it, with their counts
@@ -135,7 +134,7 @@ class RedisClusterBroker(Broker):
             for p, topics in mine.items():
                 groups.setdefault(p, []).append((i, topics))
         calls = [
-            self._script_call(p, items, drafts, bodies, idempotency) for p, items in sorted(groups.items())
+            self._publish_call(p, items, drafts, bodies, idempotency) for p, items in sorted(groups.items())
         ]
         if idempotency is not None:
             # The key's own partition holds its record too, whichever partitions the request touches, so
@@ -144,7 +143,7 @@ class RedisClusterBroker(Broker):
             home = int(idempotency.name[:8], 16) % self._parts.count
             await self._check_reuse(sorted({*groups, home}), idempotency)
             if home not in groups:
-                calls.append(self._script_call(home, [], [], [], idempotency))
+                calls.append(self._publish_call(home, [], [], [], idempotency))
         try:
             async with self._commands:
                 # Shielded: a client hanging up must not cancel the calls half-way through their replies.
@@ -198,11 +197,11 @@ class RedisClusterBroker(Broker):
 
     async def _probe_publish(self) -> None:
         """The publish script with no event, on the home partition: raises while Redis refuses it."""
-        call = self._script_call(self._home, [], [], [], None)
+        call = self._publish_call(self._home, [], [], [], None)
         async with self._commands:
             await self._publishing.run([call])
 
-    def _script_call(
+    def _publish_call(
         self,
         p: int,
         items: list[tuple[int, list[str]]],
@@ -210,35 +209,24 @@ class RedisClusterBroker(Broker):
         bodies: list[bytes],
         idempotency: Idempotency | None,
     ) -> ScriptCall:
-        """The keys and arguments of the publish script for partition p's share of a publish."""
-        prefix = self._parts.prefixes[p]
-        args: list[bytes | str | int] = [
-            prefix,
-            PUBLISH_TOKEN_TTL if idempotency is None else int(self._idempotency_window),
-            new_epoch(),
-            *self._receiver.evidence(p),
-            self._history.max_events,
-            int(self._history.max_age * 1000),
-            len(items),
-            self._parts.channels[p],
-            "" if idempotency is None else idempotency.fingerprint,
-            self._ttl_ms,
-        ]
-        histories: dict[str, None] = {}
-        for i, topics in items:
-            args.append(len(topics))
-            args.extend(topics)
-            args.append(bodies[i])
-            args.append(1 if drafts[i].retain else 0)
-            histories.update(dict.fromkeys(self._keys[p].history(t) for t in topics))
-        # Every key declared: while the slot migrates, Redis then answers TRYAGAIN before running
-        # anything, instead of failing the script half-way through on a key that has already moved.
+        """The publish script's call for partition p's share of a publish."""
         keys = self._keys[p]
         if idempotency is None:
             token_key = keys.publish_token(secrets.token_hex(12))
+            token_ttl, fingerprint = PUBLISH_TOKEN_TTL, ""
         else:
             token_key = keys.idempotency(idempotency.name)
-        return [keys.sequence, keys.topics, keys.retained, token_key, *keys.publish_indexes, *histories], args
+            token_ttl, fingerprint = int(self._idempotency_window), idempotency.fingerprint
+        return publish_call(
+            keys,
+            self._bounds,
+            [ScriptEvent(topics, bodies[i], drafts[i].retain) for i, topics in items],
+            token_key=token_key,
+            token_ttl=token_ttl,
+            fingerprint=fingerprint,
+            evidence=self._receiver.evidence(p),
+            sharded=True,
+        )
 
     async def tick(self) -> None:
         partitions = sorted(self._receiver.live | {self._home})
@@ -252,7 +240,10 @@ class RedisClusterBroker(Broker):
 
     # reading
 
-    async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
+    def parse_position(self, text: str) -> VectorId | None:
+        return parse_vector(text, self._parts.count)
+
+    async def snapshot(self, selectors: Sequence[Selector], since: Since[VectorId]) -> Snapshot:
         return await self._reads.snapshot(selectors, since)
 
     async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
@@ -304,7 +295,7 @@ class RedisClusterBroker(Broker):
     async def _catch_up_read(
         self, p: int, selectors: list[Selector], since: Position, last: Last | None
     ) -> tuple[Position, str | None, list[bytes]]:
-        return await self._reads.read_partition(p, selectors, "after", since, last, sync=False)
+        return await self._reads.read_partition(p, selectors, SinceKind.AFTER, since, last, sync=False)
 
     def _bounce(self, p: int) -> None:
         self._links.bounce(p)

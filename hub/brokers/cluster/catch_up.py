@@ -13,11 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from hub.brokers.base import BrokerSink
+from hub.brokers.cluster.partitions import Partitions
 from hub.errors import BrokerUnavailable
 from hub.wire.cluster_ids import Stamp, digest
 from hub.wire.event import EnvelopeError, Event, open_envelope
 from hub.wire.ids import RESET_EPOCH, Position, newest, parse_id
-from hub.wire.partitions import Partitions
 from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
@@ -132,12 +132,13 @@ class PartitionReceiver:
         if epoch == self.epochs[p] and seq <= self.seqs[p]:
             return  # delivered already (a catch-up overlaps the live stream it ran beside)
         self.advance(p, epoch, seq)
-        event = self.open(p, message)
-        if event is None:
+        opened = self.open(p, message, f"{self._own_digest[p]}_{p}.{self.seqs[p]}")
+        if opened is None:
             return
+        event, cross = opened
         self.last[p] = (event.topics[0], seq, message)
         if self.sink is not None:
-            self.sink.on_event(event)
+            self.sink.on_event(event, Stamp(p, self._epoch_tuple, tuple(self.seqs), cross))
 
     def advance(self, p: int, epoch: str, seq: int) -> None:
         """Move partition p's received position. A partition that changes epoch under a live
@@ -155,9 +156,11 @@ class PartitionReceiver:
         elif seq > self.seqs[p]:
             self.seqs[p] = seq
 
-    def open(self, p: int, message: bytes, *, stamped: bool = True) -> Event | None:
+    def open(self, p: int, message: bytes, id: str | None = None) -> tuple[Event, tuple[str, ...]] | None:
+        """The event an envelope of partition p carries, under `id` (or the envelope's own), with the
+        partition's topics only; and its topics in other partitions. None for a malformed envelope."""
         try:
-            event = open_envelope(message)
+            event = open_envelope(message, id)
         except EnvelopeError as exc:
             log.warning("dropped a malformed message from redis: %s", exc)
             return None
@@ -165,12 +168,8 @@ class PartitionReceiver:
             of_topic = self._parts.of_topic
             own = tuple(t for t in event.topics if of_topic(t) == p)
             if len(own) < len(event.topics):
-                event.cross = tuple(t for t in event.topics if of_topic(t) != p)
-                event.topics = own
-        if stamped:
-            event.stamp = Stamp(p, self._epoch_tuple, tuple(self.seqs))
-            event.id = f"{self._own_digest[p]}_{p}.{self.seqs[p]}"
-        return event
+                return event.relabeled(event.id, own), tuple(t for t in event.topics if of_topic(t) != p)
+        return event, ()
 
     def _on_control(self, p: int, message: bytes) -> None:
         if message.startswith(b"!t" + self._node.encode() + b"."):

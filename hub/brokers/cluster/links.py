@@ -16,11 +16,11 @@ import hiredis
 from redis.asyncio.cluster import RedisCluster
 
 from hub.brokers.cluster.catch_up import PartitionReceiver
+from hub.brokers.cluster.partitions import Partitions
 from hub.brokers.redis import RedisReplyError, authenticate
 from hub.brokers.reply_reader import ReplyReader, hold
 from hub.brokers.resp import pack
 from hub.config import RedisConfig
-from hub.wire.partitions import Partitions
 from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)

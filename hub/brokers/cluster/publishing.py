@@ -14,6 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from hub.brokers import redis_scripts, sending
+from hub.brokers.script_args import ScriptCall
 from hub.config import RedisConfig
 from hub.errors import OutcomeUnknown
 
@@ -34,8 +35,6 @@ _TRANSIENT = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.MasterDownError,
 )
-
-ScriptCall = tuple[list[str], list[bytes | str | int]]
 
 
 class Refused(Exception):

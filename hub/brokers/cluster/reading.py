@@ -16,12 +16,13 @@ from redis.commands.core import AsyncScript
 from hub.brokers import redis_scripts
 from hub.brokers.base import stored_position
 from hub.brokers.cluster.catch_up import Last, PartitionReceiver, envelope_epoch, envelope_seq
+from hub.brokers.cluster.partitions import Partitions
 from hub.brokers.cluster.publishing import REDIS_DOWN
-from hub.brokers.redis_keys import RedisKeys
+from hub.brokers.script_args import HistoryBounds, ScriptCall, history_page_call, snapshot_call
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
-from hub.wire.cluster_ids import VectorCursor, digest, format_vector, parse_vector
-from hub.wire.event import Event, new_epoch
+from hub.wire.cluster_ids import VectorCursor, VectorId, digest, format_vector, parse_vector
+from hub.wire.event import Event
 from hub.wire.ids import (
     RESET_EPOCH,
     RESET_PARTIAL,
@@ -32,18 +33,14 @@ from hub.wire.ids import (
     SinceKind,
     Snapshot,
 )
-from hub.wire.partitions import Partitions
 from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_RETRY_MIN = 0.1  # seconds between snapshot reads while a shard fails over...
 SNAPSHOT_RETRY_MAX = 1.0  # ...doubling up to this
-# KEYS: the partition's sequence hash, a topic's history. ARGV: exclusive start, count.
-HISTORY_PAGE = """
-local position = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
-return {position[1], position[2], redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])}
-"""
+# A partition's read: (its position, the reset its script answered or None, envelopes).
+PartitionRead = tuple[Position, str | None, list[bytes]]
 
 
 class PartitionReads:
@@ -61,88 +58,96 @@ class PartitionReads:
         self._client = client
         self._commands = commands  # the broker's bound on concurrent commands
         self._config = config
-        self._history = history
+        self._bounds = HistoryBounds.of(history)
         self._parts = parts
-        self._keys = [RedisKeys(prefix) for prefix in parts.prefixes]
+        self._keys = parts.keys
         self.node = node
         self._receiver = receiver
         self._wanted = wanted
         self.snapshot_script: AsyncScript = client.register_script(redis_scripts.SNAPSHOT)
-        self._history_script = client.register_script(HISTORY_PAGE)
+        self._history_script = client.register_script(redis_scripts.HISTORY_PAGE)
         self.closed = False
 
-    async def snapshot(self, selectors: Sequence[Selector], since: Since) -> Snapshot:
-        parts = self._parts
-        mask = parts.of_selectors(selectors)
-        after: dict[int, int] = {}
-        epochs: dict[int, str] = {}
-        reset = None
-        if since.kind is SinceKind.AFTER:
-            reset = RESET_UNKNOWN  # a one-Redis id: nothing here to resume from
-        elif since.kind is SinceKind.UNKNOWN:
-            vector = parse_vector(since.raw, parts.count)
-            if vector is None:
-                reset = RESET_UNKNOWN
-            else:
-                known = await self._current_epochs(vector.seqs)
-                if digest(sorted(known.items())) != vector.digest:
-                    reset = RESET_EPOCH
-                elif not set(mask) <= vector.seqs.keys():
-                    # An id of another subscription (or a publish id): it cannot say what this one
-                    # missed in the partitions it does not name.
-                    reset = RESET_PARTIAL
-                else:
-                    after = {p: s for p, s in vector.seqs.items() if p in mask}
-                    epochs = known
-        reads = []
-        for p in mask:
-            chosen = [s for s in selectors if p in parts.of_selector(s)]
-            if reset is not None:
-                mode, position = "new", None
-            elif since.kind is SinceKind.EARLIEST:
-                mode, position = "earliest", None
-            elif p in after:
-                mode, position = "after", Position(epochs[p], after[p])
-            else:
-                mode, position = "new", None  # no Last-Event-ID: retained state, then live
-            reads.append(self.read_partition(p, chosen, mode, position, None, sync=True))
+    async def snapshot(self, selectors: Sequence[Selector], since: Since[VectorId]) -> Snapshot:
+        mask = self._parts.of_selectors(selectors)
+        reset, after = await self._resume_from(since, mask)
+        modes = {p: _mode(since.kind, reset, after, p) for p in mask}
+        reads = [
+            self.read_partition(
+                p, [s for s in selectors if p in self._parts.of_selector(s)], *modes[p], None, sync=True
+            )
+            for p in mask
+        ]
         results = await asyncio.gather(*reads, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        cursor = VectorCursor(mask, {}, {}, selectors, parts.of_topic)
-        events: list[Event] = []
-        running: dict[int, int] = {}
         replies = [r for r in results if not isinstance(r, BaseException)]
+        return self._assemble(selectors, mask, modes, reset, replies)
+
+    async def _resume_from(
+        self, since: Since[VectorId], mask: tuple[int, ...]
+    ) -> tuple[str | None, dict[int, Position]]:
+        """The reset a subscriber resuming from `since` gets before anything is read (None: none yet),
+        and the position it resumes from in each partition it reads."""
+        if since.kind is SinceKind.UNKNOWN:
+            return RESET_UNKNOWN, {}
+        vector = since.position
+        if vector is None:
+            return None, {}
+        known = await self._current_epochs(vector.seqs)
+        if digest(sorted(known.items())) != vector.digest:
+            return RESET_EPOCH, {}
+        if not set(mask) <= vector.seqs.keys():
+            # An id of another subscription (or a publish id): it cannot say what this one missed in the
+            # partitions it does not name.
+            return RESET_PARTIAL, {}
+        return None, {p: Position(known[p], seq) for p, seq in vector.seqs.items() if p in mask}
+
+    def _assemble(
+        self,
+        selectors: Sequence[Selector],
+        mask: tuple[int, ...],
+        modes: dict[int, tuple[SinceKind, Position | None]],
+        reset: str | None,
+        replies: list[PartitionRead],
+    ) -> Snapshot:
+        """The partitions' reads as one snapshot: each event once, under the id that names, for every
+        partition read, what was sent before it."""
+        cursor = VectorCursor(mask, {}, {}, selectors, self._parts.of_topic)
+        running: dict[int, int] = {}  # partition -> the seq sent up to, so far
         for p, (position, reset_p, _) in zip(mask, replies, strict=True):
             cursor.epochs[p] = position.epoch
             cursor.seqs[p] = position.seq
             reset = reset or reset_p
-            running[p] = after.get(p, position.seq) if reset_p is None else position.seq
-            if since.kind is SinceKind.EARLIEST and reset_p is None:
+            mode, after = modes[p]
+            if reset_p is None and mode is SinceKind.EARLIEST:
                 running[p] = 0
+            elif reset_p is None and after is not None:
+                running[p] = after.seq
+            else:
+                running[p] = position.seq
+        events: list[Event] = []
         # Partition by partition: each event's id names, for the others, what was sent before it.
         for p, (_, _, messages) in zip(mask, replies, strict=True):
-            for seq, event in self._copies(p, messages):
-                if cursor.duplicate(event):
+            for seq, event, cross in self._copies(p, messages):
+                if cursor.duplicate(p, cross):
                     continue
                 running[p] = max(running[p], seq)
-                entries = [(q, cursor.epochs[q], running[q]) for q in mask]
-                event.id = format_vector(entries)
-                events.append(event)
+                events.append(
+                    event.relabeled(format_vector([(q, cursor.epochs[q], running[q]) for q in mask]))
+                )
         return Snapshot(cursor, events, reset)
 
-    def _copies(self, p: int, messages: Iterable[bytes]) -> list[tuple[int, Event]]:
-        """Envelopes of one partition as its events, in seq order, each once (an event of two topics
-        is in both histories)."""
-        found: dict[int, Event] = {}
+    def _copies(self, p: int, messages: Iterable[bytes]) -> list[tuple[int, Event, tuple[str, ...]]]:
+        """Envelopes of one partition as its events (with their topics in other partitions), in seq
+        order, each once (an event of two topics is in both histories)."""
+        found: dict[int, tuple[Event, tuple[str, ...]]] = {}
         for message in messages:
-            event = self._receiver.open(p, message)
-            if event is None:
-                continue
-            seq = envelope_seq(message)
-            found.setdefault(seq, event)
-        return sorted(found.items())
+            opened = self._receiver.open(p, message)
+            if opened is not None:
+                found.setdefault(envelope_seq(message), opened)
+        return [(seq, event, cross) for seq, (event, cross) in sorted(found.items())]
 
     async def _current_epochs(self, partitions: Iterable[int]) -> dict[int, str]:
         listed = list(partitions)
@@ -156,7 +161,7 @@ class PartitionReads:
             raise BrokerUnavailable("the broker is unavailable") from None
         return {p: text_of(e) for p, e in zip(listed, found, strict=True)}
 
-    async def _run_snapshot(self, keys: list[str], args: list[bytes | str | int]) -> Any:
+    async def _run_snapshot(self, call: ScriptCall) -> Any:
         """The snapshot script's reply. A shard that fails over answers nothing for a few seconds, and
         the client gives up sooner than that: the read is tried again until `connect_timeout` has gone
         by (a repeat changes nothing: an epoch it set up is there already, its sync token comes twice),
@@ -167,7 +172,7 @@ class PartitionReads:
         while True:
             try:
                 async with self._commands:
-                    return await self.snapshot_script(keys=keys, args=args)
+                    return await self.snapshot_script(keys=call.keys, args=call.args)
             except REDIS_DOWN:
                 if self.closed or loop.time() + pause > deadline:
                     raise
@@ -178,47 +183,35 @@ class PartitionReads:
         self,
         p: int,
         selectors: Sequence[Selector],
-        mode: str,
+        mode: SinceKind,
         after: Position | None,
-        check: Last | None,
+        received: Last | None,
         *,
         sync: bool,
-    ) -> tuple[Position, str | None, list[bytes]]:
+    ) -> PartitionRead:
         """Run the snapshot script on partition p; with `sync`, return once this process's link has read
         every message published before the read (the script publishes a token after it)."""
-        prefix = self._parts.prefixes[p]
-        exact = [s.text for s in selectors if not s.is_pattern]
-        patterns = [s for s in selectors if s.is_pattern]
         token = f"!s{self.node}.{secrets.token_hex(6)}".encode()
-        args: list[bytes | str | int] = [
-            prefix,
-            new_epoch(),
-            mode,
-            after.epoch if after else "",
-            after.seq if after else 0,
-            self._parts.channels[p],
-            token,
-            self._history.max_replay,
-            "SPUBLISH",
-            *self._receiver.evidence(p),
-            check[0] if check else "",
-            check[1] if check else 0,
-            check[2] if check else "",
-            self._history.max_replay_bytes,
-            len(exact),
-            *exact,
-            len(patterns),
-        ]
-        for pattern in patterns:
-            args.extend((len(pattern.segments), "/".join(pattern.segments), 1 if pattern.tail else 0))
-        keys = [*self._keys[p].snapshot_keys, *(self._keys[p].history(t) for t in exact)]
+        keys = self._keys[p]
+        call = snapshot_call(
+            keys,
+            self._bounds,
+            selectors,
+            mode=mode,
+            after=after,
+            token=token,
+            channel=keys.shard_channel,
+            evidence=self._receiver.evidence(p),
+            received=received,
+            sharded=True,
+        )
         synced: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
         if sync:
             if p not in self._wanted:  # given up already (its stream closed): no token would reach us
                 raise BrokerUnavailable("the redis cluster subscription was lost")
             self._receiver.syncs[token] = (p, synced)
         try:
-            reply = await self._run_snapshot(keys, args)
+            reply = await self._run_snapshot(call)
             epoch, seq, reset, *messages = reply
             position = Position(epoch.decode(), int(seq))
             if sync:
@@ -235,13 +228,10 @@ class PartitionReads:
 
     async def history_page(self, topic: str, after: Position | None, limit: int) -> HistoryPage:
         p = self._parts.of_topic(topic)
-        keys = self._keys[p]
-        start = "-" if after is None else f"({min(after.seq, 2**63 - 1)}-0"
+        call = history_page_call(self._keys[p], topic, after, limit)
         try:
             async with self._commands:
-                epoch, seq, entries = await self._history_script(
-                    keys=[keys.sequence, keys.history(topic)], args=[start, limit]
-                )
+                epoch, seq, entries = await self._history_script(keys=call.keys, args=call.args)
         except REDIS_DOWN as exc:
             log.debug("redis cluster call failed: %s", exc)
             raise BrokerUnavailable("the broker is unavailable") from None
@@ -250,11 +240,11 @@ class PartitionReads:
         last = None
         for entry_id, fields in entries:
             message = dict(zip(fields[::2], fields[1::2], strict=True))[b"m"]
-            event = self._receiver.open(p, message, stamped=False)
-            if event is not None:
-                last = Position(position.epoch, int(entry_id.split(b"-")[0]))
-                event.id = format_vector([(p, envelope_epoch(message), last.seq)])
-                events.append(event)
+            entry_seq = int(entry_id.split(b"-")[0])
+            opened = self._receiver.open(p, message, format_vector([(p, envelope_epoch(message), entry_seq)]))
+            if opened is not None:
+                last = Position(position.epoch, entry_seq)
+                events.append(opened[0])
         return HistoryPage(position, events, last)
 
     async def resolve_after(self, topic: str, text: str) -> Position | None:
@@ -271,3 +261,17 @@ def text_of(value: bytes | str | None) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return value or ""
+
+
+def _mode(
+    kind: SinceKind, reset: str | None, after: dict[int, Position], p: int
+) -> tuple[SinceKind, Position | None]:
+    """How partition p is read for a subscriber: from its position in it, everything retained, or (new,
+    or told to reset) its retained state."""
+    if reset is not None:
+        return SinceKind.NEW, None
+    if kind is SinceKind.EARLIEST:
+        return SinceKind.EARLIEST, None
+    if p in after:
+        return SinceKind.AFTER, after[p]
+    return SinceKind.NEW, None  # no Last-Event-ID: retained state, then live

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from hub.brokers.redis_keys import RedisKeys
 from hub.config import MAX_PARTITIONS
 from hub.wire.topics import Selector
 
@@ -28,9 +29,9 @@ class Partitions:
         self.all = tuple(range(count))
         tags = [_spread_tag(p, count) for p in self.all]
         self.slots = tuple(key_slot(tag.encode()) for tag in tags)
-        # Keys and channel of partition p: `<prefix>:{<tag>}...`, so the tag alone picks the slot.
-        self.prefixes = tuple(f"{prefix}:{{{tag}}}" for tag in tags)
-        self.channels = tuple(f"{prefix}:{{{tag}}}:events".encode() for tag in tags)
+        # Keys and channel of partition p, hash-tagged so the tag alone picks the slot.
+        self.keys = tuple(RedisKeys.of_partition(prefix, tag) for tag in tags)
+        self.channels = tuple(keys.shard_channel for keys in self.keys)
         self._by_slot = {slot: p for p, slot in enumerate(self.slots)}
         self._by_channel = {channel: p for p, channel in enumerate(self.channels)}
 

@@ -10,20 +10,20 @@ from typing import Any
 
 import hiredis
 import pytest
+from redis.asyncio.connection import Connection
 
 from bench.processes import RedisProcess
-from hub.brokers.command_link import CommandLink, LinkDown, LinkLost, LinkTimeout
-from hub.brokers.resp import pack
+from hub.brokers.transport.commands import CommandLink, LinkDown, LinkLost, LinkTimeout
+from hub.brokers.transport.endpoint import Endpoint
+from hub.brokers.transport.resp import pack
 from tests.support.waiting import settled
 
 
-def link_to(port: int, *, timeout: float = 2.0, setup: tuple[bytes, ...] = ()) -> CommandLink:
-    async def open_connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection("127.0.0.1", port)
-
-    return CommandLink(
-        open_connection, setup=(pack("CLIENT", "SETNAME", "under-test"), *setup), timeout=timeout
-    )
+def link_to(port: int, *, timeout: float = 2.0, db: int = 0) -> CommandLink:
+    endpoint = Endpoint.of(Connection(host="127.0.0.1", port=port, db=db))
+    # The connection's own bound is long: an attempt made while Redis is paused completes once it goes
+    # on, and the link's `timeout` alone decides what a caller waits.
+    return CommandLink(lambda: endpoint.connect("under-test", 60), timeout=timeout)
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ async def test_a_paused_redis_times_out_and_the_link_recovers_once_it_answers_ag
 
 
 async def test_each_new_connection_runs_the_setup_commands_first(make_link):
-    redis, link = make_link(setup=(pack("SELECT", 3),))
+    redis, link = make_link(db=3)
     await link.call(pack("SET", "where", "db3"))
     assert b"db3:keys=1," in redis.command("INFO", "keyspace")
     redis.call("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
@@ -131,7 +131,7 @@ async def test_each_new_connection_runs_the_setup_commands_first(make_link):
 
 
 async def test_a_refused_setup_fails_the_call(make_link):
-    redis, link = make_link(setup=(pack("SELECT", 100_000),))
+    redis, link = make_link(db=100_000)
     with pytest.raises(LinkDown, match="setup"):
         await link.call(pack("PING"))
     assert named_clients(redis) == []

@@ -37,14 +37,16 @@ async def test_a_connection_made_while_held_is_held_too_and_loses_nothing(hub_fa
         await hub.publish({"topic": "rejoined", "data": 0})
         assert int((await stream.next_event()).data) == 0
         assert int(redis_server.call("CLIENT", "KILL", "TYPE", "pubsub")) >= 1
-        await settled(lambda: broker._writer is None)  # noticed (a held connection would not read the end)
+        await settled(
+            lambda: broker._subscription.writer is None
+        )  # noticed (a held connection would not read the end)
         broker.hold_reading(True)
-        await settled(lambda: broker._writer is not None)  # the new one, made while held
+        await settled(lambda: broker._subscription.writer is not None)  # the new one, made while held
         for i in range(1, 6):
             await hub.publish({"topic": "rejoined", "data": i})
         with pytest.raises(TimeoutError):
             await stream.next_event(timeout=0.3)
-        assert not broker._writer.transport.is_reading()
+        assert not broker._subscription.writer.transport.is_reading()
         broker.hold_reading(False)
         assert [int(e.data) for e in await stream.take(5)] == [1, 2, 3, 4, 5]
 
@@ -57,7 +59,7 @@ async def test_a_starved_fanout_holds_the_broker_between_rounds_and_reads_on_bef
         transports = [(await attach(fanout, "t", transport=BlockingTransport()))[1] for _ in range(10)]
         await publish_in_rounds(fanout, transports)  # each round's events arrive: no hold sticks
         assert fanout.pacer.starved > 0.5
-        subscriber = fanout.broker._writer.transport
+        subscriber = fanout.broker._subscription.writer.transport
         assert not subscriber.is_reading()  # held right after the round...
         await settled(subscriber.is_reading, timeout=STARVED_GAP_MAX * READ_ON_AT + 1)  # ...not for long
     finally:

@@ -118,9 +118,9 @@ async def test_redis_restart_with_aof_keeps_streams_and_ids(hub_factory, redis_f
 async def test_events_missed_while_the_subscription_was_down_are_caught_up(
     hub_factory, redis_server, monkeypatch
 ):
-    import hub.brokers.redis as redis_broker
+    import hub.brokers.transport.supervisor as supervisor
 
-    monkeypatch.setattr(redis_broker, "BACKOFF_MIN", 1.0)  # a wide window to publish into
+    monkeypatch.setattr(supervisor, "BACKOFF_MIN", 1.0)  # a wide window to publish into
     hub = await hub_factory()
     name = f"{hub.fanout.broker._config.prefix}-sub-{hub.fanout.broker.node}"
     async with hub.subscribe("gap") as stream, hub.subscribe("gap/**") as by_pattern:
@@ -215,9 +215,9 @@ async def test_a_malformed_message_on_a_channel_does_not_stop_fan_out(hub, redis
 
 
 async def test_selectors_sharing_one_redis_pattern_are_both_caught_up(hub, redis_server, monkeypatch):
-    import hub.brokers.redis as redis_broker
+    import hub.brokers.transport.supervisor as supervisor
 
-    monkeypatch.setattr(redis_broker, "BACKOFF_MIN", 1.0)
+    monkeypatch.setattr(supervisor, "BACKOFF_MIN", 1.0)
     shallow = hub.subscribe("*")
     await shallow.__aenter__()  # `*` first under the shared glob...
     async with hub.subscribe("**") as deep:

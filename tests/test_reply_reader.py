@@ -10,8 +10,8 @@ import hiredis
 import pytest
 import uvloop
 
-from hub.brokers.reply_reader import ReplyReader
-from hub.brokers.resp import pack
+from hub.brokers.transport.reply_reader import ReplyReader
+from hub.brokers.transport.resp import pack
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])

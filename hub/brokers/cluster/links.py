@@ -8,25 +8,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 from redis.asyncio.cluster import RedisCluster
 
 from hub.brokers.cluster.catch_up import PartitionReceiver
 from hub.brokers.cluster.partitions import Partitions
-from hub.brokers.redis import RedisReplyError, authenticate
-from hub.brokers.reply_reader import ReplyReader, hold
-from hub.brokers.resp import pack
+from hub.brokers.transport.endpoint import Endpoint, RawConnection
+from hub.brokers.transport.reply_reader import hold
+from hub.brokers.transport.resp import pack
+from hub.brokers.transport.supervisor import BACKOFF_MAX, BACKOFF_MIN, CommandRefused, supervise
 from hub.config import RedisConfig
 from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MIN = 0.05
-BACKOFF_MAX = 5.0
 REFRESH_INTERVAL = 0.25  # slot map reads while a partition has no working link
 
 
@@ -43,18 +41,18 @@ class Links:
         receiver: PartitionReceiver,
         on_reconnect: Callable[[], None],
     ) -> None:
-        self.client = client
-        self.config = config
-        self.parts = parts
-        self.node = node
+        self._client = client
+        self._connect_timeout = config.connect_timeout
+        self._parts = parts
+        self._name = f"{config.prefix}-sub-{node}"  # every link's CLIENT SETNAME
         self._wanted = wanted
-        self.receiver = receiver
-        self.on_reconnect = on_reconnect
+        self._receiver = receiver
+        self._on_reconnect = on_reconnect
         self._links: dict[tuple[str, int], NodeLink] = {}
         self._route: dict[int, NodeLink] = {}
         self._refresh_task: asyncio.Task[None] | None = None
         self.closed = False
-        self.reading_held = False  # the fan-out asked for no reading from the links for now
+        self._reading_held = False  # the fan-out asked for no reading from the links for now
 
     def tasks(self) -> list[asyncio.Task[None]]:
         tasks = [link.task for link in self._links.values()]
@@ -64,15 +62,17 @@ class Links:
 
     def close(self) -> None:
         self.closed = True
+        for link in self._links.values():
+            link.stop()
 
     def clear(self) -> None:
         self._links.clear()
         self._route.clear()
 
     def hold_reading(self, held: bool) -> None:
-        self.reading_held = held
+        self._reading_held = held
         for link in self._links.values():
-            hold(link.writer, held)
+            link.hold(held)
 
     def bounce(self, p: int) -> None:
         link = self._route.get(p)
@@ -95,20 +95,30 @@ class Links:
 
     def _link_for(self, p: int) -> NodeLink | None:
         try:
-            node = self.client.nodes_manager.get_node_from_slot(self.parts.slots[p])
+            node = self._client.nodes_manager.get_node_from_slot(self._parts.slots[p])
         except Exception:  # no slot map yet, or the slot uncovered: a refresh will place it
             self._refresh_soon()
             return None
         address = (str(node.host), int(node.port))
         link = self._links.get(address)
         if link is None:
-            link = self._links[address] = NodeLink(self, address)
+            # The node's address, login and TLS settings, as redis-py would connect to it.
+            endpoint = Endpoint.of(node.connection_class(**node.connection_kwargs))
+            link = NodeLink(
+                endpoint,
+                self._name,
+                self._parts,
+                self,
+                connect_timeout=self._connect_timeout,
+                held=self._reading_held,
+            )
+            self._links[address] = link
         return link
 
     def _drop_link(self, link: NodeLink) -> None:
         if self._links.get(link.address) is link:
             del self._links[link.address]
-        link.task.cancel()
+        link.stop()
 
     def _refresh_soon(self) -> None:
         if self._refresh_task is None and not self.closed:
@@ -123,7 +133,7 @@ class Links:
         try:
             while not self.closed:
                 try:
-                    await self.client.nodes_manager.initialize()
+                    await self._client.nodes_manager.initialize()
                 except Exception as exc:
                     log.debug("redis cluster slot map refresh failed: %s", exc)
                     await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
@@ -143,7 +153,7 @@ class Links:
                         old.remove(p)
                         if not old.partitions:
                             self._drop_link(old)
-                    self.receiver.lose(p)
+                    self._receiver.lose(p)
                     self._route[p] = link
                     link.add(p)
                 if not unplaced:
@@ -157,126 +167,142 @@ class Links:
     def on_subscribed(self, link: NodeLink, p: int) -> None:
         if self._route.get(p) is not link or p not in self._wanted:
             return
-        self.receiver.on_subscribed(p)
+        self._receiver.on_subscribed(p)
 
     def on_moved(self, link: NodeLink, p: int) -> None:
         if self._route.get(p) is link:
             log.info("partition %d left %s:%d (slot moved); following it", p, *link.address)
             self._route.pop(p)
             link.remove(p, tell=False)
-            self.receiver.lose(p)
+            self._receiver.lose(p)
         self._refresh_soon()
 
-    def on_link_down(self, link: NodeLink) -> None:
+    def on_message(self, p: int, message: bytes) -> None:
+        self._receiver.on_message(p, message)
+
+    def on_link_down(self, link: NodeLink, served: bool) -> None:
+        if served:
+            self._on_reconnect()
+        if self.closed:
+            return
         for p in list(link.partitions):
-            self.receiver.lose(p)
+            self._receiver.lose(p)
         self._refresh_soon()
+
+
+class LinkEvents(Protocol):
+    """What a link tells its owner."""
+
+    def on_message(self, p: int, message: bytes) -> None: ...
+    def on_subscribed(self, link: NodeLink, p: int) -> None: ...
+    def on_moved(self, link: NodeLink, p: int) -> None: ...
+    def on_link_down(self, link: NodeLink, served: bool) -> None: ...
 
 
 class NodeLink:
-    """One connection to one cluster node, holding the sharded subscriptions of the partitions it serves."""
+    """One connection to one cluster node, holding the sharded subscriptions of the partitions it serves.
+    The transport opens and supervises it; this says what it subscribes to and what its replies mean."""
 
-    def __init__(self, links: Links, address: tuple[str, int]) -> None:
-        self.links = links
-        self.address = address
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        name: str,
+        parts: Partitions,
+        events: LinkEvents,
+        *,
+        connect_timeout: float,
+        held: bool,
+    ) -> None:
+        self.endpoint = endpoint
+        self.address = (endpoint.host, endpoint.port)
+        self._name = name  # CLIENT SETNAME
+        self._parts = parts
+        self._events = events
+        self._connect_timeout = connect_timeout
+        self._held = held  # the fan-out asked for no reading for now
         self.partitions: set[int] = set()
         self.leaving: set[int] = set()  # SUNSUBSCRIBEd by us: its confirmation is no slot move
         self.writer: asyncio.StreamWriter | None = None
-        self.task = asyncio.create_task(self._run(), name=f"hub-cluster-link-{address[0]}:{address[1]}")
+        self._served = False  # the current connection received anything: it worked, however it ended
+        self._stopped = False
+        self.task = asyncio.create_task(
+            supervise(self._connect, self._serve, self._ended, running=self._running, where=str(endpoint)),
+            name=f"hub-cluster-link-{endpoint}",
+        )
 
     def add(self, p: int) -> None:
         self.partitions.add(p)
         self.leaving.discard(p)
         if self.writer is not None:
-            self.writer.write(pack(b"SSUBSCRIBE", self.links.parts.channels[p]))
+            self.writer.write(pack(b"SSUBSCRIBE", self._parts.channels[p]))
 
     def remove(self, p: int, *, tell: bool = True) -> None:
         self.partitions.discard(p)
         if tell and self.writer is not None:
             self.leaving.add(p)
-            self.writer.write(pack(b"SUNSUBSCRIBE", self.links.parts.channels[p]))
+            self.writer.write(pack(b"SUNSUBSCRIBE", self._parts.channels[p]))
 
     def bounce(self) -> None:
         """Drop the connection; the partitions subscribe again and catch up."""
         if self.writer is not None:
             self.writer.close()
 
-    async def _run(self) -> None:
-        links = self.links
-        backoff = BACKOFF_MIN
-        while self.partitions and not links.closed:
-            writer: asyncio.StreamWriter | None = None
-            served = False
-            failed = ""
-            try:
-                reader, writer = await self._connect()
-                self.writer = writer
-                commands = [pack(b"CLIENT", b"SETNAME", f"{links.config.prefix}-sub-{links.node}")]
-                commands += [pack(b"SSUBSCRIBE", links.parts.channels[p]) for p in sorted(self.partitions)]
-                reading = ReplyReader.take_over(reader, writer, self._on_reply, held=links.reading_held)
-                writer.write(b"".join(commands))
-                try:
-                    await reading.ended  # raises why the connection ended
-                finally:
-                    served = reading.received
-            except (OSError, EOFError, hiredis.ProtocolError, TimeoutError) as exc:
-                if served:
-                    log.warning("link to %s:%d: %s", *self.address, exc)
-                else:
-                    failed = str(exc) or type(exc).__name__  # warned below, with the delay
-            except Exception:
-                log.exception("link to %s:%d failed; reconnecting", *self.address)
-            finally:
-                self.writer = None
-                if writer is not None:
-                    writer.close()
-                self.leaving.clear()
-                if not links.closed:
-                    links.on_link_down(self)
-            if served:
-                links.on_reconnect()
-                backoff = BACKOFF_MIN
-            delay = backoff * random.uniform(0.5, 1.5)
-            if failed:
-                log.warning(
-                    "redis node %s:%d not reachable: %s; retrying in %.1f s", *self.address, failed, delay
-                )
-            await asyncio.sleep(delay)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+    def hold(self, held: bool) -> None:
+        self._held = held
+        hold(self.writer, held)
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        config = self.links.config
-        kwargs = self.links.client.connection_kwargs
-        async with asyncio.timeout(config.connect_timeout):
-            tls = ssl.create_default_context() if config.url.startswith("rediss") else None
-            reader, writer = await asyncio.open_connection(*self.address, ssl=tls)
-            await authenticate(reader, writer, kwargs)
-        return reader, writer
+    def stop(self) -> None:
+        """No more connections (the task is cancelled too; this guards a cancellation lost on the way)."""
+        self._stopped = True
+        self.task.cancel()
+
+    def _running(self) -> bool:
+        return bool(self.partitions) and not self._stopped
+
+    async def _connect(self) -> RawConnection:
+        return await self.endpoint.connect(self._name, self._connect_timeout)
+
+    async def _serve(self, connection: RawConnection) -> None:
+        self.writer = connection.writer
+        self._served = False
+        reading = connection.read(self._on_reply, held=self._held)
+        channels = self._parts.channels
+        connection.writer.write(b"".join(pack(b"SSUBSCRIBE", channels[p]) for p in sorted(self.partitions)))
+        try:
+            await reading.ended  # raises why the connection ended
+        finally:
+            self._served = reading.received
+
+    def _ended(self) -> bool:
+        served, self._served = self._served, False
+        self.writer = None
+        self.leaving.clear()
+        self._events.on_link_down(self, served)
+        return served
 
     def _on_reply(self, reply: Any) -> None:
-        links = self.links
         if isinstance(reply, hiredis.ReplyError):
             text = str(reply)
             if text.startswith("MOVED "):
-                p = links.parts.of_slot(int(text.split()[1]))
+                p = self._parts.of_slot(int(text.split()[1]))
                 if p is not None:
-                    links.on_moved(self, p)
+                    self._events.on_moved(self, p)
                     return
-            raise RedisReplyError(text)
+            raise CommandRefused(text)
         if not isinstance(reply, list):
-            return  # +OK to CLIENT SETNAME
+            return
         kind = reply[0]
-        p = links.parts.of_channel(reply[1])
+        p = self._parts.of_channel(reply[1])
         if p is None:
             return
         if kind == b"smessage":
             if p in self.partitions:
-                links.receiver.on_message(p, reply[2])
+                self._events.on_message(p, reply[2])
         elif kind == b"ssubscribe":
             if p in self.partitions:
-                links.on_subscribed(self, p)
+                self._events.on_subscribed(self, p)
         elif kind == b"sunsubscribe":
             if p in self.leaving:
                 self.leaving.discard(p)
             elif p in self.partitions:
-                links.on_moved(self, p)  # Redis unsubscribes us when the slot leaves this node
+                self._events.on_moved(self, p)  # Redis unsubscribes us when the slot leaves this node

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
 
-from hub.brokers.reply_reader import ReplyReader
+from hub.brokers.transport.endpoint import RawConnection, SetupRefused
+from hub.brokers.transport.reply_reader import ReplyReader
 
-Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-READ_SIZE = 1 << 16
+# Opens a connection and sets it up (see `Endpoint.connect`).
+Opener = Callable[[], Awaitable[RawConnection]]
 CLOSE_TIMEOUT = 1.0
 
 
@@ -42,11 +43,9 @@ class LinkTimeout(NoReply, TimeoutError):
 
 
 class CommandLink:
-    def __init__(self, open_connection: Opener, *, setup: Sequence[bytes] = (), timeout: float) -> None:
-        """`setup`: packed commands every new connection sends first (CLIENT SETNAME, SELECT); each
-        must succeed. `timeout` bounds the wait for a connection, and for each reply."""
+    def __init__(self, open_connection: Opener, *, timeout: float) -> None:
+        """`timeout` bounds the wait for a connection, and for each reply."""
         self._open = open_connection
-        self._setup = tuple(setup)
         self._timeout = timeout
         self._writer: asyncio.StreamWriter | None = None
         self._reading: ReplyReader | None = None
@@ -103,28 +102,17 @@ class CommandLink:
 
     async def _connect(self) -> None:
         try:
-            reader, writer = await self._open()
-            try:
-                parser = hiredis.Reader()
-                if self._setup:
-                    writer.write(b"".join(self._setup))
-                    for _ in self._setup:
-                        reply = await _next_reply(reader, parser)
-                        if isinstance(reply, hiredis.ReplyError):
-                            raise LinkDown(f"redis refused the connection's setup: {reply}")
-            except BaseException:
-                writer.close()
-                raise
+            connection = await self._open()
             if self._closed:
-                writer.close()
+                connection.close()
                 return
-            self._writer = writer
-            self._reading = reading = ReplyReader.take_over(reader, writer, self._on_reply, parser)
+            writer = self._writer = connection.writer
+            self._reading = reading = connection.read(self._on_reply)
             reading.ended.add_done_callback(
                 lambda ended: self._drop(writer, LinkLost(f"lost the redis connection: {ended.exception()}"))
             )
-        except LinkDown:
-            raise
+        except SetupRefused as exc:
+            raise LinkDown(str(exc)) from None
         except (OSError, EOFError, hiredis.ProtocolError) as exc:
             raise LinkDown(f"cannot connect to redis: {exc}") from None
         finally:
@@ -162,12 +150,3 @@ class CommandLink:
             self._watchdog.cancel()
             self._watchdog = None
         writer.close()
-
-
-async def _next_reply(reader: asyncio.StreamReader, parser: Any) -> Any:
-    while (reply := parser.gets()) is False:
-        data = await reader.read(READ_SIZE)
-        if not data:
-            raise EOFError("redis closed the connection")
-        parser.feed(data)
-    return reply

@@ -1,5 +1,14 @@
 """Every Redis key and channel name the hub uses, in one place; the Lua scripts take theirs from here
-(KEYS, and the history and channel prefixes in ARGV: see `hub.brokers.script_args`)."""
+(KEYS, and the history and channel prefixes in ARGV: see `hub.brokers.script_args`).
+
+What they hold: the sequence hash (`epoch`, `seq`, and `dropped`, the drop floor of `history.ttl`), the
+topic registry (a sorted set scored by each topic's last seq), the retained-state hash, and per topic
+`<prefix>:h:<topic>`, a stream whose entry ids are `<seq>-0` with fields `m` (the envelope), `t` (Redis
+time, ms, for the age bound) and `p` (the seq of the topic's previous event: the first retained entry's
+`p` says whether anything after a given id was trimmed, exactly). Two name indexes, sorted sets of score
+0 (ordered by name): every topic of the registry, and every topic with retained state; a pattern reads
+the names under its literal prefix there, not the whole registry.
+"""
 
 from __future__ import annotations
 

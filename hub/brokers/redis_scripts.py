@@ -1,11 +1,7 @@
 """The Lua scripts that make Redis the hub's log. Each runs atomically, so an event is in its topics'
 history if and only if it was published, and a snapshot is consistent with the position it reports.
 
-Keys, by `RedisKeys`: the sequence hash (`epoch`, `seq`), the topic registry (a sorted set scored by each
-topic's last seq), the retained-state hash, and per topic `<prefix>:h:<topic>`, a stream whose entry ids
-are `<seq>-0` with fields `m` (the envelope), `t` (Redis time, ms, for the age bound) and `p` (the seq of
-the topic's previous event: the first retained entry's `p` says whether anything after a given id was
-trimmed, exactly).
+What each key holds: see `RedisKeys`; the scripts' KEYS and ARGV: `hub.brokers.script_args`.
 
 With `history.ttl`, a topic with no publish for that long is dropped (`hub.brokers.topic_ttl`): its
 stream expires, and a sweep takes it out of the registry, the name indexes and the retained hash. Seqs come
@@ -14,10 +10,9 @@ sequence hash's `dropped` field (the drop floor) is the highest last seq of any 
 that does not exist reaches back only to it, and a topic created while it is set starts with `p` at it:
 it may be the continuation of one dropped. A resume from before it finds no gap it could miss.
 
-Two name indexes, sorted sets of score 0 (ordered by name): every topic of the registry, and every topic
-with retained state. A pattern reads the names under its literal prefix there, not the whole registry.
-Publishes write them; topics an older hub wrote are indexed a batch per publish, and until then the
-snapshot reads as before (an index is complete when it counts as many as the registry or hash).
+The name indexes are written by publishes; topics an older hub wrote are indexed a batch per publish,
+and until then the snapshot reads as before (an index is complete when it counts as many as the registry
+or hash).
 """
 
 from __future__ import annotations

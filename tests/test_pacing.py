@@ -1,13 +1,15 @@
 """Flush pacing: what arrives between two rounds goes out in one write per subscriber; a round yields
 to the loop between slices; the pause after a round follows its length, how starved and how backlogged
-the hub is, within bounds."""
+the hub is, within bounds; a starved hub holds its broker's reading for most of the pause."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from hub.brokers.memory import MemoryBroker
-from hub.config import HistoryConfig
+from hub.brokers.redis import RedisBroker
+from hub.config import HistoryConfig, RedisConfig
 from hub.engine.fanout import Fanout
 from hub.engine.pacing import (
     BACKLOG_BUSY,
@@ -15,6 +17,7 @@ from hub.engine.pacing import (
     FLUSH_GAP_MAX,
     FLUSH_GAP_MIN,
     FLUSH_SLICE,
+    READ_ON_AT,
     STARVED_GAP_MAX,
     STARVED_MEMORY,
     STARVED_NOISE,
@@ -167,3 +170,18 @@ async def test_flush_rounds_on_the_cpu_do_not_count_as_starved():
     await publish_in_rounds(fanout, transports)
     assert fanout.pacer.starved < 0.35  # a preemption in the last round or two may show, not more
     await fanout.stop()
+
+
+async def test_a_starved_fanout_holds_the_broker_between_rounds_and_reads_on_before_the_next(redis_server):
+    config = RedisConfig(url=redis_server.url, prefix="t" + uuid.uuid4().hex[:10])
+    fanout = Fanout(RedisBroker(config, HistoryConfig(), 60), heartbeat_interval=60, subscribe_timeout=5)
+    await fanout.start()
+    try:
+        transports = [(await attach(fanout, "t", transport=BlockingTransport()))[1] for _ in range(10)]
+        await publish_in_rounds(fanout, transports)  # each round's events arrive: no hold sticks
+        assert fanout.pacer.starved > 0.5
+        subscriber = fanout.broker._subscription.writer.transport
+        assert not subscriber.is_reading()  # held right after the round...
+        await settled(subscriber.is_reading, timeout=STARVED_GAP_MAX * READ_ON_AT + 1)  # ...not for long
+    finally:
+        await fanout.stop()

@@ -51,6 +51,7 @@ class Fanout:
         # on_event appends the one chunked SSE frame to every target without looking at it.
         self._others = 0
         self._relabeled = 0  # ...or reading several cluster partitions: each needs its own kind of id
+        # When the outboxes given something are written: `on_event` fills its `dirty`, it runs the rounds.
         self.pacer = FlushPacer(self._flush_one, broker.hold_reading)
         self._heartbeat_task: asyncio.Task[None] | None = None
         # Read at scrape time by /metrics and /stats: plain integers, nothing on the hot path.

@@ -3,8 +3,9 @@
 A quiet hub writes each event at once. A busy one pauses between flush rounds, so that what arrives
 meanwhile goes out in one write per subscriber instead of one per event; the pause grows with the
 round's length, with how much of the core the process is denied (starved), and when each delivery has
-become a write of its own (backlogged). A round writes its outboxes a slice at a time so the loop still
-reads its sockets in between. This module decides when to write, never what: the engine fills `dirty`.
+become a write of its own (backlogged); a starved hub also holds its broker's reading for most of the
+pause. A round writes its outboxes a slice at a time so the loop still reads its sockets in between.
+This module decides when to write, never what: the engine fills `dirty`.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ async def test_a_stalled_connection_is_cut_off_alone():
     for i in range(30):
         await fanout.publish([Draft(("t",), "x" * 100 + str(i))])
         await asyncio.sleep(0)
-    await asyncio.sleep(0.01)  # a busy hub leaves a millisecond between flushes (FLUSH_GAP)
+    await asyncio.sleep(0.01)  # a busy hub pauses milliseconds between flush rounds (hub/engine/pacing.py)
     assert slow.close_reason is CloseReason.SLOW_CONSUMER
     assert slow_transport.aborted
     assert fanout.counters["slow_consumers"] == 1

@@ -1,9 +1,9 @@
 """The KEYS and ARGV of every Lua script the hub runs, built in one place for both Redis brokers.
 
 Each builder takes named values and lays them out in the order its script reads them; the positions are
-written down here, beside the builder, and each script names them once at its top (`hub.brokers.
-redis_scripts`, `hub.brokers.topic_ttl`). Key names come from `RedisKeys`: a script never spells a key,
-it is given the key or, for per-topic keys, the prefix to put before the topic. Pure: no I/O.
+written down here, beside the builder, and each script names them once at its top (`redis_scripts`,
+`topic_ttl`). Key names come from `RedisKeys`: a script never spells a key, it is given the key or, for
+per-topic keys, the prefix to put before the topic. Pure: no I/O.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Cluster ids and partitions: the pure parts (the broker itself runs in every broker test, on a cluster)."""
+"""Cluster ids (hub/wire/cluster_ids.py) and partitions, the pure parts: the broker itself runs in every
+broker test on a cluster."""
 
 from __future__ import annotations
 

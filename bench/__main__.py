@@ -19,6 +19,12 @@ def main() -> int:
     run.add_argument(
         "--cluster", action="store_true", help="a Redis Cluster: primaries failed over, slots moved"
     )
+    run.add_argument("--partitions", type=int, default=16, help="with --cluster: the hubs' redis.partitions")
+    run.add_argument(
+        "--one-node",
+        action="store_true",
+        help="with --cluster: one primary, no replica, killed and restarted",
+    )
     run.add_argument(
         "--stall", action="store_true", help="the stall case: Redis SIGSTOPped past connect_timeout"
     )
@@ -79,7 +85,13 @@ def main() -> int:
     if args.command == "faults" and args.drain:
         return drain_faults.main(args.size)
     if args.command == "faults":
-        return faults.main(args.size, aof=not args.no_aof, cluster=args.cluster)
+        return faults.main(
+            args.size,
+            aof=not args.no_aof,
+            cluster=args.cluster,
+            partitions=args.partitions,
+            one_node=args.one_node,
+        )
     return 2
 
 

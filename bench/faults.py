@@ -45,6 +45,9 @@ class FaultPlan:
     # replica), and each reshard moves a fault topic's slot to another primary while events flow.
     cluster: bool = False
     reshards: int = 0
+    partitions: int = 16  # the hubs' redis.partitions on a cluster
+    # A cluster of one primary and no replica: a Redis kill is a restart, as with one Redis (no reshards).
+    one_node: bool = False
 
 
 @dataclass
@@ -280,10 +283,15 @@ class FaultRun:
 
     def _cluster_fault(self, cluster: RedisCluster, what: str) -> None:
         """Fail over, or move the slot of, the partition of a fault topic (in a thread: it blocks)."""
-        parts = Partitions(16, "hub")
+        parts = Partitions(self.plan.partitions, "hub")
         slot = parts.slots[parts.of_topic(f"fault/{self.rng.randrange(self.plan.topics)}")]
         owner = cluster.node_for_slot(slot)
-        if what == "redis":
+        if what == "redis" and self.plan.one_node:
+            owner.kill()
+            self.report.redis_kills += 1
+            time.sleep(self.plan.downtime)
+            cluster.restart(owner)
+        elif what == "redis":
             cluster.kill_primary(owner)
             self.report.redis_kills += 1
             time.sleep(self.plan.downtime)
@@ -337,15 +345,16 @@ async def run_fault_test(plan: FaultPlan) -> Report:
     persistence = ("--appendonly", "yes", "--appendfsync", "always") if plan.aof else ()
     redis: RedisProcess | RedisCluster
     if plan.cluster:
-        redis = RedisCluster(3, 1, args=persistence).start()
+        redis = (
+            RedisCluster(1, 0, args=persistence) if plan.one_node else RedisCluster(3, 1, args=persistence)
+        )
+        redis.start()
     else:
         redis = RedisProcess(*persistence).start()
-    hubs = [
-        HubProcess(
-            "--redis", redis.url, env={"HUB_SSE_HEARTBEAT_INTERVAL": "1", "HUB_REDIS_CONNECT_TIMEOUT": "1"}
-        )
-        for _ in range(2)
-    ]
+    env = {"HUB_SSE_HEARTBEAT_INTERVAL": "1", "HUB_REDIS_CONNECT_TIMEOUT": "1"}
+    if plan.cluster:
+        env["HUB_REDIS_PARTITIONS"] = str(plan.partitions)
+    hubs = [HubProcess("--redis", redis.url, env=env) for _ in range(2)]
     try:
         await asyncio.gather(*(hub.ready() for hub in hubs))
         report = await FaultRun(plan, redis, hubs).run()
@@ -372,16 +381,22 @@ LARGE_LOAD: dict[str, Any] = {
 }
 
 
-def main(size: str, aof: bool = True, cluster: bool = False) -> int:
+def main(
+    size: str, aof: bool = True, cluster: bool = False, partitions: int = 16, one_node: bool = False
+) -> int:
     plans = {
         "small": FaultPlan(),
         "large": FaultPlan(**LARGE_LOAD, redis_kills=3, hub_kills=3, downtime=1.5),
     }
     plan = dataclasses.replace(plans[size], aof=aof)
-    if cluster:  # each Redis kill fails a primary over; as many slots move
-        plan = dataclasses.replace(plan, cluster=True, reshards=plan.redis_kills)
+    if cluster and one_node:  # the cluster code where one Redis would be: its kills restart it
+        plan = dataclasses.replace(plan, cluster=True, one_node=True, partitions=partitions)
+    elif cluster:  # each Redis kill fails a primary over; as many slots move
+        plan = dataclasses.replace(plan, cluster=True, reshards=plan.redis_kills, partitions=partitions)
     report = asyncio.run(run_fault_test(plan))
-    where = "a Redis Cluster" if cluster else "one Redis"
+    where = "one Redis"
+    if cluster:
+        where = f"a Redis Cluster of {'one node' if one_node else '3 primaries'}, {partitions} partitions"
     print(f"fault run ({size}, {where}, {'AOF always' if aof else 'no persistence'}):")
     print("\n".join(report.lines()))
     print("PASS" if report.ok() else "FAIL")

@@ -49,6 +49,8 @@ class Scenario:
     two_hubs: bool = False  # redis: subscribers split over two hub processes on one Redis
     redis: bool = False  # the hub runs on Redis (always, with two_hubs)
     cluster: bool = False  # ...on a Redis Cluster of three primaries instead of one Redis
+    primaries: int = 3  # the cluster's
+    partitions: int = 0  # the hub's redis.partitions on a cluster (0: its default)
     # Publisher connections: fewer than the topics, they split the topics (each topic keeps one order);
     # more, they all publish to every topic and order is checked per publisher.
     pubconns: int = 1
@@ -84,6 +86,20 @@ SCENARIOS = {
             pubconns=4,
             redis=True,
             cluster=True,
+        ),
+        # the cluster broker on a one-node cluster with one partition: could one Redis be this code?
+        Scenario(
+            "cluster1-publish",
+            subs=200,
+            events=40_000,
+            topics=200,
+            batch=50,
+            pipeline=8,
+            pubconns=4,
+            redis=True,
+            cluster=True,
+            primaries=1,
+            partitions=1,
         ),
     ]
 }
@@ -163,9 +179,9 @@ def redis_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def redis_cluster() -> Iterator[RedisCluster]:
-    """Three primaries, on the generator's core like the single Redis."""
-    cluster = RedisCluster(3, 0, args=("--maxclients", "60000")).start()
+def redis_cluster(primaries: int = 3) -> Iterator[RedisCluster]:
+    """Three primaries (or `primaries`), on the generator's core like the single Redis."""
+    cluster = RedisCluster(primaries, 0, args=("--maxclients", "60000")).start()
     try:
         for node in cluster.nodes:
             assert node.proc is not None
@@ -202,7 +218,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
         redis_url = None
         if needs_redis:
             if scenario.cluster and server == "hub":
-                redis_url = stack.enter_context(redis_cluster()).url
+                redis_url = stack.enter_context(redis_cluster(scenario.primaries)).url
             else:
                 redis_url = stack.enter_context(redis_server())
         ports = [free_port()] + ([free_port()] if scenario.two_hubs and server == "hub" else [])
@@ -212,6 +228,8 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
             "HUB_LIMITS_MAX_BATCH": "10000",
             "HUB_LIMITS_MAX_CONNECTIONS_PER_IP": "0",
         }
+        if scenario.partitions:
+            env["HUB_REDIS_PARTITIONS"] = str(scenario.partitions)
         procs = [
             stack.enter_context(process(*server_cmd(server, port, redis_url), core=HUB_CORE, env=env))
             for port in ports

@@ -245,8 +245,8 @@ class RedisCluster:
     ) -> None:
         """`replicas` per primary. `node_timeout_ms`: how long a node may be unreachable before it is
         failed over (a failover takes about twice that). `args` go to every redis-server."""
-        if primaries < 3:
-            raise ValueError("redis-cli --cluster create needs at least 3 primaries")
+        if primaries == 2 or (primaries == 1 and replicas):
+            raise ValueError("redis-cli --cluster create needs at least 3 primaries (1 alone: no replicas)")
         if shutil.which("redis-cli") is None:
             raise RuntimeError("redis-cli is not installed; it comes with redis-server")
         self.replicas_per_primary = replicas
@@ -292,6 +292,10 @@ class RedisCluster:
             for node in self.nodes:
                 node.start()
             self._ids = {node.port: _text(node.call("CLUSTER", "MYID")) for node in self.nodes}
+            if len(self.nodes) == 1:  # one node serves every slot: what redis-cli will not set up
+                self.nodes[0].call("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+                self.wait_settled()
+                return self
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
             create = subprocess.run(
                 ["redis-cli", "--cluster", "create", *addresses,

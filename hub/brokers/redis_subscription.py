@@ -231,7 +231,7 @@ class Subscription:
         if isinstance(reply, hiredis.ReplyError):
             raise CommandRefused(str(reply))
         if not isinstance(reply, list):
-            return  # +OK to CLIENT SETNAME
+            return  # none comes: the setup's replies were read as the connection opened
         kind = reply[0]
         if kind == b"message":
             if reply[1] == self._tick_channel:

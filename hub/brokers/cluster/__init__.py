@@ -6,12 +6,15 @@ event of topics in several partitions is published once in each (its copy there 
 partition's topics), and a subscriber of several takes it from the lowest (`VectorCursor.duplicate`).
 
 The modules, one concept each:
-- `broker`: the `Broker` itself: partitioned publishes, snapshots and history reads, subscriptions.
+- `broker`: the `Broker` itself: partitioned publishes and the subscriptions; it hands reads to `reading`.
+- `partitions`: topics to partitions, partitions to hash slots, key prefixes and channels.
 - `publishing`: one publish's script calls, pipelined per node, and what their failures mean.
-- `links`: one raw RESP connection per cluster node this process needs (`NodeLink`), holding an
-  SSUBSCRIBE for each partition channel that node serves, and `Links`, which places partitions on them and
-  follows the slot map when a slot moves (Redis sends `sunsubscribe`, or a `MOVED` reply) or a node's
-  connection is lost (failover).
+- `reading`: snapshots (each partition's retained state or history, and a sync token through its
+  channel), history pages, and the positions a cluster id names.
+- `links`: one raw RESP connection per cluster node this process needs (`NodeLink`, over the transport:
+  `hub.brokers.transport`), holding an SSUBSCRIBE for each partition channel that node serves, and
+  `Links`, which places partitions on them and follows the slot map when a slot moves (Redis sends
+  `sunsubscribe`, or a `MOVED` reply) or a node's connection is lost (failover).
 - `catch_up`: what this process has received of each partition, and the catch-up of a partition that was
   away from its history, with a continuity check: a promoted replica that lacks events this process
   already delivered starts a new epoch, and the streams resync with a `reset`.

@@ -4,13 +4,18 @@ URL with the options redis-py reads from it, its setup, and a supervised reconne
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import itertools
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from redis.asyncio.connection import ConnectionPool
 
 import hub.brokers.transport.supervisor as supervisor
@@ -92,19 +97,40 @@ async def test_a_username_and_password_authenticate_as_that_acl_user(redis_facto
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA and a server certificate it signed, for 127.0.0.1."""
+    """A CA and a server certificate it signed, for 127.0.0.1 (with `cryptography`, which pyjwt[crypto]
+    brings: no openssl program needed)."""
     where = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.UTC)
 
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=hub test CA",
-            "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
-    (where / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "1", "-extfile", "san.ext", "-out", "server.pem")  # fmt: skip
+    def issue(subject: str, key: ec.EllipticCurvePrivateKey, ca: x509.Certificate | None) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name if ca is None else ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+        if ca is None:
+            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        else:
+            address = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+            builder = builder.add_extension(x509.SubjectAlternativeName([address]), critical=False)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca = issue("hub test CA", ca_key, None)
+    server = issue("127.0.0.1", server_key, ca)
+    (where / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (where / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (where / "server.key").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return where
 
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.processes import RedisCluster
@@ -57,6 +57,17 @@ class Scenario:
     timeout: float = 60.0
 
 
+CLUSTER_PUBLISH = Scenario(
+    "cluster-publish",
+    subs=200,
+    events=40_000,
+    topics=200,
+    batch=50,
+    pipeline=8,
+    pubconns=4,
+    redis=True,
+    cluster=True,
+)
 SCENARIOS = {
     s.name: s
     for s in [
@@ -76,31 +87,9 @@ SCENARIOS = {
         Scenario(
             "redis-publish", subs=200, events=40_000, topics=200, batch=50, pipeline=8, pubconns=4, redis=True
         ),
-        Scenario(
-            "cluster-publish",
-            subs=200,
-            events=40_000,
-            topics=200,
-            batch=50,
-            pipeline=8,
-            pubconns=4,
-            redis=True,
-            cluster=True,
-        ),
+        CLUSTER_PUBLISH,
         # the cluster broker on a one-node cluster with one partition: could one Redis be this code?
-        Scenario(
-            "cluster1-publish",
-            subs=200,
-            events=40_000,
-            topics=200,
-            batch=50,
-            pipeline=8,
-            pubconns=4,
-            redis=True,
-            cluster=True,
-            primaries=1,
-            partitions=1,
-        ),
+        replace(CLUSTER_PUBLISH, name="cluster1-publish", primaries=1, partitions=1),
     ]
 }
 SERVERS = ("hub", "ceiling", "baseline")

@@ -39,7 +39,7 @@ from bench.load import (
 )
 from bench.processes import RespConnection
 from hub.brokers.cluster.partitions import Partitions
-from hub.brokers.redis import PUBLISH_TOKEN_TTL
+from hub.brokers.script_args import PUBLISH_TOKEN_TTL
 from hub.brokers.topic_ttl import sweep_interval
 from hub.config import RedisConfig
 

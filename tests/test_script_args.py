@@ -12,6 +12,7 @@ from hub.brokers.cluster.partitions import Partitions
 from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.script_args import (
     HistoryBounds,
+    PublishRecord,
     ScriptCall,
     ScriptEvent,
     history_page_call,
@@ -32,7 +33,7 @@ EVENTS = [ScriptEvent(("a", "b/c"), b'{"d":1}', True), ScriptEvent(("a",), b'{"d
 
 def _publish(keys: RedisKeys = KEYS, *, events=EVENTS, sharded: bool = False) -> ScriptCall:
     return publish_call(
-        keys, BOUNDS, events, token_key=keys.publish_token("x"), token_ttl=120, fingerprint="fp",
+        keys, BOUNDS, events, record=PublishRecord(keys.publish_token("x"), 120, "fp"),
         evidence=("abcdef", 7), sharded=sharded,
     )  # fmt: skip
 

@@ -34,6 +34,7 @@ from hub.brokers.script_args import (
     ScriptEvent,
     history_start,
     publish_call,
+    publish_record,
     snapshot_call,
 )
 from hub.brokers.topic_ttl import TopicSweeper
@@ -50,7 +51,6 @@ from hub.wire.topics import Selector
 log = logging.getLogger(__name__)
 
 # A call retried after a lost connection is answered from its token, so retrying is exactly-once.
-PUBLISH_TOKEN_TTL = 120
 PUBLISH_RETRIES = 3
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 PUBLISH_SHA = hashlib.sha1(redis_scripts.PUBLISH.encode()).hexdigest().encode()
@@ -157,19 +157,13 @@ class RedisBroker(Broker[Position]):
 
     def _publish_call(self, events: list[ScriptEvent], idempotency: Idempotency | None) -> ScriptCall:
         keys = self._keys
-        if idempotency is None:
-            token_key = keys.publish_token(f"{self.node}.{next(self._publishes)}")
-            token_ttl, fingerprint = PUBLISH_TOKEN_TTL, ""
-        else:
-            token_key = keys.idempotency(idempotency.name)
-            token_ttl, fingerprint = int(self._idempotency_window), idempotency.fingerprint
+        one_off = f"{self.node}.{next(self._publishes)}" if idempotency is None else ""
+        record = publish_record(keys, idempotency, self._idempotency_window, one_off)
         return publish_call(
             keys,
             self._bounds,
             events,
-            token_key=token_key,
-            token_ttl=token_ttl,
-            fingerprint=fingerprint,
+            record=record,
             evidence=self._evidence(),
             sharded=False,
         )

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from hub.brokers.redis_keys import RedisKeys
 from hub.config import HistoryConfig
 from hub.wire.event import new_epoch
+from hub.wire.idempotency import Idempotency
 from hub.wire.ids import Position, SinceKind
 from hub.wire.topics import Selector
 
@@ -69,21 +70,42 @@ Evidence = tuple[str, int]
 Received = tuple[str, int, bytes]
 
 
+# How long a publish without an Idempotency-Key keeps its first answer, for a retry of the same call.
+PUBLISH_TOKEN_TTL = 120
+
+
+class PublishRecord(NamedTuple):
+    """Where a publish call records its first answer: the key, for how long (s), and the request's
+    fingerprint ('' for a one-off token)."""
+
+    key: str
+    ttl: int
+    fingerprint: str
+
+
+def publish_record(
+    keys: RedisKeys, idempotency: Idempotency | None, window: float, one_off: str
+) -> PublishRecord:
+    """The Idempotency-Key's record, kept for the idempotency `window`; without one, a token named
+    `one_off`, unique to this call, that its retries on a lost connection find."""
+    if idempotency is None:
+        return PublishRecord(keys.publish_token(one_off), PUBLISH_TOKEN_TTL, "")
+    return PublishRecord(keys.idempotency(idempotency.name), int(window), idempotency.fingerprint)
+
+
 def publish_call(
     keys: RedisKeys,
     bounds: HistoryBounds,
     events: Sequence[ScriptEvent],
     *,
-    token_key: str,
-    token_ttl: int,
-    fingerprint: str,
+    record: PublishRecord,
     evidence: Evidence,
     sharded: bool,
 ) -> ScriptCall:
     """The PUBLISH script's call. With no event, it publishes nothing: a probe that Redis takes its
     writes.
 
-    KEYS: 1 sequence hash, 2 topic registry, 3 retained hash, 4 this call's token (`token_key`: its first
+    KEYS: 1 sequence hash, 2 topic registry, 3 retained hash, 4 this call's record (`record.key`: its first
     answer, for retries and Idempotency-Key), 5 topic names index, 6 retained names index, 7 the cursor of
     their catching up with topics an older hub wrote; on a cluster (`sharded`), every history the call
     writes follows, declared only: while the slot migrates, Redis then answers TRYAGAIN before running
@@ -96,14 +118,14 @@ def publish_call(
     args: list[Arg] = [
         keys.history_prefix,
         keys.channel_prefix,
-        token_ttl,
+        record.ttl,
         new_epoch(),
         *evidence,
         bounds.max_events,
         bounds.max_age_ms,
         len(events),
         keys.shard_channel if sharded else "",
-        fingerprint,
+        record.fingerprint,
         bounds.ttl_ms,
     ]
     histories: dict[str, None] = {}
@@ -114,7 +136,7 @@ def publish_call(
         args.append(1 if event.retain else 0)
         if sharded:
             histories.update(dict.fromkeys(keys.history(t) for t in event.topics))
-    call_keys = [keys.sequence, keys.topics, keys.retained, token_key]
+    call_keys = [keys.sequence, keys.topics, keys.retained, record.key]
     call_keys += [keys.topic_names, keys.retained_names, keys.names_cursor, *histories]
     return ScriptCall(call_keys, args)
 

@@ -20,7 +20,7 @@ from hub.brokers.cluster.partitions import Partitions
 from hub.brokers.cluster.publishing import REDIS_DOWN, PublishCalls, Refused, is_transient
 from hub.brokers.cluster.reading import PartitionReads, text_of
 from hub.brokers.refusals import Refusals
-from hub.brokers.script_args import HistoryBounds, ScriptCall, ScriptEvent, publish_call
+from hub.brokers.script_args import HistoryBounds, ScriptCall, ScriptEvent, publish_call, publish_record
 from hub.brokers.topic_ttl import TopicSweeper
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable, OutcomeUnknown, idempotency_key_reused
@@ -32,7 +32,6 @@ from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
 
-PUBLISH_TOKEN_TTL = 120
 CLOSE_TIMEOUT = 2.0
 
 
@@ -211,19 +210,13 @@ class RedisClusterBroker(Broker[VectorId]):
     ) -> ScriptCall:
         """The publish script's call for partition p's share of a publish."""
         keys = self._keys[p]
-        if idempotency is None:
-            token_key = keys.publish_token(secrets.token_hex(12))
-            token_ttl, fingerprint = PUBLISH_TOKEN_TTL, ""
-        else:
-            token_key = keys.idempotency(idempotency.name)
-            token_ttl, fingerprint = int(self._idempotency_window), idempotency.fingerprint
+        one_off = secrets.token_hex(12) if idempotency is None else ""
+        record = publish_record(keys, idempotency, self._idempotency_window, one_off)
         return publish_call(
             keys,
             self._bounds,
             [ScriptEvent(topics, bodies[i], drafts[i].retain) for i, topics in items],
-            token_key=token_key,
-            token_ttl=token_ttl,
-            fingerprint=fingerprint,
+            record=record,
             evidence=self._receiver.evidence(p),
             sharded=True,
         )

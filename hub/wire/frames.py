@@ -49,9 +49,7 @@ RESYNC = sse.encode_retry(500)
 
 def relabeled(event: Event, event_id: str) -> Event:
     """`event` under the id one subscriber gets (on a cluster, its partitions' positions)."""
-    if event_id == event.id:
-        return event
-    return Event(event_id, event.topics, event.data, event.event, event.retry, event.retain)
+    return event if event_id == event.id else event.relabeled(event_id)
 
 
 def event_body(event: Event) -> bytes:

@@ -14,13 +14,20 @@ from redis.asyncio.cluster import RedisCluster
 
 from hub.brokers import redis_scripts, sending
 from hub.brokers.base import Broker, BrokerSink
-from hub.brokers.cluster.catch_up import Last, PartitionReceiver
+from hub.brokers.cluster.catch_up import PartitionReceiver
 from hub.brokers.cluster.links import Links
 from hub.brokers.cluster.partitions import Partitions
 from hub.brokers.cluster.publishing import REDIS_DOWN, PublishCalls, Refused, is_transient
 from hub.brokers.cluster.reading import PartitionReads, text_of
 from hub.brokers.refusals import Refusals
-from hub.brokers.script_args import HistoryBounds, ScriptCall, ScriptEvent, publish_call, publish_record
+from hub.brokers.script_args import (
+    HistoryBounds,
+    Received,
+    ScriptCall,
+    ScriptEvent,
+    publish_call,
+    publish_record,
+)
 from hub.brokers.topic_ttl import TopicSweeper
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable, OutcomeUnknown, idempotency_key_reused
@@ -286,7 +293,7 @@ class RedisClusterBroker(Broker[VectorId]):
     # what the receiver asks for
 
     async def _catch_up_read(
-        self, p: int, selectors: list[Selector], since: Position, last: Last | None
+        self, p: int, selectors: list[Selector], since: Position, last: Received | None
     ) -> tuple[Position, str | None, list[bytes]]:
         return await self._reads.read_partition(p, selectors, SinceKind.AFTER, since, last, sync=False)
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from hub.brokers.base import BrokerSink
 from hub.brokers.cluster.partitions import Partitions
+from hub.brokers.script_args import Received
 from hub.errors import BrokerUnavailable
 from hub.wire.cluster_ids import Stamp, digest
 from hub.wire.event import EnvelopeError, Event, open_envelope
@@ -22,11 +23,9 @@ from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
 
-# The last event received of a partition (topic, seq, envelope): the continuity check's subject.
-Last = tuple[str, int, bytes]
 # Reads partition p's history after a position: (the partition's position, a reset or None, envelopes).
 CatchUpRead = Callable[
-    [int, list[Selector], Position, "Last | None"], Awaitable[tuple[Position, str | None, list[bytes]]]
+    [int, list[Selector], Position, "Received | None"], Awaitable[tuple[Position, str | None, list[bytes]]]
 ]
 
 
@@ -52,7 +51,7 @@ class PartitionReceiver:
         self.published: list[Position | None] = [None] * n  # the newest id each partition's publishes got
         self._epoch_tuple: tuple[str, ...] = ("",) * n
         self._own_digest: list[str] = [""] * n
-        self.last: list[Last | None] = [None] * n
+        self.last: list[Received | None] = [None] * n
         self.live: set[int] = set()  # subscribed and caught up
         self.known: set[int] = set()  # received continuously since first subscribed: catch up on return
         self._held: dict[int, list[bytes]] = {}  # live messages of a partition that is catching up

@@ -15,10 +15,10 @@ from redis.commands.core import AsyncScript
 
 from hub.brokers import redis_scripts
 from hub.brokers.base import stored_position
-from hub.brokers.cluster.catch_up import Last, PartitionReceiver, envelope_epoch, envelope_seq
+from hub.brokers.cluster.catch_up import PartitionReceiver, envelope_epoch, envelope_seq
 from hub.brokers.cluster.partitions import Partitions
 from hub.brokers.cluster.publishing import REDIS_DOWN
-from hub.brokers.script_args import HistoryBounds, ScriptCall, history_page_call, snapshot_call
+from hub.brokers.script_args import HistoryBounds, Received, ScriptCall, history_page_call, snapshot_call
 from hub.config import HistoryConfig, RedisConfig
 from hub.errors import BrokerUnavailable
 from hub.wire.cluster_ids import VectorCursor, VectorId, digest, format_vector, parse_vector
@@ -185,7 +185,7 @@ class PartitionReads:
         selectors: Sequence[Selector],
         mode: SinceKind,
         after: Position | None,
-        received: Last | None,
+        received: Received | None,
         *,
         sync: bool,
     ) -> PartitionRead:

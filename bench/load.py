@@ -68,6 +68,7 @@ CLUSTER_PUBLISH = Scenario(
     redis=True,
     cluster=True,
 )
+NOTIFY = Scenario("notify", subs=2000, events=20_000, topics=2000, pipeline=1, pubconns=4)
 SCENARIOS = {
     s.name: s
     for s in [
@@ -88,6 +89,10 @@ SCENARIOS = {
             "redis-publish", subs=200, events=40_000, topics=200, batch=50, pipeline=8, pubconns=4, redis=True
         ),
         CLUSTER_PUBLISH,
+        # A notification service: many backend requests, each ONE event to ONE user's topic, each
+        # waiting for its answer before the next (no pipelining, no batching).
+        NOTIFY,
+        replace(NOTIFY, name="notify-redis", redis=True),
         # the cluster broker on a one-node cluster with one partition: could one Redis be this code?
         replace(CLUSTER_PUBLISH, name="cluster1-publish", primaries=1, partitions=1),
     ]

@@ -8,6 +8,11 @@
  * and duplicated events. The publishers POST JSON batches over keep-alive connections, pipelined; with
  * more publishers than topics, every publisher publishes to every topic, and order is checked per
  * publisher (the hub orders concurrent publishers' events as it accepts them).
+ * With --proto nchan, it speaks Nchan's protocol instead (the benchmark's third reference server):
+ * subscribers GET /sub/t<N>, and each event is a request of its own, POST /pub/t<N> with the event's data
+ * as its body, since Nchan has no batch publish; a batch scenario's B events per request and D requests in
+ * flight become B x D one-event requests in flight. Any 2xx answers a publish (Nchan: 201, or 202 when the
+ * channel has no subscriber). Nchan's frames carry an id: line before the data: line, which is skipped.
  * With --read-window-ms W (throughput scenarios), the generator lets frames pile up in the kernel between
  * read rounds, so that one read (and the ACK it sends) serves several frames: it then costs a fraction of
  * the CPU per delivered event, and latency figures include up to W ms of that wait.
@@ -54,7 +59,8 @@ static int cmp_ll(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static const char *host = "127.0.0.1", *path = "/events?topic=t%d", *pub_path = "/publish";
+static const char *host = "127.0.0.1", default_path[] = "/events?topic=t%d", *path = default_path;
+static const char *pub_path = "/publish";
 static int port = 8080, subs = 100, topics = 1, batch = 1, pipeline = 8, pubconns = 1, size = 64;
 static long long events = 1000, rate = 0; /* rate: events per second, 0 = as fast as accepted */
 static double timeout_s = 60, hold_s = 0;
@@ -63,11 +69,12 @@ static long long *lat; static long long nlat, caplat;
 static int lanes = 1; /* publishers each topic has: 1, or pubconns when they outnumber the topics */
 static long long published, reads, delivered;
 static double read_window_ms = 0; /* 0: read every ready connection at once (latency scenarios) */
+static int nchan = 0; /* --proto nchan: Nchan's paths, one raw event per publish request */
 
 static void usage(void) {
     fprintf(stderr, "loadgen --port P --subs N --topics T --events M [--batch B] [--pipeline D]"
                     " [--rate R] [--size S] [--timeout S] [--hold S] [--path /events?topic=t%%d]"
-                    " [--pubconns K] [--source-ips K] [--read-window-ms W]\n");
+                    " [--pubconns K] [--source-ips K] [--read-window-ms W] [--proto hub|nchan]\n");
     exit(2);
 }
 
@@ -108,8 +115,25 @@ static int publisher_of(long long seq) {
     return (int)(lanes > 1 ? (seq / topics) % pubconns : (seq % topics) % pubconns);
 }
 
+/* Nchan: the publisher's next event alone, its data as the body, to its topic's channel. */
+static void publish_one(conn_t *c) {
+    static char *req;
+    if (!req) req = malloc((size_t)size + 256);
+    while (c->next < events && publisher_of(c->next) != c->index) c->next++;
+    if (c->next >= events) return; /* this publisher's topics are all published */
+    long long seq = c->next++;
+    char data[64]; /* what precedes the padding: "<seq> <t_ns> " */
+    int d = snprintf(data, sizeof data, "%lld %lld ", seq, now_ns());
+    int h = sprintf(req, "POST /pub/t%lld HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s%s",
+                    seq % topics, d + size, data, pad);
+    send_all(c->fd, req, (size_t)h);
+    c->in_flight++; c->sent++;
+    published++;
+}
+
 static void publish_batch(conn_t *c) {
     static char body[1 << 22], req[(1 << 22) + 512];
+    if (nchan) { publish_one(c); return; }
     size_t b = 0;
     int n = 0;
     body[b++] = '[';
@@ -208,7 +232,9 @@ static void parse_pub(conn_t *c) {
     for (;;) { /* each answer: headers with Content-Length, then a body */
         char *h = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
         if (!h) break;
-        if (strncmp(p, "HTTP/1.1 200", 12) != 0) { fprintf(stderr, "publish refused: %.200s\n", p); exit(1); }
+        if (strncmp(p, nchan ? "HTTP/1.1 2" : "HTTP/1.1 200", nchan ? 10 : 12) != 0) {
+            fprintf(stderr, "publish refused: %.200s\n", p); exit(1);
+        }
         char *cl = memmem(p, (size_t)(h - p), "Content-Length: ", 16);
         long n = cl ? strtol(cl + 16, NULL, 10) : 0;
         if (end - (h + 4) < n) break;
@@ -249,8 +275,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--source-ips")) source_ips = atoi(v);
         else if (!strcmp(a, "--split-port")) split_port = atoi(v);
         else if (!strcmp(a, "--read-window-ms")) read_window_ms = atof(v);
+        else if (!strcmp(a, "--proto") && (!strcmp(v, "hub") || !strcmp(v, "nchan"))) nchan = !strcmp(v, "nchan");
         else usage();
         i++;
+    }
+    if (nchan) {
+        if (path == default_path) path = "/sub/t%d";
+        pipeline *= batch; batch = 1; /* as many events in flight as the scenario's batches hold */
     }
     if (pubconns > topics) lanes = pubconns;
     pad = malloc((size_t)size + 1); memset(pad, 'x', (size_t)size); pad[size] = 0;

@@ -31,7 +31,7 @@ def main() -> int:
     run.add_argument(
         "--drain", action="store_true", help="the drain case: a hub SIGTERMed in rounds, publishes in flight"
     )
-    bench = commands.add_parser("load", help="the load benchmark: hub, ceiling and baseline servers")
+    bench = commands.add_parser("load", help="the load benchmark: hub, ceiling, baseline and Nchan servers")
     bench.add_argument("--scenarios", default="fanout,fanout-10k,latency,topics,idle,redis")
     bench.add_argument("--servers", default=",".join(load.SERVERS))
     bench.add_argument("--runs", type=int, default=3)

@@ -1,10 +1,10 @@
-"""The load benchmark: the hub against a ceiling and a baseline server, same scenarios, same run.
+"""The load benchmark: the hub against a ceiling, a baseline and Nchan, same scenarios, same run.
 
 Each server is pinned to core 0 and the C load generator (bench/loadgen.c, built here with cc) to core
 1; Redis, where a scenario needs it, shares the generator's core. Runs are interleaved (hub, ceiling,
-baseline, then the next scenario, then the next round) and the table shows medians, with the hub's
-ratio to each reference, so that the machine's drift over the hour moves all three alike. A generator
-above 90% of its core marks the result as generator-bound.
+baseline, Nchan, then the next scenario, then the next round) and the table shows medians, with the
+hub's ratio to each reference, so that the machine's drift over the hour moves them all alike. A
+generator above 90% of its core marks the result as generator-bound.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bench import nchan
 from bench.processes import RedisCluster
 
 HERE = Path(__file__).parent
@@ -97,7 +98,8 @@ SCENARIOS = {
         replace(CLUSTER_PUBLISH, name="cluster1-publish", primaries=1, partitions=1),
     ]
 }
-SERVERS = ("hub", "ceiling", "baseline")
+SERVERS = ("hub", "ceiling", "baseline", "nchan")
+REFERENCES = SERVERS[1:]
 
 
 def build_loadgen() -> Path:
@@ -137,6 +139,20 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and its descendants: nginx serves from a worker process that its master started."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            parents.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += parents.get(found[-1], [])
+    return found
 
 
 @contextlib.contextmanager
@@ -196,6 +212,31 @@ def server_cmd(server: str, port: int, redis_url: str | None) -> list[str]:
     return [python, str(HERE / "baseline" / "server.py"), str(port), redis_url]
 
 
+def on_redis(server: str, scenario: Scenario) -> bool:
+    """The baseline always runs on Redis; the hub and Nchan in the scenarios that say Redis."""
+    return server == "baseline" or (server in ("hub", "nchan") and (scenario.two_hubs or scenario.redis))
+
+
+def takes_part(server: str, scenario: Scenario) -> bool:
+    if server == "baseline" and scenario.name.startswith("idle-50k"):
+        return False  # 50,000 Redis connections: not a fair fight, and not one Redis allows
+    # Nchan speaks to a Redis Cluster too, but here it has one Redis or memory, no cluster set up for it
+    return not (server == "nchan" and scenario.cluster)
+
+
+def wait_serving(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> None:
+    """Like wait_for_port, but a server that exits (a bad config, a missing module) says why at once."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    if proc.poll() is not None and proc.stderr is not None:
+        err = proc.stderr.read().decode(errors="replace")[-2000:]
+        raise RuntimeError(f"the server meant for {port} exited ({proc.returncode}): {err}")
+    raise RuntimeError(f"nothing listens on {port}")
+
+
 @dataclass
 class Result:
     server: str
@@ -207,7 +248,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if scenario.subs + 1000 > limit:
         raise RuntimeError(f"needs {scenario.subs + 1000} open files, and this machine allows {limit}")
-    needs_redis = server == "baseline" or ((scenario.two_hubs or scenario.redis) and server == "hub")
+    needs_redis = on_redis(server, scenario)
     with contextlib.ExitStack() as stack:
         redis_url = None
         if needs_redis:
@@ -215,7 +256,8 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
                 redis_url = stack.enter_context(redis_cluster(scenario.primaries)).url
             else:
                 redis_url = stack.enter_context(redis_server())
-        ports = [free_port()] + ([free_port()] if scenario.two_hubs and server == "hub" else [])
+        two = scenario.two_hubs and server in ("hub", "nchan")
+        ports = [free_port()] + ([free_port()] if two else [])
         # Every subscriber comes from this one address: no per-address stream limit.
         env = {
             "HUB_LIMITS_MAX_BODY_BYTES": str(64 * 1024 * 1024),
@@ -224,15 +266,23 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
         }
         if scenario.partitions:
             env["HUB_REDIS_PARTITIONS"] = str(scenario.partitions)
-        procs = [
-            stack.enter_context(process(*server_cmd(server, port, redis_url), core=HUB_CORE, env=env))
-            for port in ports
-        ]
+        procs = []
         for port in ports:
-            wait_for_port(port)
+            if server == "nchan":
+                # subscribers and publishers, and to spare: Redis, and the pipes and fake connections
+                # of Nchan's own (10,000 subscribers did not fit in 10,257 connections)
+                connections = scenario.subs + scenario.pubconns + 2048
+                cmd = stack.enter_context(nchan.configured(port, redis_url, connections))
+            else:
+                cmd = server_cmd(server, port, redis_url)
+            procs.append(stack.enter_context(process(*cmd, core=HUB_CORE, env=env)))
+        for proc, port in zip(procs, ports, strict=True):
+            wait_serving(proc, port)
         time.sleep(0.3)
-        rss0 = sum(rss_kib(p.pid) for p in procs)
-        cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        # Every process serving (nginx: its master and its worker), found once, before the timed part.
+        pids = [pid for proc in procs for pid in family(proc.pid)]
+        rss0 = sum(map(rss_kib, pids))
+        cpu0 = sum(map(cpu_seconds, pids))
         cmd = [
             "taskset", "-c", LOAD_CORE, str(loadgen), "--port", str(ports[0]),
             "--subs", str(scenario.subs), "--topics", str(scenario.topics),
@@ -244,6 +294,8 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
         ]  # fmt: skip
         if len(ports) > 1:
             cmd += ["--split-port", str(ports[1])]
+        if server == "nchan":
+            cmd += ["--proto", "nchan"]
         if scenario.rate == 0:
             cmd += ["--read-window-ms", str(READ_WINDOW_MS)]
         if scenario.hold:
@@ -256,7 +308,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
                 raise RuntimeError(f"{server}/{scenario.name}: not every connection opened")
             opened = json.loads(line)
             time.sleep(scenario.hold / 2)
-            rss1 = sum(rss_kib(p.pid) for p in procs)
+            rss1 = sum(map(rss_kib, pids))
             gen.wait()
             per_conn = (rss1 - rss0) / max(1, opened["opened"])
             return Result(server, scenario.name, {
@@ -266,18 +318,18 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
         gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert gen.stdout is not None
         if gen.stdout.readline().strip():  # the publish phase starts: count server CPU from here
-            cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+            cpu0 = sum(map(cpu_seconds, pids))
         stdout, stderr = gen.communicate(timeout=scenario.timeout + 60)
         if gen.returncode != 0 or not stdout.strip():
             raise RuntimeError(f"{server}/{scenario.name}: load generator failed: {stderr[-500:]}")
         figures = json.loads(stdout)
         # Over the generator's own run time: the wall clock here also covers its sorting and exit.
-        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+        cpu = sum(map(cpu_seconds, pids)) - cpu0
         figures["server_cpu_pct"] = round(100 * cpu / max(figures["seconds"], 1e-9), 1)
         # Deliveries per second of server CPU: what a core buys, whatever the generator and the
         # machine's noise allowed the run to reach.
         figures["deliveries_per_cpu_s"] = round(figures["delivered"] / max(cpu, 1e-9))
-        figures["rss_mib"] = round(sum(rss_kib(p.pid) for p in procs) / 1024, 1)
+        figures["rss_mib"] = round(sum(map(rss_kib, pids)) / 1024, 1)
         figures["generator_cpu_pct"] = round(100 * figures["generator_cpu_s"] / figures["seconds"], 1)
         return Result(server, scenario.name, figures)
 
@@ -325,7 +377,7 @@ def table(results: list[Result], scenarios: list[str], servers: list[str]) -> st
             lines.append(f"| {server}{flag} | " + " | ".join(cells) + f" | {len(runs)} |")
         key = "kib_per_connection" if kind == "idle" else "deliveries_per_s"
         hub = medians.get("hub", {}).get(key)
-        for ref in ("ceiling", "baseline"):
+        for ref in REFERENCES:
             if hub and medians.get(ref, {}).get(key):
                 lines.append(f"\nhub / {ref}: **{hub / medians[ref][key]:.2f}x** ({key})")
     return "\n".join(lines)
@@ -341,7 +393,7 @@ def _medians(results: list[Result], scenario: str, server: str, keys: list[str])
 def summary(results: list[Result], scenarios: list[str], servers: list[str]) -> str:
     """One row per scenario: each server's throughput (idle: KiB per connection), the hub's ratio to each
     reference, the p99s and the hub's lost, duplicated and reordered counts. A dash: no run succeeded."""
-    refs = [s for s in ("ceiling", "baseline") if s in servers]
+    refs = [s for s in REFERENCES if s in servers]
     shown = [s for s in ("hub", *refs) if s in servers]
     head = ["scenario", *shown, *(f"hub / {ref}" for ref in refs)]
     head.append("p99 ms: " + ", ".join(shown))
@@ -402,8 +454,8 @@ def main(scenarios: list[str], servers: list[str], runs: int, write: bool) -> in
     for n in range(runs):
         for name in scenarios:
             for server in servers:
-                if server == "baseline" and name.startswith("idle-50k"):
-                    continue  # 50,000 Redis connections: not a fair fight, and not one Redis allows
+                if not takes_part(server, SCENARIOS[name]):
+                    continue
                 try:
                     result = run_once(loadgen, server, SCENARIOS[name])
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.load import Result, replace_between, summary
+from bench.load import Result, replace_between, summary, table
 
 ROOT = Path(__file__).parent.parent
 
@@ -47,3 +47,17 @@ def test_benchmarks_md_has_both_sections_the_benchmark_writes():
     text = (ROOT / "BENCHMARKS.md").read_text()
     for marker in ("table", "details"):
         assert replace_between(text, marker, "x") != text
+
+
+def test_nchan_is_a_reference_with_a_ratio_of_its_own_in_the_summary_and_the_table():
+    results = [
+        run("hub", "notify", deliveries_per_s=9000, p99_ms=4.0, lost=0, duplicated=0, out_of_order=0),
+        run("nchan", "notify", deliveries_per_s=30000, p99_ms=2.0, lost=0, duplicated=0, out_of_order=0),
+        run("hub", "idle", kib_per_connection=4.0),
+        run("nchan", "idle", kib_per_connection=2.0),
+    ]
+    lines = summary(results, ["notify", "idle"], ["hub", "nchan"]).splitlines()
+    assert lines[0] == "| scenario | hub | nchan | hub / nchan | p99 ms: hub, nchan | hub lost, dup, ooo |"
+    assert lines[2] == "| notify | 9,000 | 30,000 | **0.30x** | 4.0, 2.0 | 0, 0, 0 |"
+    assert lines[3] == "| idle (KiB/connection) | 4.00 | 2.00 | **2.00x** |  |  |"
+    assert "hub / nchan: **0.30x** (deliveries_per_s)" in table(results, ["notify"], ["hub", "nchan"])

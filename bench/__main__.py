@@ -1,13 +1,14 @@
-"""`python -m bench faults|load|memory|parse|ttl|idem|idem-memory|churn-memory`: the fault run, the load
-benchmark, an idle stream's memory, what parsing a publish costs, what Redis keeps of one-off topics, what
-idempotency keys cost, and the same two on the memory broker."""
+"""`python -m bench faults|load|connections|memory|parse|ttl|idem|idem-memory|churn-memory`: the fault run,
+the load benchmark, 50,000 streams over hub workers and generator processes, an idle stream's memory, what
+parsing a publish costs, what Redis keeps of one-off topics, what idempotency keys cost, and the same two
+on the memory broker."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import bounds, drain_faults, faults, load, memory, parse, stall, topic_ttl
+from bench import bounds, connections, drain_faults, faults, load, memory, parse, stall, topic_ttl
 
 
 def main() -> int:
@@ -36,6 +37,14 @@ def main() -> int:
     bench.add_argument("--servers", default=",".join(load.SERVERS))
     bench.add_argument("--runs", type=int, default=3)
     bench.add_argument("--write", action="store_true", help="write the table to BENCHMARKS.md")
+    conns = commands.add_parser(
+        "connections", help="SSE streams over `hub serve --workers` on Redis; one event reaches them all"
+    )
+    conns.add_argument("--subs", type=int, default=50_000)
+    conns.add_argument("--workers", type=int, default=4, help="hub processes sharing the port")
+    conns.add_argument("--generators", type=int, default=4, help="load generator processes")
+    conns.add_argument("--runs", type=int, default=1)
+    conns.add_argument("--timeout", type=float, default=120.0, help="seconds to open, and to receive")
     mem = commands.add_parser("memory", help="what each idle stream keeps alive in the hub")
     mem.add_argument("--subs", type=int, default=2000)
     mem.add_argument("--no-trace", action="store_true", help="RSS and objects only, without tracemalloc")
@@ -67,6 +76,8 @@ def main() -> int:
         if unknown:
             parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
         return load.main(args.scenarios.split(","), args.servers.split(","), args.runs, args.write)
+    if args.command == "connections":
+        return connections.main(args.subs, args.workers, args.generators, args.runs, args.timeout)
     if args.command == "memory":
         return memory.main(args.subs, trace=not args.no_trace)
     if args.command == "parse":

@@ -64,7 +64,9 @@ static const char *pub_path = "/publish";
 static int port = 8080, subs = 100, topics = 1, batch = 1, pipeline = 8, pubconns = 1, size = 64;
 static long long events = 1000, rate = 0; /* rate: events per second, 0 = as fast as accepted */
 static double timeout_s = 60, hold_s = 0;
+static double await_s = 0; /* --await-event: after opening, wait this long for one event on every stream */
 static int source_ips = 1, split_port = 0; /* split_port: odd subscribers go there */
+static const char *source_from; /* --source-from: the first source address (of --source-ips) */
 static long long *lat; static long long nlat, caplat;
 static int lanes = 1; /* publishers each topic has: 1, or pubconns when they outnumber the topics */
 static long long published, reads, delivered;
@@ -74,7 +76,8 @@ static int nchan = 0; /* --proto nchan: Nchan's paths, one raw event per publish
 static void usage(void) {
     fprintf(stderr, "loadgen --port P --subs N --topics T --events M [--batch B] [--pipeline D]"
                     " [--rate R] [--size S] [--timeout S] [--hold S] [--path /events?topic=t%%d]"
-                    " [--pubconns K] [--source-ips K] [--read-window-ms W] [--proto hub|nchan]\n");
+                    " [--pubconns K] [--source-ips K] [--read-window-ms W] [--proto hub|nchan]"
+                    " [--await-event S] [--source-from A.B.C.D]\n");
     exit(2);
 }
 
@@ -83,7 +86,16 @@ static int connect_to(int index, int to_port) {
     if (fd < 0) { perror("socket"); exit(1); }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (source_ips > 1) { /* more than ~28k connections need more than one source address */
+    if (source_from) {
+        /* Several generators side by side, each on addresses of its own; the port is chosen at
+         * connect() by the whole address pair, not by bind() searching the ports bound to the
+         * address, which grows slower with every connection (and fails once TIME_WAITs hold them). */
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        if (inet_pton(AF_INET, source_from, &src.sin_addr) != 1) { fprintf(stderr, "bad --source-from\n"); exit(2); }
+        src.sin_addr.s_addr = htonl(ntohl(src.sin_addr.s_addr) + (uint32_t)(index % source_ips));
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) { perror("bind"); exit(1); }
+    } else if (source_ips > 1) { /* more than ~28k connections need more than one source address */
         struct sockaddr_in src = {.sin_family = AF_INET};
         src.sin_addr.s_addr = htonl(0x7f000001 + 1 + index % source_ips);
         if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) { perror("bind"); exit(1); }
@@ -256,6 +268,33 @@ static void on_readable(conn_t *c) {
     else parse_pub(c);
 }
 
+/* --await-event: the streams are open; someone else publishes ONE event (its data "<seq> <t_ns>", t_ns
+ * on this machine's CLOCK_MONOTONIC), and every stream should receive it. Says how many did, and how
+ * long after t_ns the first and the last did. */
+static int await_one_event(int ep, int opened, double connect_s) {
+    struct epoll_event evs[1024];
+    printf("{\"opened\": %d, \"connect_s\": %.3f}\n", opened, connect_s); fflush(stdout);
+    long long until = now_ns() + (long long)(await_s * 1e9), first = 0, last = 0;
+    int received = 0;
+    while (received < subs && now_ns() < until) {
+        int n = epoll_wait(ep, evs, 1024, 100);
+        for (int k = 0; k < n; k++) {
+            conn_t *c = evs[k].data.ptr;
+            long long had = c->received;
+            on_readable(c);
+            if (c->received && !had) received++;
+        }
+    }
+    if (nlat) {
+        qsort(lat, (size_t)nlat, 8, cmp_ll);
+        first = lat[0]; last = lat[nlat - 1];
+    }
+    printf("{\"subscribers\": %d, \"received\": %d, \"frames\": %lld, \"first_ms\": %.3f, "
+           "\"p50_ms\": %.3f, \"last_ms\": %.3f}\n", subs, received, nlat, first / 1e6,
+           nlat ? lat[nlat / 2] / 1e6 : 0, last / 1e6);
+    return received == subs ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -276,6 +315,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--split-port")) split_port = atoi(v);
         else if (!strcmp(a, "--read-window-ms")) read_window_ms = atof(v);
         else if (!strcmp(a, "--proto") && (!strcmp(v, "hub") || !strcmp(v, "nchan"))) nchan = !strcmp(v, "nchan");
+        else if (!strcmp(a, "--await-event")) await_s = atof(v);
+        else if (!strcmp(a, "--source-from")) source_from = v;
         else usage();
         i++;
     }
@@ -318,6 +359,7 @@ int main(int argc, char **argv) {
         if ((now_ns() - start) / 1e9 > timeout_s) { fprintf(stderr, "only %d of %d streams opened\n", opened, subs); return 1; }
     }
     double connect_s = (now_ns() - start) / 1e9;
+    if (await_s > 0) return await_one_event(ep, opened, connect_s);
     if (hold_s > 0) { /* idle: keep the connections open for the runner to measure */
         printf("{\"opened\": %d, \"connect_s\": %.3f}\n", opened, connect_s); fflush(stdout);
         long long until = now_ns() + (long long)(hold_s * 1e9);

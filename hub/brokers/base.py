@@ -38,6 +38,8 @@ class BrokerSink(Protocol):
 class Broker(ABC, Generic[P]):
     name: str
     reconnects = 0  # times a live connection to the broker was lost and sought again
+    # Its publish never waits, so it may run outside a task (`hub.http.eager`): no timeouts, no I/O.
+    publishes_at_once = False
 
     @abstractmethod
     def parse_position(self, text: str) -> P | None:

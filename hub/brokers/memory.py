@@ -52,6 +52,7 @@ _TICK_SWEEP = 2000
 
 class MemoryBroker(Broker[Position]):
     name = "memory"
+    publishes_at_once = True
 
     def __init__(self, history: HistoryConfig, idempotency_window: float) -> None:
         self._history = history

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -37,6 +38,23 @@ class TokenSource(enum.Enum):
     QUERY = "query"
 
 
+class RequestLike(Protocol):
+    """What the guard reads of a request: aiohttp's, or the publish fast path's view of one."""
+
+    @property
+    def remote(self) -> str | None: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def query(self) -> Mapping[str, str]: ...
+    @property
+    def cookies(self) -> Mapping[str, str]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Publisher:
     # Who publishes, whatever the spelling of their token: `sub:<sub claim>` (`sub#<digest>` for a sub
@@ -65,7 +83,7 @@ class Guard:
         # Not "*": that lets any page read, and a cookie write from any page is exactly what CSRF is.
         self._write_origins = frozenset(o for o in config.cors.origins if o != "*")
 
-    def client(self, request: web.Request) -> str:
+    def client(self, request: RequestLike) -> str:
         """The client as every per-client limit and scope counts it (see `client_key`)."""
         return client_key(
             client_address(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
@@ -80,7 +98,7 @@ class Guard:
         token, _ = self._token(request)
         self.authorizer.check_admin(token)
 
-    def publisher(self, request: web.Request) -> Publisher:
+    def publisher(self, request: RequestLike) -> Publisher:
         """Who publishes, checked before the body is read: a missing or bad token costs us no parsing."""
         token, source = self._token(request)
         if source is TokenSource.COOKIE and request.method not in SAFE_METHODS:
@@ -98,7 +116,7 @@ class Guard:
         """A place for one more stream, to be released when its connection is gone."""
         return self.connections.acquire(self.client(request))
 
-    def _check_origin(self, request: web.Request) -> None:
+    def _check_origin(self, request: RequestLike) -> None:
         """A write the cookie authorizes comes from the hub's own page or a listed origin: not CSRF."""
         site = request.headers.get("Sec-Fetch-Site")
         if site in ("same-origin", "none"):  # "none": typed in or bookmarked, no page behind it
@@ -120,7 +138,7 @@ class Guard:
             "origins in cors.origins may write with it; others send Authorization: Bearer",
         )
 
-    def _token(self, request: web.Request) -> tuple[str | None, TokenSource | None]:
+    def _token(self, request: RequestLike) -> tuple[str | None, TokenSource | None]:
         if not self.authorizer.enabled:
             return None, None
         header = request.headers.get("Authorization")

@@ -31,8 +31,8 @@ import contextlib
 import ipaddress
 import logging
 import resource
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
@@ -42,17 +42,38 @@ from hub.http.drain import FORCE_GRACE, Drain, Listening, accept_backlog, close_
 from hub.http.errors import error_response, malformed
 from hub.http.limits import Connections, budget_for, client_key, is_trusted, parse_networks
 
+if TYPE_CHECKING:
+    from hub.http.fast_publish import FastPublish
+
 log = logging.getLogger(__name__)
+
+PREFIX = b"POST /publish "  # a connection's bytes that may hold a publish for the fast path
 
 # The `Server` header of every response: no version for anyone to look up.
 SERVER_NAME = "broadcast-hub"
 
-RELIED_ON = ("_waiter", "_messages", "_request_in_progress", "_parser")
+RELIED_ON = (
+    "_waiter",
+    "_messages",
+    "_request_in_progress",
+    "_parser",
+    # the publish fast path: a request taken out of aiohttp's hands, and the keep-alive it then owes
+    "_manager",
+    "_keepalive",
+    "_keepalive_timeout",
+    "_keepalive_handle",
+    "_next_keepalive_close_time",
+)
 _slots = {name for cls in RequestHandler.__mro__ for name in getattr(cls, "__slots__", ())}
 if not _slots.issuperset(RELIED_ON):  # pragma: no cover - an aiohttp this module was not written for
     raise ImportError(f"aiohttp's RequestHandler lacks {sorted(set(RELIED_ON) - _slots)}; see {__name__}")
-if not callable(getattr(RequestHandler, "_handle_request", None)):  # pragma: no cover - as above
-    raise ImportError(f"aiohttp's RequestHandler lacks _handle_request; see {__name__}")
+for _method in ("_handle_request", "_process_keepalive"):
+    if not callable(getattr(RequestHandler, _method, None)):  # pragma: no cover - as above
+        raise ImportError(f"aiohttp's RequestHandler lacks {_method}; see {__name__}")
+
+# Bytes a connection may hold for the fast path: pipelined behind a publish being answered, or answers
+# its client has not read yet. Past it the fast path waits: aiohttp's path bounds what it holds itself.
+HELD_LIMIT = 64 * 1024
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -131,10 +152,14 @@ class GuardedRequestHandler(RequestHandler):
     requests answered in the hub's JSON shape and logged in one line without their bytes."""
 
     __slots__ = (
+        "_address",
+        "_answering",
         "_closed",
+        "_fast",
         "_header_deadline",
         "_header_timeout",
         "_header_timer",
+        "_held",
         "_lingering",
         "_malformed",
         "_owed",
@@ -144,10 +169,20 @@ class GuardedRequestHandler(RequestHandler):
     )
 
     def __init__(
-        self, manager: web.Server, *, table: ConnectionTable, header_timeout: float, **kwargs: Any
+        self,
+        manager: web.Server,
+        *,
+        table: ConnectionTable,
+        header_timeout: float,
+        fast: FastPublish | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._table = table
+        self._fast = fast
+        self._answering = False  # a publish taken by the fast path is being answered
+        self._held: list[bytes] = []  # what came meanwhile, read once it is answered
+        self._address: str | None = None
         self._header_timeout = header_timeout
         # One timer per connection, moved on lazily as aiohttp does its keep-alive timer: a request
         # costs no timer of its own. No deadline: 0.
@@ -167,6 +202,8 @@ class GuardedRequestHandler(RequestHandler):
         """aiohttp waits for the bytes of a request (idle, or still being sent its headers), or the
         connection lingers after a malformed one: nothing of ours is under way. Not merely "no request
         in progress": a request just parsed is neither queued nor in progress until its task starts."""
+        if self._answering:
+            return False
         if self._lingering:
             return True
         waiter = self._waiter
@@ -191,6 +228,7 @@ class GuardedRequestHandler(RequestHandler):
         super().connection_made(transport)
         peername = transport.get_extra_info("peername")
         address = str(peername[0]) if isinstance(peername, tuple) else "unix"
+        self._address = str(peername[0]) if isinstance(peername, tuple) else None  # as request.remote
         self._peer = client_key(address)
         if not self._table.admit(self, self._peer, address):
             log.debug("refused a connection from %s: over the connection limit", self._peer)
@@ -201,6 +239,9 @@ class GuardedRequestHandler(RequestHandler):
         self._arm_header_clock()
 
     def data_received(self, data: bytes) -> None:
+        if self._answering:
+            self._hold(data)
+            return
         between_requests = bool(data) and self.waiting
         if not self._owed and between_requests:
             # The first byte of the next request: its headers are on the clock from now (or from the
@@ -210,7 +251,10 @@ class GuardedRequestHandler(RequestHandler):
             self.keep_alive(True)
             if not self._header_deadline:
                 self._arm_header_clock()
-        super().data_received(data)
+        if self._fast is not None and data.startswith(PREFIX) and self._parked():
+            self._feed_fast(data)
+        else:
+            super().data_received(data)
         if between_requests:
             # A request whose headers are all in is queued; the rest of its body does not come here.
             self._partial = not self._messages
@@ -218,6 +262,86 @@ class GuardedRequestHandler(RequestHandler):
             # The headers are in: the request is being answered. The timer, if any, finds no deadline.
             self._header_deadline = 0.0
             self._owed = False
+
+    # --- the publish fast path (hub.http.fast_publish) ---
+
+    def _parked(self) -> bool:
+        """aiohttp's task waits for a request, with none queued: a request parsed now would be next."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._messages and not self._lingering
+
+    def _feed_fast(self, data: bytes) -> None:
+        """aiohttp's `data_received`, with a publish it parses taken from it and answered here."""
+        assert self._fast is not None
+        waiter = self._waiter
+        assert waiter is not None
+        # aiohttp wakes its task for what it parses: not yet, so that a request taken here never
+        # reaches it.
+        self._waiter = None
+        try:
+            super().data_received(data)
+        finally:
+            self._waiter = waiter
+        messages = self._messages
+        transport = self.transport
+        message, payload = messages[0] if len(messages) == 1 else (None, None)
+        if (
+            payload is not None
+            and transport is not None
+            # a client not reading its answers is answered at aiohttp's pace, which waits for it
+            and transport.get_write_buffer_size() < HELD_LIMIT
+            and self._fast.takes(message, payload)
+        ):
+            messages.popleft()
+            assert self._parser is not None
+            assert self._manager is not None
+            self._parser.message_consumed()
+            self._manager.requests_count += 1
+            self._answer_fast(message.headers, payload.read_nowait())
+        elif messages and not waiter.done():
+            waiter.set_result(None)
+
+    def _answer_fast(self, headers: Mapping[str, str], body: bytes) -> None:
+        assert self._fast is not None
+        # Its headers are in: it is being answered, no header clock runs.
+        self._header_deadline = 0.0
+        self._owed = False
+        answer = self._fast.start(headers, self._address, body)
+        if answer.done():
+            self._answered(answer)
+        else:
+            self._answering = True
+            answer.add_done_callback(self._answered)
+
+    def _answered(self, answer: asyncio.Future[tuple[bytes, bool]]) -> None:
+        self._answering = False
+        if answer.cancelled() or self.transport is None:
+            return  # the loop is closing, or the client left
+        response, close = answer.result()
+        self.transport.write(response)
+        if close:
+            self.force_close()
+            return
+        # What aiohttp's task does after a response it keeps alive, and log_access for the header clock.
+        now = self._loop.time()
+        self._keepalive = True
+        self._next_keepalive_close_time = now + self._keepalive_timeout
+        if self._keepalive_handle is None:
+            self._keepalive_handle = self._loop.call_at(
+                self._next_keepalive_close_time, self._process_keepalive
+            )
+        self._arm_header_clock()
+        if self._held:
+            held, self._held = b"".join(self._held), []
+            if self._reading_paused:
+                self.resume_reading()
+            self.data_received(held)
+
+    def _hold(self, data: bytes) -> None:
+        # Pipelined behind a publish being answered: its turn comes after that answer.
+        self._held.append(data)
+        if sum(map(len, self._held)) >= HELD_LIMIT and not self._reading_paused:
+            self.pause_reading()
 
     def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
         # aiohttp calls this once a response is out, whether or not it logs: bytes of a next request may
@@ -345,10 +469,16 @@ class GuardedServer(web.Server):
     table: ConnectionTable
     header_timeout: float
     drain: Drain
+    fast: FastPublish | None
 
     def __call__(self) -> RequestHandler:
         return GuardedRequestHandler(
-            self, loop=self._loop, table=self.table, header_timeout=self.header_timeout, **self._kwargs
+            self,
+            loop=self._loop,
+            table=self.table,
+            header_timeout=self.header_timeout,
+            fast=self.fast,
+            **self._kwargs,
         )
 
     def pre_shutdown(self) -> None:
@@ -376,10 +506,12 @@ class HubRunner(web.AppRunner):
         header_timeout: float,
         drain: Drain,
         shutdown_timeout: float,
+        fast: FastPublish | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, shutdown_timeout=shutdown_timeout, **kwargs)
         self.table = table
+        self.fast = fast
         self._header_timeout = header_timeout
         self.drain = drain
         self._drain_timeout = shutdown_timeout
@@ -411,6 +543,7 @@ class HubRunner(web.AppRunner):
         server.table = self.table
         server.header_timeout = self._header_timeout
         server.drain = self.drain
+        server.fast = self.fast
         return server
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from importlib import resources
 
 import orjson
@@ -14,12 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub import __version__
 from hub.engine.history import history_pages
 from hub.engine.outbox import Outbox
-from hub.errors import HttpError, PayloadTooLarge, ShuttingDown
-from hub.http.body import read_body
+from hub.errors import HttpError, ShuttingDown
 from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.limits import Lease
 from hub.http.progress_route import progress
+from hub.http.publish_route import publish
 from hub.http.replay import BoundedWriter, write_replay
 from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS
 from hub.http.stream_publish import publish_stream
@@ -28,8 +27,6 @@ from hub.wire import formats, sse
 from hub.wire.formats import CONTENT_TYPES, Format
 from hub.wire.frames import snapshot_bodies
 from hub.wire.history_request import HistoryRequest, parse_history
-from hub.wire.idempotency import scoped
-from hub.wire.publish_request import PublishLimits, parse_idempotency_key, parse_publish
 from hub.wire.subscribe_request import SubscribeRequest, parse_subscribe
 from hub.wire.topics import Selector, validate_topic
 
@@ -132,32 +129,6 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
             fanout.unsubscribe(outbox)
             lease.release()
             log_stream("closed", lease.client)
-
-
-async def publish(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    limits = config.limits
-    if request.content_length is not None and request.content_length > limits.max_body_bytes:
-        raise PayloadTooLarge(
-            "payload_too_large",
-            f"the request body is over the limit of {limits.max_body_bytes} bytes",
-        )
-    guard = request.app[GUARD]
-    publisher = guard.publisher(request)
-    body = await read_body(request, config.server.body_timeout)
-    parsed = parse_publish(
-        request.headers.get("Content-Type", ""),
-        body,
-        PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics),
-    )
-    guard.check_publish(publisher, parsed.drafts)
-    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
-    idempotency = None if key is None else scoped(publisher.key, key, parsed.drafts)
-    started = time.perf_counter()
-    ids = await request.app[FANOUT].publish(parsed.drafts, idempotency)
-    request.app[METRICS].publish_latency.observe(time.perf_counter() - started)
-    body = orjson.dumps({"ids": ids} if parsed.batch else {"id": ids[0]})
-    return web.Response(body=body, content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from hub.config import Config
 from hub.errors import ListenError
 from hub.http.app import create_app
 from hub.http.connections import HubRunner, table_for
+from hub.http.fast_publish import FastPublish
 from hub.http.state import DRAIN, FANOUT, GUARD
 from hub.redact import redact_url
 from hub.wire.topics import MAX_TOPIC_BYTES
@@ -67,6 +68,7 @@ def runner_for(app: web.Application, config: Config) -> HubRunner:
         shutdown_timeout=config.server.shutdown_timeout,
         access_log=None,
         max_line_size=max_request_line(config),
+        fast=FastPublish(app),
     )
 
 

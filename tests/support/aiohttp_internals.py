@@ -14,14 +14,23 @@ import inspect
 RELIED_ON: dict[tuple[str, str], str] = {
     ("aiohttp.web_protocol", "RequestHandler.data_received"): (
         "hub.http.connections, hub.http.drain: drops every byte once closing (why the drain replaces "
-        "pre_shutdown), and feeds `_messages`/`_waiter` as the header deadline reads them"
+        "pre_shutdown), and feeds `_messages`/`_waiter` as the header deadline reads them; the publish "
+        "fast path (`_feed_fast`) holds `_waiter` back while it runs, so it must wake the task only "
+        "through `_waiter`"
     ),
     ("aiohttp.web_protocol", "RequestHandler._handle_request"): (
         "hub.http.connections.GuardedRequestHandler._handle_request extends it: (request, start_time, "
         "request_handler) -> (response, reset)"
     ),
     ("aiohttp.web_protocol", "RequestHandler.start"): (
-        "hub.http.connections: reads `_waiter`, `_messages`, `_request_in_progress` as this loop sets them"
+        "hub.http.connections: reads `_waiter`, `_messages`, `_request_in_progress` as this loop sets them; "
+        "the fast path's `_answered` sets the keep-alive timer as this loop does after a response"
+    ),
+    ("aiohttp.web_protocol", "RequestHandler._process_keepalive"): (
+        "hub.http.connections: the fast path moves `_next_keepalive_close_time` on and schedules this"
+    ),
+    ("aiohttp.http_parser", "HttpParser.message_consumed"): (
+        "hub.http.connections: the fast path frees the parser's slot for a request it takes, as start() does"
     ),
     ("aiohttp.web_protocol", "RequestHandler.connection_lost"): (
         "hub.http.detach: called once a detached stream's task is done, to forget the connection"
@@ -59,7 +68,17 @@ RELIED_ON: dict[tuple[str, str], str] = {
 }
 
 # The slots of RequestHandler the hub reads (hub.http.connections.RELIED_ON checks them on import too).
-SLOTS = ("_waiter", "_messages", "_request_in_progress", "_parser")
+SLOTS = (
+    "_waiter",
+    "_messages",
+    "_request_in_progress",
+    "_parser",
+    "_manager",
+    "_keepalive",
+    "_keepalive_timeout",
+    "_keepalive_handle",
+    "_next_keepalive_close_time",
+)
 
 # aiohttp version -> {"module:qualname": sha256 of the source, first 16 hex}. 3.14.4 and 3.14.5 share
 # every one; 3.14.0-3.14.2 differ in RequestHandler.data_received, start and connection_made.
@@ -71,6 +90,8 @@ _3_14_4 = {
     "aiohttp.web_protocol:RequestHandler.connection_made": "44d50b5763b2c7e4",
     "aiohttp.web_protocol:RequestHandler.shutdown": "5eb4bd473db61e84",
     "aiohttp.web_protocol:RequestHandler.handle_error": "94962ffef500c172",
+    "aiohttp.web_protocol:RequestHandler._process_keepalive": "b472e0fb8445ce42",
+    "aiohttp.http_parser:HttpParser.message_consumed": "c86a2f61373da10f",
     "aiohttp.web_server:Server.__call__": "c5700549e688b164",
     "aiohttp.web_server:Server.__init__": "ceb06418afb91a22",
     "aiohttp.web_server:Server.pre_shutdown": "e01318ac421ba9fe",

@@ -37,6 +37,7 @@ from hub.brokers.script_args import (
     publish_record,
     snapshot_call,
 )
+from hub.brokers.shared_snapshots import SharedSnapshots
 from hub.brokers.topic_ttl import TopicSweeper
 from hub.brokers.transport.commands import CommandLink, LinkDown, LinkLost, LinkTimeout
 from hub.brokers.transport.endpoint import Endpoint
@@ -100,6 +101,8 @@ class RedisBroker(Broker[Position]):
             self._read_snapshot,
             self._reconnected,
         )
+        # A burst of new streams of the same topics reads one snapshot, not one each (a pool's worth).
+        self._snapshots = SharedSnapshots(self._snapshot)
         self._published: tuple[str, int] = ("", 0)  # the newest id this process's publishes were given
         self._refusals = Refusals(self._probe_publish)
 
@@ -215,6 +218,9 @@ class RedisBroker(Broker[Position]):
         return parse_id(text)
 
     async def snapshot(self, selectors: Sequence[Selector], since: Since[Position]) -> Snapshot:
+        return await self._snapshots.snapshot(selectors, since)
+
+    async def _snapshot(self, selectors: Sequence[Selector], since: Since[Position]) -> Snapshot:
         return await self._subscription.snapshot(selectors, since, catch_up=False)
 
     async def _read_snapshot(

@@ -325,4 +325,5 @@ def summary(results: Sequence[Run], limit: int) -> dict[str, Any]:
         "rss_after_mib": median("rss_after_mib"),
         "publish_to_last_ms": median("publish_to_last_ms"),
         "most_per_worker": max(max(run.per_worker, default=0) for run in results),
+        "worker_stream_limit": budget_for(limit),  # beyond it a worker answers 429
     }

@@ -64,6 +64,7 @@ class RedisBroker(Broker[Position]):
         self._config = config
         self._history = history
         self._idempotency_window = idempotency_window
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._keys = RedisKeys(config.prefix)
         self._bounds = HistoryBounds.of(history)
         # A bounded pool that makes callers wait for a connection: a burst of subscribers queues for
@@ -186,7 +187,10 @@ class RedisBroker(Broker[Position]):
         backoff = 0.02
         sent = False
         failure: Exception | None = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            # Kept: asyncio.get_running_loop() costs a getpid() syscall on Python 3.11.
+            loop = self._loop = asyncio.get_running_loop()
         args = [len(call.keys), *call.keys, *call.args]
         # Retried while quick: a connection that timed out opening would make each retry wait as long.
         deadline = loop.time() + self._config.connect_timeout

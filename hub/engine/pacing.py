@@ -78,6 +78,8 @@ class FlushPacer:
     def __init__(self, write: Callable[[Outbox], int], hold_reading: Callable[[bool], None]) -> None:
         self.dirty: list[Outbox] = []
         self.handle: asyncio.Handle | None = None  # the next round's (or slice's) callback, if due
+        # The loop, once known: asyncio.get_running_loop() costs a getpid() syscall on Python 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.flushed_at = 0.0  # loop time the last round ended
         self._write = write
         self._hold_reading = hold_reading
@@ -100,9 +102,16 @@ class FlushPacer:
     def starved(self) -> float:
         """The running share of flush rounds this process spent waiting for its core, from 0 to 1:
         well above 0, it needs more CPU than it gets. 0 once it has had nothing to write for a while."""
-        if self._flushing is None and self._quiet(asyncio.get_running_loop().time()):
+        if self._flushing is None and self._quiet(self.loop.time()):
             return 0.0
         return self._starved
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _quiet(self, now: float) -> bool:
         return now - self.flushed_at > STARVED_MEMORY
@@ -115,7 +124,7 @@ class FlushPacer:
 
     def schedule(self) -> None:
         if self.handle is None and self.dirty:
-            loop = asyncio.get_running_loop()
+            loop = self.loop
             if loop.time() - self.flushed_at < self._gap:
                 # Flushing back to back: the hub is busy, and one write per subscriber per event is
                 # most of its work. Let the events of the next moment gather into the same writes.
@@ -128,7 +137,7 @@ class FlushPacer:
         round takes it in the same write; one written already waits for the next round, which comes
         after the usual pause, with whatever else arrives by then."""
         self.handle = None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         flushing = self._flushing
         if flushing is None:
             flushing, self.dirty = self.dirty, []

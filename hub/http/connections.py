@@ -243,17 +243,21 @@ class GuardedRequestHandler(RequestHandler):
             self._hold(data)
             return
         between_requests = bool(data) and self.waiting
-        if not self._owed and between_requests:
+        next_request = not self._owed and between_requests
+        if next_request:
             # The first byte of the next request: its headers are on the clock from now (or from the
             # response before, if that is sooner), and aiohttp's idle timer stops (it starts again
-            # after the response).
+            # after the response; a publish answered at once leaves it running, `_answered`).
             self._owed = True
-            self.keep_alive(True)
             if not self._header_deadline:
                 self._arm_header_clock()
         if self._fast is not None and data.startswith(PREFIX) and self._parked():
-            self._feed_fast(data)
+            if self._feed_fast(data, stop_idle_timer=next_request):
+                self._partial = False
+                return
         else:
+            if next_request:
+                self.keep_alive(True)
             super().data_received(data)
         if between_requests:
             # A request whose headers are all in is queued; the rest of its body does not come here.
@@ -270,8 +274,8 @@ class GuardedRequestHandler(RequestHandler):
         waiter = self._waiter
         return waiter is not None and not waiter.done() and not self._messages and not self._lingering
 
-    def _feed_fast(self, data: bytes) -> None:
-        """aiohttp's `data_received`, with a publish it parses taken from it and answered here."""
+    def _feed_fast(self, data: bytes, *, stop_idle_timer: bool) -> bool:
+        """aiohttp's `data_received`, with a publish it parses taken from it and answered here (True)."""
         assert self._fast is not None
         waiter = self._waiter
         assert waiter is not None
@@ -298,18 +302,23 @@ class GuardedRequestHandler(RequestHandler):
             self._parser.message_consumed()
             self._manager.requests_count += 1
             self._answer_fast(message.headers, payload.read_nowait())
-        elif messages and not waiter.done():
+            return True
+        if stop_idle_timer:
+            self.keep_alive(True)
+        if messages and not waiter.done():
             waiter.set_result(None)
+        return False
 
     def _answer_fast(self, headers: Mapping[str, str], body: bytes) -> None:
         assert self._fast is not None
         # Its headers are in: it is being answered, no header clock runs.
         self._header_deadline = 0.0
         self._owed = False
-        answer = self._fast.start(headers, self._address, body)
+        answer = self._fast.start(headers, self._address, body, self._loop)
         if answer.done():
             self._answered(answer)
         else:
+            self.keep_alive(True)  # aiohttp's idle timer would close a connection waiting on its answer
             self._answering = True
             answer.add_done_callback(self._answered)
 

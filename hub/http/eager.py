@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def run_eagerly(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
-    """`coro` run now until it finishes or waits: a done future, or a task that carries it on."""
-    loop = asyncio.get_running_loop()
+def run_eagerly(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
+    """`coro` run now, on the running `loop`, until it finishes or waits: a done future, or a task that
+    carries it on."""
     try:
         waiting_on = coro.send(None)
     except StopIteration as done:

@@ -115,14 +115,16 @@ class FastPublish:
         # With auth on, only a Bearer token: the cookie's CSRF checks are the general path's.
         return not self._auth or hdrs.AUTHORIZATION in headers
 
-    def start(self, headers: Mapping[str, str], remote: str | None, body: bytes) -> asyncio.Future[Answer]:
+    def start(
+        self, headers: Mapping[str, str], remote: str | None, body: bytes, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Answer]:
         """The answer to a publish: done at once where the broker takes it without waiting, else to
         come from a task of its own."""
         self.taken += 1
         answering = self.answer(headers, remote, body)
         if self._fanout.broker.publishes_at_once:
-            return run_eagerly(answering)
-        return asyncio.get_running_loop().create_task(answering)
+            return run_eagerly(answering, loop)
+        return loop.create_task(answering)
 
     async def answer(self, headers: Mapping[str, str], remote: str | None, body: bytes) -> Answer:
         """The whole response to a publish, and whether the connection closes after it."""

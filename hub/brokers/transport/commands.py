@@ -47,6 +47,8 @@ class CommandLink:
         """`timeout` bounds the wait for a connection, and for each reply."""
         self._open = open_connection
         self._timeout = timeout
+        # Its loop, once known: asyncio.get_running_loop() costs a getpid() syscall on Python 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reading: ReplyReader | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -69,7 +71,9 @@ class CommandLink:
         Cancelling the caller leaves the command running: its reply is read and discarded."""
         if self._closed:
             raise LinkDown("the link is closed")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         writer = self._writer
         if writer is None:
             if self._connecting is None:

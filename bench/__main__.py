@@ -37,6 +37,11 @@ def main() -> int:
     bench.add_argument("--servers", default=",".join(load.SERVERS))
     bench.add_argument("--runs", type=int, default=3)
     bench.add_argument("--write", action="store_true", help="write the table to BENCHMARKS.md")
+    bench.add_argument(
+        "--before",
+        metavar="PYTHON",
+        help="also run the hub of another checkout, with this Python of its venv, as the server `before`",
+    )
     conns = commands.add_parser(
         "connections", help="SSE streams over `hub serve --workers` on Redis; one event reaches them all"
     )
@@ -75,7 +80,9 @@ def main() -> int:
         unknown = set(args.scenarios.split(",")) - set(load.SCENARIOS)
         if unknown:
             parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-        return load.main(args.scenarios.split(","), args.servers.split(","), args.runs, args.write)
+        return load.main(
+            args.scenarios.split(","), args.servers.split(","), args.runs, args.write, args.before
+        )
     if args.command == "connections":
         return connections.main(args.subs, args.workers, args.generators, args.runs, args.timeout)
     if args.command == "memory":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench import nchan
 from bench.processes import RedisCluster
+from hub.http.auth import mint
 
 HERE = Path(__file__).parent
 BUILD = HERE / ".build"
@@ -56,6 +57,9 @@ class Scenario:
     # more, they all publish to every topic and order is checked per publisher.
     pubconns: int = 1
     timeout: float = 60.0
+    # The hub with auth on: publishers send a Bearer token, subscribers a ?token= (verified once per
+    # token, then cached, as the hub does)
+    auth: bool = False
 
 
 CLUSTER_PUBLISH = Scenario(
@@ -69,7 +73,7 @@ CLUSTER_PUBLISH = Scenario(
     redis=True,
     cluster=True,
 )
-NOTIFY = Scenario("notify", subs=2000, events=20_000, topics=2000, pipeline=1, pubconns=4)
+NOTIFY = Scenario("notify", subs=2000, events=20_000, topics=2000, pipeline=1, pubconns=4, auth=True)
 SCENARIOS = {
     s.name: s
     for s in [
@@ -99,7 +103,7 @@ SCENARIOS = {
     ]
 }
 SERVERS = ("hub", "ceiling", "baseline", "nchan")
-REFERENCES = SERVERS[1:]
+REFERENCES = (*SERVERS[1:], "before")
 
 
 def build_loadgen() -> Path:
@@ -201,10 +205,12 @@ def redis_cluster(primaries: int = 3) -> Iterator[RedisCluster]:
         cluster.close()
 
 
-def server_cmd(server: str, port: int, redis_url: str | None) -> list[str]:
+def server_cmd(server: str, port: int, redis_url: str | None, hub_python: str | None = None) -> list[str]:
     python = sys.executable
-    if server == "hub":
-        cmd = [python, "-m", "hub", "serve", "--port", str(port)]
+    if is_hub(server):
+        # -P: the hub of `hub_python`'s checkout, not the one in the working directory
+        cmd = [hub_python, "-P"] if hub_python else [python]
+        cmd += ["-m", "hub", "serve", "--port", str(port)]
         return cmd + (["--redis", redis_url] if redis_url else [])
     if server == "ceiling":
         return [python, str(HERE / "ceiling" / "server.py"), str(port)]
@@ -212,9 +218,15 @@ def server_cmd(server: str, port: int, redis_url: str | None) -> list[str]:
     return [python, str(HERE / "baseline" / "server.py"), str(port), redis_url]
 
 
+def is_hub(server: str) -> bool:
+    """The hub, or `before`: the hub of another checkout (`--before PYTHON`), to measure a change."""
+    return server in ("hub", "before")
+
+
 def on_redis(server: str, scenario: Scenario) -> bool:
     """The baseline always runs on Redis; the hub and Nchan in the scenarios that say Redis."""
-    return server == "baseline" or (server in ("hub", "nchan") and (scenario.two_hubs or scenario.redis))
+    splits = is_hub(server) or server == "nchan"
+    return server == "baseline" or (splits and (scenario.two_hubs or scenario.redis))
 
 
 def takes_part(server: str, scenario: Scenario) -> bool:
@@ -244,7 +256,18 @@ class Result:
     figures: dict[str, float] = field(default_factory=dict)
 
 
-def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
+def auth_options(env: dict[str, str]) -> list[str]:
+    """Auth on for the hub (`env`), and what the load generator then sends: a publisher's Bearer token,
+    a subscriber's ?token=."""
+    secret = "bench-secret-of-at-least-32-bytes-long"
+    env["HUB_AUTH_JWT_SECRET"] = secret
+    publisher = mint(publish=["**"], secret=secret)
+    subscriber = mint(subscribe=["**"], secret=secret)
+    return ["--auth", publisher, "--path", "/events?topic=t%d&token=" + subscriber]
+
+
+def run_once(loadgen: Path, server: str, scenario: Scenario, hub_python: str | None = None) -> Result:
+    """One run; `hub_python` runs the `before` server (`is_hub`)."""
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if scenario.subs + 1000 > limit:
         raise RuntimeError(f"needs {scenario.subs + 1000} open files, and this machine allows {limit}")
@@ -252,11 +275,11 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
     with contextlib.ExitStack() as stack:
         redis_url = None
         if needs_redis:
-            if scenario.cluster and server == "hub":
+            if scenario.cluster and is_hub(server):
                 redis_url = stack.enter_context(redis_cluster(scenario.primaries)).url
             else:
                 redis_url = stack.enter_context(redis_server())
-        two = scenario.two_hubs and server in ("hub", "nchan")
+        two = scenario.two_hubs and (is_hub(server) or server == "nchan")
         ports = [free_port()] + ([free_port()] if two else [])
         # Every subscriber comes from this one address: no per-address stream limit.
         env = {
@@ -266,6 +289,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
         }
         if scenario.partitions:
             env["HUB_REDIS_PARTITIONS"] = str(scenario.partitions)
+        client = auth_options(env) if scenario.auth and is_hub(server) else []
         procs = []
         for port in ports:
             if server == "nchan":
@@ -274,7 +298,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
                 connections = scenario.subs + scenario.pubconns + 2048
                 cmd = stack.enter_context(nchan.configured(port, redis_url, connections))
             else:
-                cmd = server_cmd(server, port, redis_url)
+                cmd = server_cmd(server, port, redis_url, hub_python if server == "before" else None)
             procs.append(stack.enter_context(process(*cmd, core=HUB_CORE, env=env)))
         for proc, port in zip(procs, ports, strict=True):
             wait_serving(proc, port)
@@ -296,6 +320,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario) -> Result:
             cmd += ["--split-port", str(ports[1])]
         if server == "nchan":
             cmd += ["--proto", "nchan"]
+        cmd += client
         if scenario.rate == 0:
             cmd += ["--read-window-ms", str(READ_WINDOW_MS)]
         if scenario.hold:
@@ -440,7 +465,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
 
 
-def main(scenarios: list[str], servers: list[str], runs: int, write: bool) -> int:
+def main(scenarios: list[str], servers: list[str], runs: int, write: bool, before: str | None = None) -> int:
+    """`before`: the Python of another checkout's venv, whose hub runs as the server `before`, interleaved
+    with the rest: a change measured against what it changed, in the same minutes."""
+    if before is not None:
+        if write:
+            raise SystemExit("--before measures a change; BENCHMARKS.md's table is not written with it")
+        servers = [*servers, "before"] if "before" not in servers else servers
     # The benchmark raises the file limit for itself and the servers it starts, not the hub's code.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -457,7 +488,7 @@ def main(scenarios: list[str], servers: list[str], runs: int, write: bool) -> in
                 if not takes_part(server, SCENARIOS[name]):
                     continue
                 try:
-                    result = run_once(loadgen, server, SCENARIOS[name])
+                    result = run_once(loadgen, server, SCENARIOS[name], before)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     print(f"  {name} run {n + 1} {server}: FAILED {exc}", file=sys.stderr)
                     continue

@@ -5,7 +5,9 @@
  * Subscribers GET `path` (with %d replaced by subscriber % topics) and count events by their data line,
  * "data: <seq> <t_ns> <padding>": seq says which event it is (event seq goes to topic seq % topics), t_ns
  * when it was published (CLOCK_MONOTONIC), for latency. Per subscriber it checks order and counts lost
- * and duplicated events. The publishers POST JSON batches over keep-alive connections, pipelined; with
+ * and duplicated events. The publishers POST JSON batches over keep-alive connections, pipelined (a batch
+ * of one: the event's JSON object alone, as one publishes one event), with --auth TOKEN as a Bearer
+ * token; with
  * more publishers than topics, every publisher publishes to every topic, and order is checked per
  * publisher (the hub orders concurrent publishers' events as it accepts them).
  * With --proto nchan, it speaks Nchan's protocol instead (the benchmark's third reference server):
@@ -72,11 +74,12 @@ static int lanes = 1; /* publishers each topic has: 1, or pubconns when they out
 static long long published, reads, delivered;
 static double read_window_ms = 0; /* 0: read every ready connection at once (latency scenarios) */
 static int nchan = 0; /* --proto nchan: Nchan's paths, one raw event per publish request */
+static const char *auth = NULL; /* --auth TOKEN: publishers send it as a Bearer token */
 
 static void usage(void) {
     fprintf(stderr, "loadgen --port P --subs N --topics T --events M [--batch B] [--pipeline D]"
                     " [--rate R] [--size S] [--timeout S] [--hold S] [--path /events?topic=t%%d]"
-                    " [--pubconns K] [--source-ips K] [--read-window-ms W] [--proto hub|nchan]"
+                    " [--pubconns K] [--source-ips K] [--read-window-ms W] [--proto hub|nchan] [--auth TOKEN]"
                     " [--await-event S] [--source-from A.B.C.D]\n");
     exit(2);
 }
@@ -158,9 +161,12 @@ static void publish_batch(conn_t *c) {
     }
     if (n == 0) return; /* this publisher's topics are all published */
     body[b++] = ']';
+    char *json = body;
+    if (batch == 1) { json++; b -= 2; } /* one event per request: the event itself, not a batch of one */
     int h = sprintf(req, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         "Content-Length: %zu\r\n\r\n", pub_path, b);
-    memcpy(req + h, body, b);
+                         "%s%s%sContent-Length: %zu\r\n\r\n", pub_path,
+                    auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "", b);
+    memcpy(req + h, json, b);
     send_all(c->fd, req, (size_t)h + b);
     c->in_flight++; c->sent++;
     published += n;
@@ -311,6 +317,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--timeout")) timeout_s = atof(v);
         else if (!strcmp(a, "--hold")) hold_s = atof(v);
         else if (!strcmp(a, "--path")) path = v;
+        else if (!strcmp(a, "--auth")) auth = v;
         else if (!strcmp(a, "--source-ips")) source_ips = atoi(v);
         else if (!strcmp(a, "--split-port")) split_port = atoi(v);
         else if (!strcmp(a, "--read-window-ms")) read_window_ms = atof(v);

@@ -27,3 +27,15 @@ def test_nchan_delivers_every_event_once_and_in_order(scenario):
     assert figures["published"] == scenario.events
     assert figures["delivered"] == figures["expected"] == scenario.events * scenario.subs // scenario.topics
     assert (figures["lost"], figures["duplicated"], figures["out_of_order"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("redis", [False, True], ids=["memory", "redis"])
+def test_the_hub_is_measured_with_auth_on_where_the_scenario_says(redis):
+    # notify's hub checks every publisher's Bearer token and every subscriber's ?token=: a token the
+    # generator failed to send would be a 401, and the run would fail
+    scenario = Scenario(
+        "tiny-notify", subs=20, events=200, topics=20, pipeline=1, pubconns=4, redis=redis, auth=True
+    )
+    figures = run_once(build_loadgen(), "hub", scenario).figures
+    assert figures["delivered"] == figures["expected"] == 200
+    assert (figures["lost"], figures["duplicated"], figures["out_of_order"]) == (0, 0, 0)

@@ -34,7 +34,8 @@ class Scrambler:
     async def publish(self, request: web.Request) -> web.Response:
         frames: list[bytes] = []
         connection = id(request.transport)
-        for item in await request.json():
+        doc = await request.json()
+        for item in doc if isinstance(doc, list) else [doc]:  # a batch of one is the event alone
             frame = f"data: {item['data']}\n\n".encode()
             if self.mode == "dup":
                 frames += [frame, frame]

@@ -468,10 +468,9 @@ def machine() -> str:
 def main(scenarios: list[str], servers: list[str], runs: int, write: bool, before: str | None = None) -> int:
     """`before`: the Python of another checkout's venv, whose hub runs as the server `before`, interleaved
     with the rest: a change measured against what it changed, in the same minutes."""
-    if before is not None:
-        if write:
-            raise SystemExit("--before measures a change; BENCHMARKS.md's table is not written with it")
-        servers = [*servers, "before"] if "before" not in servers else servers
+    products = [server for server in servers if server != "before"]
+    if before is not None and "before" not in servers:
+        servers = [*servers, "before"]
     # The benchmark raises the file limit for itself and the servers it starts, not the hub's code.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -502,7 +501,9 @@ def main(scenarios: list[str], servers: list[str], runs: int, write: bool, befor
     overview = header + "\n" + summary(results, scenarios, servers)
     print(overview + "\n" + report)
     if write:
+        # The hub against the reference servers; a `before` hub measured a change, not the product.
+        overview = header + "\n" + summary(results, scenarios, products)
         path = HERE.parent / "BENCHMARKS.md"
         text = replace_between(path.read_text(), "table", overview)
-        path.write_text(replace_between(text, "details", report))
+        path.write_text(replace_between(text, "details", table(results, scenarios, products)))
     return 0

@@ -108,6 +108,8 @@ class AuthConfig:
     jwt_public_key: str = ""  # RS256/ES256: the PEM text, or the path of a PEM file
     jwt_algorithm: str = ""  # empty: HS256 with a secret, RS256 or ES256 by the public key's type
     public_topics: tuple[str, ...] = ()  # selectors anyone may subscribe to without a token
+    # seconds before its token's exp that a stream is sent `event: auth-expiring`; at exp it is closed
+    expiry_notice: float = 30.0
 
     @property
     def enabled(self) -> bool:
@@ -161,6 +163,7 @@ _NOT_NEGATIVE = {
     "history.max_age",
     "history.ttl",
     "sse.shutdown_retry_window",
+    "auth.expiry_notice",
     "limits.max_connections",
     "limits.max_connections_per_ip",
     "limits.max_http_connections_per_ip",

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -56,6 +57,10 @@ PUBLISH_DEADLINE = 30.0
 # published) and 504 (the outcome is unknown: the key settles it), and a gateway's 502 (no hub reached).
 RETRIED_STATUSES = frozenset({502, 503, 504})
 READ_CHUNK = 64 * 1024
+# The event a stream gets a while before its token expires (data: the seconds left).
+AUTH_EXPIRING = "auth-expiring"
+
+TokenProvider = Callable[[], "str | Awaitable[str]"]
 
 
 class ClientError(Exception):
@@ -111,15 +116,22 @@ class HubClient:
         url: str = DEFAULT_URL,
         *,
         token: str | None = None,
+        token_provider: TokenProvider | None = None,
         session: aiohttp.ClientSession | None = None,
         publish_retries: int = 10,
         publish_deadline: float = PUBLISH_DEADLINE,
         timeout: float = 30.0,
     ) -> None:
-        """`publish_retries` and `publish_deadline` (seconds, all attempts and waits together) bound
-        how long a publish is retried; `timeout` bounds each request."""
+        """`token`, or `token_provider`: a function (plain or async) asked for a token before each
+        request and each stream's (re)connection, so that a token that expires is replaced: a stream told
+        `auth-expiring` reconnects at once with a fresh one and resumes from its last id, losing nothing.
+        `publish_retries` and `publish_deadline` (seconds, all attempts and waits together) bound how
+        long a publish is retried; `timeout` bounds each request."""
+        if token is not None and token_provider is not None:
+            raise ValueError("give a token or a token_provider, not both")
         self.url = url.rstrip("/")
         self.token = token
+        self.token_provider = token_provider
         self.publish_retries = publish_retries
         self.publish_deadline = publish_deadline
         self.timeout = timeout
@@ -149,8 +161,13 @@ class HubClient:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    async def headers(self) -> dict[str, str]:
+        """The Authorization header: the token, or a fresh one from the provider."""
+        token = self.token
+        if self.token_provider is not None:
+            provided = self.token_provider()
+            token = await provided if inspect.isawaitable(provided) else provided
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def publish(
         self,
@@ -179,7 +196,7 @@ class HubClient:
         # Always under a key, one per publish: a request that timed out or was answered 504 may have
         # been published, and only the key lets a retry (this one, or the caller's) publish it once.
         key = idempotency_key or uuid.uuid4().hex
-        headers = {**self.headers(), "Content-Type": "application/json", "Idempotency-Key": key}
+        headers = {**await self.headers(), "Content-Type": "application/json", "Idempotency-Key": key}
         payload = orjson.dumps(body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.publish_deadline
@@ -248,6 +265,7 @@ class Subscription:
         self.connections = 0
         self.stalls = 0
         self.failures = 0
+        self.renewals = 0  # streams reopened with a fresh token before theirs expired
         self._response: aiohttp.ClientResponse | None = None
         self._parser = SseParser(last_event_id)
         self._pending: list[ServerSentEvent] = []
@@ -286,7 +304,23 @@ class Subscription:
             self.last_event_id = self._parser.last_event_id
             if self._parser.retry is not None:
                 self.reconnect_delay = min(self._parser.retry / 1000, MAX_RECONNECT_DELAY)
+            if self.client.token_provider is not None and self._renew_token():
+                continue
         return self._pending.pop(0)
+
+    def _renew_token(self) -> bool:
+        """Whether the stream said its token expires soon: it is then reopened at once with a fresh one
+        from the provider, from the last id read (the notice itself is not handed on)."""
+        notice = next((e for e in self._pending if e.event == AUTH_EXPIRING), None)
+        if notice is None:
+            return False
+        # The events before the notice are handed on, and the stream resumes from the last id read
+        # before it (which the notice carries): what came after it in the same read comes again.
+        self._pending = self._pending[: self._pending.index(notice)]
+        self.last_event_id = notice.id or self.last_event_id
+        self._drop_response()
+        self.renewals += 1
+        return True
 
     async def aclose(self) -> None:
         self._closed = True
@@ -307,7 +341,7 @@ class Subscription:
 
     async def _connect(self) -> None:
         self.client._subscriptions.add(self)
-        headers = {**self.client.headers(), "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        headers = {**await self.client.headers(), "Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         params = [("topic", s) for s in self.selectors]

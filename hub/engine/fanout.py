@@ -100,14 +100,26 @@ class Fanout:
     def close_all(self, final: bytes | Callable[[], bytes] | None, reason: CloseReason) -> None:
         """Close every stream, after one last block of SSE (a short `retry:`; a callable: each its own)."""
         for outbox in list(self._outboxes):
-            if final is not None and outbox.transport is not None and outbox.format is Format.SSE:
-                block = final() if callable(final) else final
-                outbox.pending.append(chunked.frame(block) if outbox.chunked else block)
-                outbox.flush()
-            outbox.close(reason)
-            # Now, not on connection_lost: a client that does not read can hold a closing
-            # transport open for as long as it likes.
-            self.unsubscribe(outbox)
+            self.close(outbox, final() if callable(final) else final, reason)
+
+    def close(self, outbox: Outbox, final: bytes | None, reason: CloseReason) -> None:
+        """Close one stream, after what it has pending and, if SSE, one last block `final`."""
+        if final is not None and outbox.transport is not None and outbox.format is Format.SSE:
+            outbox.pending.append(chunked.frame(final) if outbox.chunked else final)
+            outbox.flush()
+        outbox.close(reason)
+        # Now, not on connection_lost: a client that does not read can hold a closing transport open
+        # for as long as it likes.
+        self.unsubscribe(outbox)
+
+    def tell(self, outbox: Outbox, frame: bytes) -> None:
+        """Write `frame` (encoded for the stream) to one stream in its turn, after the events before it."""
+        if not frame or outbox.closed:
+            return
+        if not outbox.pending:
+            self.pacer.dirty.append(outbox)
+        outbox.pending.append(frame)
+        self.pacer.schedule()
 
     async def publish(self, drafts: Sequence[Draft], idempotency: Idempotency | None = None) -> list[str]:
         """Hand validated drafts to the broker; returns their ids once accepted."""

@@ -24,6 +24,7 @@ class CloseReason(Enum):
     SLOW_CONSUMER = "slow_consumer"
     SHUTDOWN = "shutdown"
     RESYNC = "resync"  # the broker lost events: reconnecting gets the client a `reset`
+    AUTH_EXPIRED = "auth_expired"  # its token's exp came: the client reconnects with a fresh one
 
 
 class Outbox:

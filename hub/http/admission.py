@@ -89,9 +89,11 @@ class Guard:
             client_address(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
         )
 
-    def check_subscribe(self, request: web.Request, selectors: Sequence[Selector]) -> None:
+    def check_subscribe(self, request: web.Request, selectors: Sequence[Selector]) -> float | None:
+        """Refuses what the request's token does not allow; returns when its right to these selectors
+        ends (the token's exp, as time.time()), or None."""
         token, _ = self._token(request)
-        self.authorizer.check_subscribe(token, selectors)
+        return self.authorizer.check_subscribe(token, selectors)
 
     def check_admin(self, request: web.Request) -> None:
         """The hub's own figures: anyone without auth, a token with `hub.admin` with it."""

@@ -217,13 +217,17 @@ class Authorizer:
             raise Unauthorized("invalid_token", f"the token is invalid: {exc}") from None
         return grants_from_claims(claims, subject_of(token, claims))
 
-    def check_subscribe(self, token: str | None, selectors: Sequence[Selector]) -> None:
+    def check_subscribe(self, token: str | None, selectors: Sequence[Selector]) -> float | None:
+        """Refuses what the token does not allow. Returns when the subscription's right ends: its
+        token's exp, when some selector is not public and the token has one; else None (for good)."""
         if not self.enabled:
-            return
+            return None
         grants = self.verify(token) if token is not None else None
+        expires = None
         for selector in selectors:
             if self._public_set.covers(selector):
                 continue
+            expires = grants.expires if grants is not None else None
             if grants is None:
                 raise Unauthorized(
                     "token_required", f"subscribing to {selector.text!r} needs a token; it is not public"
@@ -232,6 +236,11 @@ class Authorizer:
                 raise Forbidden(
                     "topic_forbidden", f"the token does not allow subscribing to {selector.text!r}"
                 )
+        if expires is not None and expires <= time.time():
+            # Within the leeway, but a stream ends at its token's exp (hub.http.expiry): one opened now
+            # would end at once, and its client would come back with the same token again and again.
+            raise Unauthorized("token_expired", "the token has expired")
+        return expires
 
     def publisher(self, token: str | None) -> Grants | None:
         """A publisher's grants, checked before its body is read; None when auth is off."""

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from hub.engine.fanout import Fanout
 from hub.engine.outbox import Outbox
+from hub.http.expiry import StreamExpiry
 from hub.http.limits import Lease
 
 log = logging.getLogger("hub.http.routes")
@@ -34,12 +35,15 @@ class StreamProtocol(asyncio.Protocol):
     pause/resume_writing are the base class's no-ops; and `eof_received` returns None, which makes the
     transport close, as aiohttp's protocol does."""
 
-    __slots__ = ("_fanout", "_lease", "_outbox")
+    __slots__ = ("_expiry", "_fanout", "_lease", "_outbox")
 
-    def __init__(self, fanout: Fanout, outbox: Outbox, lease: Lease) -> None:
+    def __init__(
+        self, fanout: Fanout, outbox: Outbox, lease: Lease, expiry: StreamExpiry | None = None
+    ) -> None:
         self._fanout = fanout
         self._outbox = outbox
         self._lease = lease  # counted against the connection limits until the socket is gone
+        self._expiry = expiry  # its token's timers, if it expires
 
     def data_received(self, data: bytes) -> None:
         # An SSE client has nothing to say once its stream is open, and a request pipelined behind a
@@ -47,6 +51,8 @@ class StreamProtocol(asyncio.Protocol):
         pass
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         self._fanout.unsubscribe(self._outbox)
         self._lease.release()
         log_stream("closed", self._lease.client)

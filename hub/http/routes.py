@@ -16,6 +16,7 @@ from hub.engine.outbox import Outbox
 from hub.errors import HttpError, ShuttingDown
 from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
+from hub.http.expiry import StreamExpiry
 from hub.http.limits import Lease
 from hub.http.progress_route import progress
 from hub.http.publish_route import publish
@@ -57,7 +58,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         accept=request.headers.get("Accept"),
     )
     guard = request.app[GUARD]
-    guard.check_subscribe(request, sub.selectors)
+    expires = guard.check_subscribe(request, sub.selectors)
     if request.app[DRAIN].begun:
         # Its streams were told to reconnect and closed: a new one would have to be closed at once.
         raise ShuttingDown("the hub is shutting down; subscribe again (to another replica)")
@@ -65,13 +66,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     if log.isEnabledFor(logging.DEBUG):
         log_stream("open", lease.client, redact_query(request.path_qs))
     try:
-        return await _stream(request, sub, lease)
+        return await _stream(request, sub, lease, expires)
     except BaseException:
         lease.release()  # refused by the broker, or cancelled: no stream (a second release is a no-op)
         raise
 
 
-async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, sub: SubscribeRequest, lease: Lease, expires: float | None
+) -> web.StreamResponse:
     config = request.app[CONFIG]
     fanout = request.app[FANOUT]
     outbox = Outbox(
@@ -118,8 +121,12 @@ async def _stream(request: web.Request, sub: SubscribeRequest, lease: Lease) -> 
         fanout.start_writing(outbox, transport, position)
         if outbox.closed:
             return response
+        expiry = None
+        if expires is not None:
+            notice = config.auth.expiry_notice
+            expiry = StreamExpiry(fanout, outbox, expires, notice=notice, retry_ms=config.sse.retry)
         # From here the stream lives on in the fan-out alone: the unsubscribe is the protocol's.
-        detach(request, response, StreamProtocol(fanout, outbox, lease))
+        detach(request, response, StreamProtocol(fanout, outbox, lease, expiry))
         detached = True
         return response
     except ConnectionResetError:

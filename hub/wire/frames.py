@@ -108,3 +108,24 @@ def snapshot_bodies(
     if fmt is Format.SSE:
         parts.append(sse.encode_position(position))
     yield b"".join(parts)
+
+
+AUTH_EXPIRING = "auth-expiring"
+
+
+def auth_expiring(fmt: Format, is_chunked: bool, seconds: int) -> bytes:
+    """The notice a stream gets before its token expires: an event of its own type whose data is the
+    seconds left. A text stream gets nothing: anything written there would become part of the text."""
+    if fmt is Format.SSE:
+        body = sse.encode_event(str(seconds), event=AUTH_EXPIRING)
+    elif fmt is Format.NDJSON:
+        body = orjson.dumps({"event": AUTH_EXPIRING, "data": seconds}) + b"\n"
+    else:
+        body = b""
+    return wire(body, is_chunked)
+
+
+def auth_expired(retry_ms: int) -> bytes:
+    """The last block of an SSE stream whose token expired: why it ends, and when to come back (with a
+    fresh token, and the last id, to lose nothing)."""
+    return sse.encode_comment("the token expired: reconnect with a fresh one") + sse.encode_retry(retry_ms)

@@ -52,10 +52,17 @@ async def test_page_and_files_are_served_from_the_package(hub):
     # Nothing loaded from elsewhere: the console works offline.
     assert "http://" not in page
     assert "https://" not in page
-    for name, content_type in [("console.js", "text/javascript"), ("console.css", "text/css")]:
+    files = [("console.js", "text/javascript"), ("console.css", "text/css"), ("favicon.svg", "image/svg+xml")]
+    for name, content_type in files:
         async with hub.session.get(f"{hub.url}/static/{name}") as resp:
             assert resp.status == 200
             assert resp.content_type == content_type
+    assert '<link rel="icon" href="/static/favicon.svg"' in page
+    # What browsers ask for, whatever the page links: not a 404.
+    async with hub.session.get(hub.url + "/favicon.ico") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "image/svg+xml"
+        assert (await resp.read()).startswith(b"<svg")
     async with hub.session.get(hub.url + "/static/..%2Fopenapi.json") as resp:
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "not_found"

@@ -95,6 +95,15 @@ class Guard:
         token, _ = self._token(request)
         return self.authorizer.check_subscribe(token, selectors)
 
+    def granted_topics(self, request: web.Request) -> list[str]:
+        """The selectors the request's token grants for subscribing (`/events` with a token and no
+        topic subscribes to them, as Mercure does); none without auth or a token."""
+        token, _ = self._token(request)
+        if token is None:
+            return []
+        grants = self.authorizer.verify(token)
+        return [selector.text for selector in grants.subscribe]
+
     def check_admin(self, request: web.Request) -> None:
         """The hub's own figures: anyone without auth, a token with `hub.admin` with it."""
         token, _ = self._token(request)

@@ -22,6 +22,7 @@ from hub.wire import sse
 STATIC_FILES = {
     "console.js": "text/javascript",
     "console.css": "text/css",
+    "favicon.svg": "image/svg+xml",
 }
 STATS_INTERVAL = 1.0  # seconds between two samples on /stats/stream: the charts' resolution
 # The page loads only its own files and talks only to its own origin.
@@ -93,7 +94,20 @@ async def stats_stream(request: web.Request) -> web.StreamResponse:
         lease.release()
 
 
+def favicon_handler() -> Handler:
+    icon = _read("favicon.svg")
+
+    async def favicon(request: web.Request) -> web.Response:
+        # Browsers ask for /favicon.ico whatever the page links: the same icon, not a 404 in every log.
+        return web.Response(
+            body=icon, content_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+        )
+
+    return favicon
+
+
 def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/", index_handler())
+    app.router.add_get("/favicon.ico", favicon_handler())
     app.router.add_get("/static/{name}", static_handler())
     app.router.add_get("/stats/stream", stats_stream, allow_head=False)

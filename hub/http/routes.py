@@ -51,13 +51,12 @@ STREAM_HEADERS = {
 
 async def events(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
-    sub = parse_subscribe(
-        request.query.getall("topic", []),
-        request.query,
-        max_topics=config.limits.max_topics,
-        accept=request.headers.get("Accept"),
-    )
     guard = request.app[GUARD]
+    # No topic, and a token: the topics are the token's own grants.
+    topics = request.query.getall("topic", []) or guard.granted_topics(request)
+    sub = parse_subscribe(
+        topics, request.query, max_topics=config.limits.max_topics, accept=request.headers.get("Accept")
+    )
     expires = guard.check_subscribe(request, sub.selectors)
     if request.app[DRAIN].begun:
         # Its streams were told to reconnect and closed: a new one would have to be closed at once.

@@ -24,7 +24,9 @@ def parse_subscribe(
 ) -> SubscribeRequest:
     """`?format=` wins over `accept` (the Accept header): a link can always say what it wants."""
     if not topics:
-        raise BadRequest("missing_topic", "subscribe with at least one ?topic=")
+        raise BadRequest(
+            "missing_topic", "subscribe with at least one ?topic=, or a token that grants subscriptions"
+        )
     if len(topics) > max_topics:
         raise BadRequest(
             "too_many_topics", f"a subscription holds at most {max_topics} topics, got {len(topics)}"

@@ -102,7 +102,7 @@ async def test_stats_stream_ends_at_shutdown_with_a_retry_rather_than_holding_it
 
 async def test_event_source_in_the_page_gets_named_multiline_and_unicode_events_in_order(hub, context):
     page = await context.new_page()
-    await page.goto(console_url(hub, topic="browser/order", event="update"))
+    await page.goto(console_url(hub, topic="browser/order"))
     await page.wait_for_selector('#log li[data-kind="open"]')
     sent = [
         {"topic": "browser/order", "data": {"n": 1, "text": "héllo ✓ 🌍"}},
@@ -115,10 +115,43 @@ async def test_event_source_in_the_page_gets_named_multiline_and_unicode_events_
     assert [entry["id"] for entry in entries] == ids
     assert [entry["event"] for entry in entries] == ["message", "update", "message", "update"]
     assert json.loads(entries[0]["data"]) == {"n": 1, "text": "héllo ✓ 🌍"}
-    # EventSource joins data lines with \n, whatever line break was published.
-    assert entries[1]["data"] == "first line\nsecond line\nthird"
+    # Exactly as published, line breaks and all (the page reads NDJSON, not EventSource's data lines).
+    assert entries[1]["data"] == "first line\nsecond line\r\nthird"
     assert entries[2]["data"] == "日本語のテキスト"
     assert json.loads(entries[3]["data"]) == [1, 2, 3]
+
+
+async def test_every_event_is_shown_once_with_its_topic_whatever_its_type(hub, context):
+    # No event name typed anywhere: a type first seen in the stream is shown, and shown once.
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="browser/typed/*"))
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    sent = [
+        {"topic": "browser/typed/a", "event": "surprise", "data": 1},
+        {"topic": "browser/typed/b", "data": "plain"},
+        {"topic": "browser/typed/a", "event": "surprise", "data": 2},
+    ]
+    ids = [(await hub.publish(body))["id"] for body in sent]
+    entries = await wait_for_entries(page, 3)
+    await page.wait_for_timeout(300)
+    entries = await log_entries(page)
+    assert [(e["id"], e["event"], e["topic"]) for e in entries] == [
+        (ids[0], "surprise", "browser/typed/a"),
+        (ids[1], "message", "browser/typed/b"),
+        (ids[2], "surprise", "browser/typed/a"),
+    ]
+
+
+async def test_a_refused_selector_shows_the_hubs_reason_once_and_is_not_retried(hub, context):
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="bad/**/selector"))
+    (refusal,) = await wait_for_entries(page, 1, kind="error")
+    assert refusal["event"] == "refused"
+    # The hub's own answer, code and message, as a user needs it to mend the selector.
+    assert refusal["data"].startswith("400 invalid_selector: selector 'bad/**/selector'")
+    await page.wait_for_timeout(2500)  # past several reopen delays
+    assert len(await log_entries(page, "error")) == 1
+    assert await page.text_content("#subscriptions li .status") == "refused"
 
 
 async def test_reset_is_shown_when_resuming_from_an_id_the_hub_cannot_vouch_for(hub, context):
@@ -134,7 +167,6 @@ async def test_publish_form_delivers_to_a_second_tab(hub, context):
     watcher = await context.new_page()
     await watcher.goto(hub.url + "/")
     await watcher.fill('#subscribe-form [name="topics"]', "tabs/*")
-    await watcher.fill('#subscribe-form [name="events"]', "message note")
     await watcher.click('#subscribe-form button[type="submit"]')
     await watcher.wait_for_selector('#log li[data-kind="open"]')
 
@@ -172,7 +204,7 @@ async def test_pause_holds_events_and_clear_empties_the_log(hub, context):
 
 async def test_screenshot_of_the_console_with_live_data(hub, context):
     page = await context.new_page()
-    await page.goto(console_url(hub, topic="demo/**", event="price"))
+    await page.goto(console_url(hub, topic="demo/**"))
     await page.wait_for_selector('#log li[data-kind="open"]')
     # A few seconds of varying traffic, so that the charts have a shape.
     for n in range(12):

@@ -3,7 +3,8 @@
 
 const LOG_LIMIT = 1000; // entries kept: a busy topic must not grow the page without bound
 const WINDOW = 300; // stats samples kept, one a second: the charts show up to the last five minutes
-const REOPEN_MS = 2000; // after the browser gives up on a stream (a non-200 answer), try again
+const REOPEN_MS = 500; // a stream that ended or failed is reopened after this, doubling while it fails
+const REOPEN_MAX_MS = 10000;
 
 const $ = (selector) => document.querySelector(selector);
 const logList = $("#log");
@@ -28,17 +29,19 @@ function pretty(data) {
 }
 
 // One log line. `kind` is "event" for delivered events, else what happened to the stream.
-function entry(kind, type, { id = "", data = "", sub = "" } = {}) {
+function entry(kind, type, { id = "", data = "", sub = "", topic = "" } = {}) {
   const li = document.createElement("li");
   li.dataset.kind = kind;
   li.dataset.event = type;
   li.dataset.id = id;
   li.dataset.sub = sub;
+  li.dataset.topic = topic;
   const cells = [
     ["span", "time", clock(new Date())],
     ["span", "type", type],
+    ["span", "topic", topic],
     ["span", "id", id],
-    ["pre", "data", kind === "event" || kind === "reset" ? pretty(data) : data],
+    ["pre", "data", data],
   ];
   for (const [tag, cls, text] of cells) {
     const el = document.createElement(tag);
@@ -73,9 +76,12 @@ function token() {
 }
 
 // --- subscriptions -------------------------------------------------------------------------------
+// A stream is read as NDJSON with fetch rather than EventSource: every event comes whatever its type
+// (EventSource hands named events only to listeners of their name), with its topic, and a refusal comes
+// with the hub's JSON error to show, where EventSource reports a bare failure and retries forever.
 
-function subscribe(topics, events, lastEventId) {
-  const sub = { n: state.nextSub++, topics, events: new Set(["message", ...events]), lastId: lastEventId || "" };
+function subscribe(topics, lastEventId) {
+  const sub = { n: state.nextSub++, topics, lastId: lastEventId || "", failures: 0 };
   sub.label = `#${sub.n} ${topics.join(" ")}`;
   const li = document.createElement("li");
   li.dataset.sub = String(sub.n);
@@ -88,7 +94,7 @@ function subscribe(topics, events, lastEventId) {
   close.textContent = "Close";
   close.addEventListener("click", () => {
     sub.closed = true;
-    sub.source.close();
+    sub.controller?.abort();
     clearTimeout(sub.timer);
     li.remove();
     entry("closed", "closed", { sub: sub.label, data: "closed from the console" });
@@ -96,54 +102,93 @@ function subscribe(topics, events, lastEventId) {
   li.append(code, status, close);
   subscriptionList.append(li);
   sub.status = status;
-  open(sub, sub.lastId);
+  open(sub);
   return sub;
 }
 
-function open(sub, lastEventId) {
+async function open(sub) {
   const params = new URLSearchParams();
   for (const topic of sub.topics) params.append("topic", topic);
-  // Only on the first connection: the browser's own reconnects send Last-Event-ID, which the hub prefers.
-  if (lastEventId) params.set("lastEventId", lastEventId);
+  params.set("format", "ndjson");
   if (token()) params.set("token", token());
-  const source = new EventSource(`/events?${params}`);
-  sub.source = source;
-  setStatus(sub.status, "connecting", "connecting");
-  let opened = false;
-  source.addEventListener("open", () => {
-    setStatus(sub.status, "open", "open");
-    entry("open", opened ? "reconnected" : "open", { sub: sub.label, id: sub.lastId, data: sub.label });
-    opened = true;
-  });
-  source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) {
-      // The browser gave up (an error status such as 401 or 503): it will not retry on its own.
-      setStatus(sub.status, "error", "closed");
-      entry("error", "closed", { sub: sub.label, data: `stream refused; reopening in ${REOPEN_MS / 1000} s` });
-      if (!sub.closed) sub.timer = setTimeout(() => open(sub, sub.lastId), REOPEN_MS);
-    } else {
-      setStatus(sub.status, "connecting", "reconnecting");
-      entry("error", "reconnecting", { sub: sub.label, id: sub.lastId, data: "connection lost; the browser reconnects" });
+  const headers = { Accept: "application/x-ndjson" };
+  if (sub.lastId) headers["Last-Event-ID"] = sub.lastId;
+  sub.controller = new AbortController();
+  setStatus(sub.status, "connecting", sub.opened ? "reconnecting" : "connecting");
+  let response;
+  try {
+    response = await fetch(`/events?${params}`, { headers, cache: "no-store", signal: sub.controller.signal });
+  } catch (error) {
+    if (!sub.closed) retry(sub, `the hub cannot be reached (${error.message})`);
+    return;
+  }
+  if (!response.ok) {
+    let reason = response.statusText;
+    try {
+      const answer = await response.json();
+      reason = `${answer.error.code}: ${answer.error.message}`;
+    } catch {
+      // not the hub's JSON (a proxy's page): the status says it
     }
-  });
-  const onEvent = (event) => {
-    if (event.lastEventId) sub.lastId = event.lastEventId;
-    const kind = event.type === "reset" ? "reset" : "event";
-    entry(kind, event.type, { id: event.lastEventId, data: event.data, sub: sub.label });
-  };
-  sub.onEvent = onEvent;
-  for (const name of [...sub.events, "reset"]) source.addEventListener(name, onEvent);
+    if (response.status >= 500 || response.status === 429) {
+      retry(sub, `${response.status} ${reason}`);
+    } else {
+      // Refused for what it asks (a selector, a token): asking again would be refused again.
+      setStatus(sub.status, "error", "refused");
+      entry("error", "refused", { sub: sub.label, data: `${response.status} ${reason}` });
+    }
+    return;
+  }
+  setStatus(sub.status, "open", "open");
+  entry("open", sub.opened ? "reconnected" : "open", { sub: sub.label, id: sub.lastId, data: sub.label });
+  sub.opened = true;
+  sub.failures = 0;
+  try {
+    await readLines(response, (line) => onLine(sub, line));
+  } catch {
+    // the connection broke: resumed below, as after the stream's end
+  }
+  if (!sub.closed) retry(sub, "the stream ended; resuming after the last event");
 }
 
-// EventSource dispatches named events only to listeners of that name: a name published from this page
-// is listened for from now on.
-function listenFor(name) {
-  for (const sub of subs) {
-    if (!sub.events.has(name)) {
-      sub.events.add(name);
-      sub.source.addEventListener(name, sub.onEvent);
+async function readLines(response, onLine) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, end);
+      buffer = buffer.slice(end + 1);
+      if (line.trim()) onLine(line); // an empty line is a heartbeat
     }
   }
+}
+
+function onLine(sub, line) {
+  let doc;
+  try {
+    doc = JSON.parse(line);
+  } catch {
+    return;
+  }
+  if (doc.event === "heartbeat") return;
+  if (doc.id) sub.lastId = doc.id;
+  const type = doc.event || "message";
+  const kind = type === "reset" ? "reset" : type === "auth-expiring" ? "notice" : "event";
+  // Strings exactly as published; any other JSON value laid out.
+  const data = typeof doc.data === "string" ? doc.data : JSON.stringify(doc.data, null, 2);
+  entry(kind, type, { id: doc.id || "", data, sub: sub.label, topic: doc.topic || "" });
+}
+
+function retry(sub, why) {
+  sub.failures += 1;
+  const delay = Math.min(REOPEN_MS * 2 ** (sub.failures - 1), REOPEN_MAX_MS);
+  setStatus(sub.status, "connecting", "reconnecting");
+  entry("error", "reconnecting", { sub: sub.label, id: sub.lastId, data: `${why}; again in ${delay / 1000} s` });
+  sub.timer = setTimeout(() => open(sub), delay);
 }
 
 function setStatus(el, stateName, text) {
@@ -158,7 +203,7 @@ $("#subscribe-form").addEventListener("submit", (event) => {
   const form = event.target.elements;
   const topics = words(form.topics.value);
   if (!topics.length) return;
-  subs.push(subscribe(topics, words(form.events.value), form.lastEventId.value.trim()));
+  subs.push(subscribe(topics, form.lastEventId.value.trim()));
   const publishTopic = $("#publish-form").elements.topic;
   if (!publishTopic.value && !topics[0].includes("*")) publishTopic.value = topics[0];
 });
@@ -187,7 +232,6 @@ $("#publish-form").addEventListener("submit", async (event) => {
     const answer = await response.json();
     if (!response.ok) throw new Error(answer.error?.message || answer.message || response.statusText);
     result.textContent = `published ${answer.id}`;
-    if (name) listenFor(name);
   } catch (error) {
     result.className = "error";
     result.textContent = `not published: ${error.message}`;
@@ -367,7 +411,7 @@ $("#token-form").addEventListener("submit", (event) => {
 window.addEventListener("resize", draw);
 matchMedia("(prefers-color-scheme: dark)").addEventListener("change", draw);
 
-// --- start: ?topic=a&topic=b&event=name&lastEventId=…&token=… subscribes at once ----------------
+// --- start: ?topic=a&topic=b&lastEventId=…&token=… subscribes at once -----------------------------
 
 const query = new URLSearchParams(location.search);
 if (query.get("token")) $("#token-form").elements.token.value = query.get("token");
@@ -375,7 +419,6 @@ const initialTopics = query.getAll("topic").flatMap(words);
 if (initialTopics.length) {
   const form = $("#subscribe-form").elements;
   form.topics.value = initialTopics.join(" ");
-  form.events.value = ["message", ...query.getAll("event").flatMap(words)].join(" ");
   form.lastEventId.value = query.get("lastEventId") || "";
   $("#subscribe-form").requestSubmit();
 }

@@ -30,7 +30,7 @@ async def log_entries(page: Page, kind: str = "event") -> list[dict[str, str]]:
     result: list[dict[str, str]] = await page.eval_on_selector_all(
         f'#log li[data-kind="{kind}"]',
         """items => items.map(li => ({
-            id: li.dataset.id, event: li.dataset.event, sub: li.dataset.sub,
+            id: li.dataset.id, event: li.dataset.event, sub: li.dataset.sub, topic: li.dataset.topic,
             data: li.querySelector('.data').textContent,
         }))""",
     )

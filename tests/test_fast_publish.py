@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import Sequence
 
@@ -25,6 +26,7 @@ from tests.support.raw_stream import parse_head
 from tests.support.waiting import settled
 
 Answer = tuple[int, dict[str, str], bytes]
+EXAMPLES = int(os.environ.get("HUB_FAST_EXAMPLES", "16"))  # batches of hostile publishes sent both ways
 
 
 class Connection:
@@ -117,7 +119,7 @@ async def test_hostile_publishes_get_the_same_answer_either_way(hub_factory, aut
     settings: dict[str, object] = {"cors__origins": (ALLOWED_ORIGIN,), "cors__allow_credentials": True}
     if auth == "jwt":
         settings |= {"auth__jwt_secret": SECRET, "auth__public_topics": ("public/**",)}
-    drawn = generate(st.lists(hostile.publish_requests(credentials()), min_size=2, max_size=4), 16)
+    drawn = generate(st.lists(hostile.publish_requests(credentials()), min_size=2, max_size=4), EXAMPLES)
     hub = await hub_factory(**settings)
     await settled(lambda: hub.fanout.broker.ready)
     seeds = [

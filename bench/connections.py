@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench.load import build_loadgen, rss_kib
+from bench.load import build_loadgen, rss_kib, stop
 from bench.processes import RedisProcess
 from hub.http.limits import budget_for
 from hub.http.server import free_port
@@ -175,12 +175,7 @@ def hub_workers(port: int, redis_url: str, workers: int) -> Iterator[tuple[subpr
             time.sleep(0.1)
         yield proc, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 30)
         log.unlink(missing_ok=True)
 
 

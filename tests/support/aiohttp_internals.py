@@ -10,6 +10,8 @@ import hashlib
 import importlib
 import inspect
 
+from hub.http import connections
+
 # (module, qualified name) -> the hub module that depends on how it behaves, and how
 RELIED_ON: dict[tuple[str, str], str] = {
     ("aiohttp.web_protocol", "RequestHandler.data_received"): (
@@ -67,18 +69,8 @@ RELIED_ON: dict[tuple[str, str], str] = {
     ),
 }
 
-# The slots of RequestHandler the hub reads (hub.http.connections.RELIED_ON checks them on import too).
-SLOTS = (
-    "_waiter",
-    "_messages",
-    "_request_in_progress",
-    "_parser",
-    "_manager",
-    "_keepalive",
-    "_keepalive_timeout",
-    "_keepalive_handle",
-    "_next_keepalive_close_time",
-)
+# The slots of RequestHandler the hub reads: hub.http.connections names them, and checks them on import.
+SLOTS = connections.RELIED_ON
 
 # aiohttp version -> {"module:qualname": sha256 of the source, first 16 hex}. 3.14.4 and 3.14.5 share
 # every one; 3.14.0-3.14.2 differ in RequestHandler.data_received, start and connection_made.

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http.cookies import SimpleCookie
 from types import MappingProxyType
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_parser import RawRequestMessage
@@ -157,11 +157,11 @@ class FastPublish:
             ).removesuffix(b"Content-Length: 0\r\n\r\n")
         return b"%bContent-Length: %d\r\n\r\n%b" % (self._ok_head, len(body), body)
 
-    def _refusal(self, status: int, extra: Any, body: bytes) -> Answer:
+    def _refusal(self, status: int, extra: Iterable[tuple[str, str]], body: bytes) -> Answer:
         close = status in _CLOSING or self._drain.begun
         return self._response(status, extra, body, close=close), close
 
-    def _response(self, status: int, extra: Any, body: bytes, *, close: bool) -> bytes:
+    def _response(self, status: int, extra: Iterable[tuple[str, str]], body: bytes, *, close: bool) -> bytes:
         headers = [
             ("Content-Type", "application/json"),
             ("Date", http1.http_date(time.time())),

@@ -11,7 +11,9 @@ import pytest
 from tests.support.ids import names_event
 
 FIELDS = ("id", "event", "data", "retry")
-PWN = "pwn"  # every hostile value tries to smuggle this in
+# Every hostile value tries to smuggle this in. Upper case: ids are lower case and digits, and an epoch
+# such as "pwnox3" once put "pwn" in a stream that nothing had been smuggled into.
+PWN = "PWN"
 
 HOSTILE_PUBLISHES: list[tuple[str, dict[str, Any]]] = [
     ("topic-lf", {"topic": f"t\nevent: {PWN}", "data": "x"}),

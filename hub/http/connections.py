@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREFIX = b"POST /publish "  # a connection's bytes that may hold a publish for the fast path
-
 # The `Server` header of every response: no version for anyone to look up.
 SERVER_NAME = "broadcast-hub"
 
@@ -227,8 +225,8 @@ class GuardedRequestHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peername = transport.get_extra_info("peername")
-        address = str(peername[0]) if isinstance(peername, tuple) else "unix"
         self._address = str(peername[0]) if isinstance(peername, tuple) else None  # as request.remote
+        address = self._address or "unix"
         self._peer = client_key(address)
         if not self._table.admit(self, self._peer, address):
             log.debug("refused a connection from %s: over the connection limit", self._peer)
@@ -251,7 +249,7 @@ class GuardedRequestHandler(RequestHandler):
             self._owed = True
             if not self._header_deadline:
                 self._arm_header_clock()
-        if self._fast is not None and data.startswith(PREFIX) and self._parked():
+        if self._fast is not None and data.startswith(self._fast.prefix) and self._parked():
             if self._feed_fast(data, stop_idle_timer=next_request):
                 self._partial = False
                 return

@@ -11,11 +11,21 @@ import logging
 from aiohttp import http_exceptions, web
 from aiohttp.typedefs import Handler
 
-from hub.errors import HttpError
+from hub.errors import HttpError, PayloadTooLarge
 from hub.http.body import ClientLeft
 from hub.http.state import CONFIG
 
 log = logging.getLogger(__name__)
+
+
+# What a failure of ours answers (500), and the refusals after which the connection closes: the rest of an
+# oversized or stalled body is not worth reading.
+INTERNAL_ERROR = ("internal_error", "the hub failed on this request")
+CLOSING_STATUSES = frozenset({408, 413})
+
+
+def body_too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge("payload_too_large", f"the request body is over the limit of {limit} bytes")
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -48,7 +58,8 @@ def _describe(request: web.Request, exc: web.HTTPException) -> tuple[str, str]:
         return "method_not_allowed", f"{request.method} is not allowed on {request.path}"
     if exc.status == 413:
         limit = request.app[CONFIG].limits.max_body_bytes
-        return "payload_too_large", f"the request body is over the limit of {limit} bytes"
+        refusal = body_too_large(limit)
+        return refusal.code, refusal.message
     return "http_error", exc.text or exc.reason
 
 
@@ -81,8 +92,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "the hub failed on this request")
-    if response.status in (408, 413):
+        return error_response(500, *INTERNAL_ERROR)
+    if response.status in CLOSING_STATUSES:
         # The rest of an oversized or stalled body is not worth reading: the connection closes after.
         # (aiohttp still reads and discards the rest of an oversized one for up to its lingering time,
         # 10 s, so that a client still sending gets the answer; a stalled one, hub.http.body ends.)

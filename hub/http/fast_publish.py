@@ -29,6 +29,7 @@ from hub.errors import HttpError
 from hub.http.connections import SERVER_NAME
 from hub.http.cors import Cors
 from hub.http.eager import run_eagerly
+from hub.http.errors import CLOSING_STATUSES, INTERNAL_ERROR
 from hub.http.publish_route import accept, admit
 from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS
 from hub.wire import http1
@@ -36,10 +37,9 @@ from hub.wire import http1
 log = logging.getLogger(__name__)
 
 PATH = "/publish"
+# What a connection's bytes start with when they may hold such a publish (GuardedRequestHandler asks).
+PREFIX = b"POST " + PATH.encode() + b" "
 _NO_QUERY: Mapping[str, str] = MappingProxyType({})
-# Statuses after which the connection closes, as the middleware has them: the rest of an oversized or
-# stalled body is not worth reading.
-_CLOSING = frozenset({408, 413})
 
 
 Answer = tuple[bytes, bool]  # the whole response, and whether the connection closes after it
@@ -88,6 +88,7 @@ class FastPublish:
         self._second = 0
         self._ok_head = b""
         self.taken = 0  # publishes answered here rather than by the route
+        self.prefix = PREFIX
 
     def takes(self, message: object, payload: StreamReader) -> TypeGuard[RawRequestMessage]:
         """Whether a parsed request is a publish the fast path answers as the route would: its body
@@ -137,9 +138,8 @@ class FastPublish:
             return self._refusal(exc.status, exc.headers().items(), exc.body())
         except Exception:
             log.exception("unhandled error on POST %s", PATH)
-            return self._refusal(
-                500, (), b'{"error":{"code":"internal_error","message":"the hub failed on this request"}}'
-            )
+            internal = HttpError(*INTERNAL_ERROR)
+            return self._refusal(internal.status, (), internal.body())
         if self._drain.begun:
             # During the drain no connection is kept alive, and the client is told (as the signal does).
             return self._response(200, (), answer, close=True), True
@@ -150,15 +150,13 @@ class FastPublish:
         if now != self._second:
             # The head up to its length changes only with its Date: made once a second.
             self._second = now
-            self._ok_head = http1.response(
-                200,
-                (("Content-Type", "application/json"), ("Date", http1.http_date(now)), *self._headers),
-                b"",
-            ).removesuffix(b"Content-Length: 0\r\n\r\n")
-        return b"%bContent-Length: %d\r\n\r\n%b" % (self._ok_head, len(body), body)
+            self._ok_head = http1.head(
+                200, (("Content-Type", "application/json"), ("Date", http1.http_date(now)), *self._headers)
+            )
+        return http1.with_body(self._ok_head, body)
 
     def _refusal(self, status: int, extra: Iterable[tuple[str, str]], body: bytes) -> Answer:
-        close = status in _CLOSING or self._drain.begun
+        close = status in CLOSING_STATUSES or self._drain.begun
         return self._response(status, extra, body, close=close), close
 
     def _response(self, status: int, extra: Iterable[tuple[str, str]], body: bytes, *, close: bool) -> bytes:

@@ -12,9 +12,9 @@ from aiohttp import web
 
 from hub.config import Config
 from hub.engine.fanout import Fanout
-from hub.errors import PayloadTooLarge
 from hub.http.admission import Guard, Publisher
 from hub.http.body import read_body
+from hub.http.errors import body_too_large
 from hub.http.metrics import Metrics
 from hub.http.state import CONFIG, FANOUT, GUARD, METRICS
 from hub.wire.event import Draft
@@ -27,11 +27,6 @@ class Admitted:
     drafts: tuple[Draft, ...]
     idempotency: Idempotency | None
     batch: bool  # answered with {"ids": [...]} rather than {"id": ...}
-
-
-def too_large(config: Config) -> PayloadTooLarge:
-    limit = config.limits.max_body_bytes
-    return PayloadTooLarge("payload_too_large", f"the request body is over the limit of {limit} bytes")
 
 
 def admit(
@@ -61,7 +56,7 @@ async def accept(fanout: Fanout, metrics: Metrics, admitted: Admitted) -> bytes:
 async def publish(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if request.content_length is not None and request.content_length > config.limits.max_body_bytes:
-        raise too_large(config)
+        raise body_too_large(config.limits.max_body_bytes)
     guard = request.app[GUARD]
     # Who publishes is checked before the body is read: a missing or bad token costs us no reading.
     publisher = guard.publisher(request)

@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires; 0: never")
     token.add_argument("--subject", help="the sub claim")
     token.add_argument("--admin", action="store_true", help="may read /stats, /stats/stream and /metrics")
+    token.add_argument(
+        "--control", action="store_true", help="may list every subscription and disconnect streams"
+    )
     token.add_argument("--secret", help="HS256 secret (default: auth.jwt_secret from config/environment)")
     token.add_argument("--private-key", metavar="FILE", help="PEM private key for RS256/ES256")
     token.add_argument("--algorithm", help="default: HS256, or by the private key's type")
@@ -113,6 +116,7 @@ def _token(args: argparse.Namespace) -> int:
             algorithm=args.algorithm or "",
             subject=args.subject,
             admin=args.admin,
+            control=args.control,
         )
     except (ConfigError, HttpError) as exc:
         message = exc.message if isinstance(exc, HttpError) else str(exc)

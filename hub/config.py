@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from hub.errors import ConfigError, HttpError
+from hub.wire.presence import MAX_LISTED
 from hub.wire.topics import Selector
 
 KiB = 1024
@@ -124,6 +125,13 @@ class CorsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceConfig:
+    interval: float = 1.0  # seconds between a process's writes of who it holds; counts lag this much
+    events: tuple[str, ...] = ()  # selectors of topics whose joins and leaves go to `$presence/<topic>`
+    metrics_top: int = 0  # selectors labelled in /metrics with their hub-wide streams; 0: none
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
@@ -133,6 +141,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
 
 
 _POSITIVE = {
@@ -157,6 +166,7 @@ _POSITIVE = {
     "limits.max_data_bytes",
     "limits.max_batch",
     "limits.max_topics",
+    "presence.interval",
 }
 _NOT_NEGATIVE = {
     "redis.wait_replicas",
@@ -170,6 +180,7 @@ _NOT_NEGATIVE = {
     "limits.publish_rate",
     "limits.publish_burst",
     "cors.max_age",
+    "presence.metrics_top",
 }
 JWT_ALGORITHMS = (
     "HS256",
@@ -260,6 +271,7 @@ def build(
     config = Config(**kwargs)
     _check_deployment(config)
     _check_security(config)
+    _check_presence(config)
     return config
 
 
@@ -321,6 +333,16 @@ def _check_deployment(config: Config) -> None:
         raise ConfigError("redis.cluster: needs redis.url, one node of the cluster")
     if config.server.workers > 1 and not config.redis.url:
         raise ConfigError("server.workers: more than one worker needs redis.url")
+
+
+def _check_presence(config: Config) -> None:
+    for text in config.presence.events:
+        try:
+            Selector.parse(text)
+        except HttpError as exc:
+            raise ConfigError(f"presence.events: {exc.message}") from None
+    if config.presence.metrics_top > MAX_LISTED:
+        raise ConfigError(f"presence.metrics_top: at most {MAX_LISTED}")
 
 
 def _check_security(config: Config) -> None:

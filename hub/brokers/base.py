@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
+from hub.brokers.directory import Directory, LocalDirectory
 from hub.wire.event import Draft, Event
 from hub.wire.idempotency import Idempotency
 from hub.wire.ids import HistoryPage, Position, Since, Snapshot, parse_id, parse_seq, parse_since
@@ -97,6 +98,11 @@ class Broker(ABC, Generic[P]):
     @abstractmethod
     async def tick(self) -> None:
         """Send a heartbeat tick through the broker; it comes back as `sink.on_tick()`."""
+
+    def directory(self, interval: float) -> Directory:
+        """Who is subscribed across the processes this broker joins (`interval`: seconds between a
+        process's writes of its own). One process alone: its own roster."""
+        return LocalDirectory()
 
     @property
     @abstractmethod

@@ -25,6 +25,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from hub.brokers import redis_scripts
 from hub.brokers.base import Broker, BrokerSink, stored_position
+from hub.brokers.directory import Directory
+from hub.brokers.redis_directory import RedisDirectory
 from hub.brokers.redis_keys import RedisKeys
 from hub.brokers.redis_subscription import Subscription, open_all
 from hub.brokers.refusals import Refusals
@@ -106,6 +108,9 @@ class RedisBroker(Broker[Position]):
         self._snapshots = SharedSnapshots(self._snapshot)
         self._published: tuple[str, int] = ("", 0)  # the newest id this process's publishes were given
         self._refusals = Refusals(self._probe_publish)
+
+    def directory(self, interval: float) -> Directory:
+        return RedisDirectory(self._client, self._config.prefix, self.node, interval)
 
     async def start(self, sink: BrokerSink) -> None:
         self._subscription.start(sink)

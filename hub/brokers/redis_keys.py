@@ -76,3 +76,26 @@ class RedisKeys:
 
     def tick(self, node: str) -> bytes:
         return f"{self.prefix}:tick:{node}".encode()
+
+
+class PresenceKeys:
+    """Presence's keys (`hub.brokers.redis_directory`). A process's own under a hash tag of its node, so
+    that what it writes each round goes to one slot of a cluster; the shared ones under one tag."""
+
+    def __init__(self, prefix: str) -> None:
+        # node -> when it last wrote (ms, its own clock): who to look for, and who to forget.
+        self.nodes = f"{prefix}:{{presence}}:nodes"
+        self.control = f"{prefix}:{{presence}}:control"  # a stream of commands every process obeys
+        self._node = f"{prefix}:{{presence:"
+
+    def counts(self, node: str) -> str:
+        """selector -> the node's streams of it; expires with the node."""
+        return f"{self._node}{node}}}:counts"
+
+    def patterns(self, node: str) -> str:
+        """The pattern selectors of `counts`, with theirs: a topic's count reads them all."""
+        return f"{self._node}{node}}}:patterns"
+
+    def members(self, node: str, selector: str) -> str:
+        """conn -> member (`hub.wire.presence.Member`) of the node's streams of a selector."""
+        return f"{self._node}{node}}}:m:{selector}"

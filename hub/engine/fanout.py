@@ -17,6 +17,7 @@ from typing import Any
 from hub.brokers.base import Broker
 from hub.engine.outbox import CloseReason, Outbox
 from hub.engine.pacing import FlushPacer
+from hub.engine.roster import Roster
 from hub.errors import BrokerUnavailable
 from hub.wire import chunked, formats
 from hub.wire.cluster_ids import Stamp, VectorCursor
@@ -25,6 +26,7 @@ from hub.wire.formats import Format
 from hub.wire.frames import HEARTBEATS, RESYNC, encoded_for, event_frame, relabeled
 from hub.wire.idempotency import Idempotency
 from hub.wire.ids import ContinuityLost, Cursor, Since, Snapshot
+from hub.wire.presence import Disconnect
 from hub.wire.topics import Selector
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class Fanout:
             ("published", "events", "deliveries", "dropped", "slow_consumers", "heartbeats"), 0
         )
         self._last_tick = time.monotonic()
+        # Who holds each stream (presence): entered on subscribe, removed on unsubscribe.
+        self.roster = Roster()
 
     @property
     def heartbeat_age(self) -> float:
@@ -112,6 +116,16 @@ class Fanout:
         # for as long as it likes.
         self.unsubscribe(outbox)
 
+    def disconnect(self, command: Disconnect, final: bytes) -> int:
+        """Close the streams `command` names, each after `final` (SSE); returns how many."""
+        closed = 0
+        for outbox in list(self._outboxes):
+            member = outbox.member
+            if member is not None and command.matches(member, outbox.selectors):
+                self.close(outbox, final, CloseReason.DISCONNECTED)
+                closed += 1
+        return closed
+
     def tell(self, outbox: Outbox, frame: bytes) -> None:
         """Write `frame` (encoded for the stream) to one stream in its turn, after the events before it."""
         if not frame or outbox.closed:
@@ -161,6 +175,8 @@ class Fanout:
         Raises `BrokerUnavailable` (and registers nothing) if the broker does not answer in time."""
         self._outboxes[outbox] = None
         self._replaying[outbox] = None
+        if outbox.member is not None:
+            self.roster.join(outbox.member, outbox.selectors)
         if outbox.format is not Format.SSE or not outbox.chunked:
             self._others += 1
         waits = []
@@ -223,6 +239,8 @@ class Fanout:
     def unsubscribe(self, outbox: Outbox) -> None:
         if self._outboxes.pop(outbox, False) is False:
             return
+        if outbox.member is not None:
+            self.roster.leave(outbox.member, outbox.selectors)
         self._replaying.pop(outbox, None)
         if outbox.format is not Format.SSE or not outbox.chunked:
             self._others -= 1

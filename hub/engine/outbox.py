@@ -16,6 +16,7 @@ from hub.wire import chunked
 from hub.wire.cluster_ids import Stamp, VectorCursor
 from hub.wire.event import Event
 from hub.wire.formats import Format
+from hub.wire.presence import Member
 from hub.wire.topics import Selector
 
 
@@ -25,6 +26,7 @@ class CloseReason(Enum):
     SHUTDOWN = "shutdown"
     RESYNC = "resync"  # the broker lost events: reconnecting gets the client a `reset`
     AUTH_EXPIRED = "auth_expired"  # its token's exp came: the client reconnects with a fresh one
+    DISCONNECTED = "disconnected"  # the control API closed it
 
 
 class Outbox:
@@ -37,6 +39,7 @@ class Outbox:
         "held",
         "held_bytes",
         "max_buffer",
+        "member",
         "pending",
         "selectors",
         "transport",
@@ -68,6 +71,7 @@ class Outbox:
         # On a cluster, for a subscriber of several partitions: its snapshot's cursor, which names the
         # id each live event gets for it (None: every event's own id will do).
         self.cursor: VectorCursor | None = None
+        self.member: Member | None = None  # who holds it, as presence shows it
 
     @property
     def closed(self) -> bool:

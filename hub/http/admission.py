@@ -104,6 +104,30 @@ class Guard:
         grants = self.authorizer.verify(token)
         return [selector.text for selector in grants.subscribe]
 
+    def subject(self, request: web.Request) -> str | None:
+        """The sub of the request's token (`sub#<digest>` past 256 bytes), as presence shows its
+        streams; None without auth, a token or a sub."""
+        token, _ = self._token(request)
+        if token is None:
+            return None
+        subject = self.authorizer.verify(token).subject
+        if subject.startswith("sub:"):
+            return subject[4:]
+        return subject if subject.startswith("sub#") else None
+
+    def check_control(self, request: web.Request, what: str) -> None:
+        token, source = self._token(request)
+        if source is TokenSource.COOKIE and request.method not in SAFE_METHODS:
+            self._check_origin(request)
+        self.authorizer.check_control(token, what)
+
+    def check_reading(self, request: web.Request, topic: str) -> None:
+        """A topic's subscribers and presence: for who may subscribe to it, or holds `hub.control`."""
+        token, _ = self._token(request)
+        if token is not None and self.authorizer.verify(token).control:
+            return
+        self.authorizer.check_subscribe(token, [Selector.parse(topic)])
+
     def check_admin(self, request: web.Request) -> None:
         """The hub's own figures: anyone without auth, a token with `hub.admin` with it."""
         token, _ = self._token(request)

@@ -11,6 +11,7 @@ from hub.brokers import create_broker
 from hub.config import Config
 from hub.engine.fanout import Fanout
 from hub.engine.outbox import CloseReason
+from hub.engine.presence import Presence
 from hub.http.admission import Guard
 from hub.http.connections import descriptor_budget, name_the_server
 from hub.http.cors import Cors
@@ -18,7 +19,7 @@ from hub.http.drain import Drain, last_retry
 from hub.http.errors import json_errors
 from hub.http.metrics import Metrics
 from hub.http.routes import add_routes
-from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS, SHUTDOWN
+from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS, PRESENCE, SHUTDOWN
 
 
 def create_app(config: Config) -> web.Application:
@@ -38,9 +39,17 @@ def create_app(config: Config) -> web.Application:
         heartbeat_interval=config.sse.heartbeat_interval,
         subscribe_timeout=config.sse.subscribe_timeout,
     )
+    fanout = app[FANOUT]
+    app[PRESENCE] = Presence(
+        fanout,
+        fanout.broker.directory(config.presence.interval),
+        events=config.presence.events,
+        retry_ms=config.sse.retry,
+    )
     app[METRICS] = Metrics(app[FANOUT], guard.connections)
     app[SHUTDOWN] = asyncio.Event()
     app.cleanup_ctx.append(_run_fanout)
+    app.cleanup_ctx.append(_run_presence)
     app.on_shutdown.append(_close_streams)
     add_routes(app)
     return app
@@ -51,6 +60,13 @@ async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
     await fanout.start()
     yield
     await fanout.stop()
+
+
+async def _run_presence(app: web.Application) -> AsyncIterator[None]:
+    presence = app[PRESENCE]
+    await presence.start()
+    yield
+    await presence.close()
 
 
 async def _close_streams(app: web.Application) -> None:

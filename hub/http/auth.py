@@ -1,9 +1,11 @@
 """JWT authorization: which topics a request may subscribe to and publish to.
 
-A token carries the claim `hub: {"publish": [selectors], "subscribe": [selectors], "admin": bool}`. A
+A token carries the claim `hub: {"publish": [selectors], "subscribe": [selectors], "admin": bool,
+"control": bool}`. A
 subscription is allowed when each of its selectors is covered by one granted (or public) selector, so
 that no event outside the grant can match it; a publish when each topic of each event matches a publish
-selector; `/stats` and `/metrics` with `admin: true`.
+selector; `/stats` and `/metrics` with `admin: true`; the list of every subscription and disconnects
+with `control: true`. A topic's subscribers and presence are read with the grant that subscribes to it.
 Refusals: 401 for a missing or unverifiable token, 403 for a valid token without the topic.
 No I/O here but reading the public key file at startup.
 """
@@ -26,6 +28,7 @@ from jwt.utils import base64url_decode
 from hub.config import HMAC_MIN_BYTES, AuthConfig
 from hub.errors import BadRequest, ConfigError, Forbidden, Unauthorized
 from hub.wire.event import Draft
+from hub.wire.presence import guarded_selector
 from hub.wire.selector_set import SelectorSet
 from hub.wire.topics import Selector
 
@@ -50,6 +53,7 @@ class Grants:
     publish: tuple[Selector, ...] = ()
     subscribe: tuple[Selector, ...] = ()
     admin: bool = False  # may read /stats, /stats/stream and /metrics
+    control: bool = False  # may list every subscription, and disconnect streams (POST /disconnect)
     # Who holds the token, whatever its spelling: `sub:<sub>` (`sub#<digest>` past 256 bytes), or
     # without a sub claim `claims:<digest of the verified header and payload>`. Empty when built by hand.
     subject: str = ""
@@ -91,8 +95,10 @@ def grants_from_claims(claims: dict[str, Any], subject: str = "") -> Grants:
     if not isinstance(claim, dict):
         raise Unauthorized("invalid_token", f"the token's {CLAIM} claim must be an object")
     admin = claim.get("admin", False)
-    if not isinstance(admin, bool):
-        raise Unauthorized("invalid_token", f"the token's {CLAIM}.admin claim must be true or false")
+    control = claim.get("control", False)
+    for name, value in (("admin", admin), ("control", control)):
+        if not isinstance(value, bool):
+            raise Unauthorized("invalid_token", f"the token's {CLAIM}.{name} claim must be true or false")
     publish = _selectors(claim.get("publish"), "publish")
     subscribe = _selectors(claim.get("subscribe"), "subscribe")
     if len(publish) + len(subscribe) > MAX_SELECTORS:
@@ -101,7 +107,7 @@ def grants_from_claims(claims: dict[str, Any], subject: str = "") -> Grants:
             f"the token grants {len(publish) + len(subscribe)} selectors; "
             f"this hub accepts at most {MAX_SELECTORS}",
         )
-    return Grants(publish, subscribe, admin, subject, expires)
+    return Grants(publish, subscribe, admin, control, subject, expires)
 
 
 def subject_of(token: str, claims: dict[str, Any]) -> str:
@@ -224,18 +230,18 @@ class Authorizer:
             return None
         grants = self.verify(token) if token is not None else None
         expires = None
-        for selector in selectors:
+        for asked in selectors:
+            # `$presence/<topic>` is read with `<topic>`'s grant.
+            selector = guarded_selector(asked)
             if self._public_set.covers(selector):
                 continue
             expires = grants.expires if grants is not None else None
             if grants is None:
                 raise Unauthorized(
-                    "token_required", f"subscribing to {selector.text!r} needs a token; it is not public"
+                    "token_required", f"subscribing to {asked.text!r} needs a token; it is not public"
                 )
             if not grants.subscribe_set.covers(selector):
-                raise Forbidden(
-                    "topic_forbidden", f"the token does not allow subscribing to {selector.text!r}"
-                )
+                raise Forbidden("topic_forbidden", f"the token does not allow subscribing to {asked.text!r}")
         if expires is not None and expires <= time.time():
             # Within the leeway, but a stream ends at its token's exp (hub.http.expiry): one opened now
             # would end at once, and its client would come back with the same token again and again.
@@ -249,6 +255,15 @@ class Authorizer:
         if token is None:
             raise Unauthorized("token_required", "publishing needs a token")
         return self.verify(token)
+
+    def check_control(self, token: str | None, what: str) -> None:
+        """Every subscription, and disconnects: for a token with `hub.control`, when auth is on."""
+        if not self.enabled:
+            return
+        if token is None:
+            raise Unauthorized("token_required", f"{what} needs a token with {CLAIM}.control")
+        if not self.verify(token).control:
+            raise Forbidden("control_required", f"{what} needs a token with {CLAIM}.control: true")
 
     def check_admin(self, token: str | None) -> None:
         """The hub's own figures (/stats, /metrics): for a token with `hub.admin`, when auth is on."""
@@ -304,6 +319,7 @@ def mint(
     algorithm: str = "",
     subject: str | None = None,
     admin: bool = False,
+    control: bool = False,
 ) -> str:
     """A token granting the given selectors; HS256 with `secret`, or signed with a PEM private key."""
     for text in (*publish, *subscribe):
@@ -311,6 +327,8 @@ def mint(
     claims: dict[str, Any] = {CLAIM: {"publish": list(publish), "subscribe": list(subscribe)}}
     if admin:
         claims[CLAIM]["admin"] = True
+    if control:
+        claims[CLAIM]["control"] = True
     now = int(time.time())
     claims["iat"] = now
     if ttl is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import secrets
+import time
 from importlib import resources
 
 import orjson
@@ -18,6 +20,7 @@ from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.expiry import StreamExpiry
 from hub.http.limits import Lease
+from hub.http.presence_routes import add_presence_routes
 from hub.http.progress_route import progress
 from hub.http.publish_route import publish
 from hub.http.replay import BoundedWriter, write_replay
@@ -28,6 +31,7 @@ from hub.wire import formats, sse
 from hub.wire.formats import CONTENT_TYPES, Format
 from hub.wire.frames import snapshot_bodies
 from hub.wire.history_request import HistoryRequest, parse_history
+from hub.wire.presence import Member, parse_name
 from hub.wire.subscribe_request import SubscribeRequest, parse_subscribe
 from hub.wire.topics import Selector, validate_topic
 
@@ -38,6 +42,8 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
+# The stream's id in presence (and for POST /disconnect), for a client to know itself among the members.
+CONNECTION_ID = "Hub-Connection-Id"
 STREAM_HEADERS = {
     fmt: {
         **SSE_HEADERS,
@@ -58,6 +64,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         topics, request.query, max_topics=config.limits.max_topics, accept=request.headers.get("Accept")
     )
     expires = guard.check_subscribe(request, sub.selectors)
+    name = parse_name(request.query, auth=config.auth.enabled)
     if request.app[DRAIN].begun:
         # Its streams were told to reconnect and closed: a new one would have to be closed at once.
         raise ShuttingDown("the hub is shutting down; subscribe again (to another replica)")
@@ -65,14 +72,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     if log.isEnabledFor(logging.DEBUG):
         log_stream("open", lease.client, redact_query(request.path_qs))
     try:
-        return await _stream(request, sub, lease, expires)
+        member = Member(secrets.token_hex(8), guard.subject(request), name, int(time.time() * 1000))
+        return await _stream(request, sub, lease, expires, member)
     except BaseException:
         lease.release()  # refused by the broker, or cancelled: no stream (a second release is a no-op)
         raise
 
 
 async def _stream(
-    request: web.Request, sub: SubscribeRequest, lease: Lease, expires: float | None
+    request: web.Request, sub: SubscribeRequest, lease: Lease, expires: float | None, member: Member
 ) -> web.StreamResponse:
     config = request.app[CONFIG]
     fanout = request.app[FANOUT]
@@ -83,13 +91,14 @@ async def _stream(
         chunked=request.version >= HttpVersion11,  # what aiohttp does for a body of unknown length
         format=sub.format,
     )
+    outbox.member = member
     # The header wins: a browser reconnecting sends its newest id there, while its URL still carries
     # the ?lastEventId= it was first opened with.
     since = fanout.parse_since(request.headers.get("Last-Event-ID", request.query.get("lastEventId")))
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
     snapshot = await fanout.subscribe(outbox, since)
-    response = DetachableResponse(headers=STREAM_HEADERS[sub.format])
+    response = DetachableResponse(headers={**STREAM_HEADERS[sub.format], CONNECTION_ID: member.conn})
     # Every end of a live stream closes its connection (the hub, not aiohttp, owns it by then): say so.
     response.force_close()
     detached = False
@@ -258,4 +267,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_handler())
+    add_presence_routes(app)
     add_console_routes(app)

@@ -26,7 +26,7 @@ from hub.http.state import CONFIG, FANOUT, GUARD
 from hub.wire.event import Draft
 from hub.wire.publish_request import PublishLimits, validate_event_name
 from hub.wire.streamed_body import reader_for
-from hub.wire.topics import validate_topic
+from hub.wire.topics import validate_published_topic
 
 
 async def publish_stream(request: web.Request) -> web.Response:
@@ -112,7 +112,7 @@ def _topics(raw: list[str], max_topics: int) -> tuple[str, ...]:
         raise BadRequest("missing_topic", "a streamed publish needs at least one ?topic=")
     if len(raw) > max_topics:
         raise BadRequest("too_many_topics", f"at most {max_topics} topics, got {len(raw)}")
-    return tuple(dict.fromkeys(validate_topic(t) for t in raw))
+    return tuple(dict.fromkeys(validate_published_topic(t) for t in raw))
 
 
 async def _within_rate(guard: Guard, publisher: Publisher, drafts: Sequence[Draft]) -> None:

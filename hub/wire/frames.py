@@ -129,3 +129,12 @@ def auth_expired(retry_ms: int) -> bytes:
     """The last block of an SSE stream whose token expired: why it ends, and when to come back (with a
     fresh token, and the last id, to lose nothing)."""
     return sse.encode_comment("the token expired: reconnect with a fresh one") + sse.encode_retry(retry_ms)
+
+
+DISCONNECT = "disconnect"
+
+
+def disconnected(reason: str, retry_ms: int) -> bytes:
+    """The last block of an SSE stream closed through the control API: why, and when to come back (a
+    client whose token still allows it may)."""
+    return sse.encode_event(orjson.dumps({"reason": reason}).decode(), event=DISCONNECT, retry=retry_ms)

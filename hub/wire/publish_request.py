@@ -13,10 +13,10 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from hub.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from hub.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
 from hub.wire.event import Draft
 from hub.wire.payload import encode_data
-from hub.wire.topics import validate_topic
+from hub.wire.topics import validate_published_topic
 
 MAX_EVENT_NAME = 128
 # Clients act on these (resync, liveness); a publisher must not be able to fake them.
@@ -151,9 +151,9 @@ def _topics(doc: dict[str, object], limits: PublishLimits, where: str) -> tuple[
         raise BadRequest("invalid_field", f"{where}give either topic or topics, not both")
     if "topic" in doc:
         try:
-            return (validate_topic(doc["topic"]),)  # the common case, without building lists
-        except BadRequest as exc:
-            raise BadRequest(exc.code, where + exc.message) from None
+            return (validate_published_topic(doc["topic"]),)  # the common case, without building lists
+        except (BadRequest, Forbidden) as exc:
+            raise type(exc)(exc.code, where + exc.message) from None
     elif "topics" in doc:
         raw = doc["topics"]
         if not isinstance(raw, list) or not raw:
@@ -164,9 +164,9 @@ def _topics(doc: dict[str, object], limits: PublishLimits, where: str) -> tuple[
     if len(raw) > limits.max_topics:
         raise PayloadTooLarge("too_many_topics", f"{where}an event has at most {limits.max_topics} topics")
     try:
-        topics = tuple(dict.fromkeys(validate_topic(t) for t in raw))
-    except BadRequest as exc:
-        raise BadRequest(exc.code, where + exc.message) from None
+        topics = tuple(dict.fromkeys(validate_published_topic(t) for t in raw))
+    except (BadRequest, Forbidden) as exc:
+        raise type(exc)(exc.code, where + exc.message) from None
     return topics
 
 

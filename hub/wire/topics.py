@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from hub.errors import BadRequest
+from hub.errors import BadRequest, Forbidden
 
 MAX_TOPIC_BYTES = 256
 
@@ -51,6 +51,15 @@ def validate_topic(topic: object) -> str:
     text = _check_text(topic, "topic")
     if "*" in text:
         raise BadRequest("invalid_topic", f"topic {text!r}: '*' is only allowed in selectors")
+    return text
+
+
+def validate_published_topic(topic: object) -> str:
+    """`validate_topic`, and not one of the hub's own: a first segment starting with `$` is reserved
+    for what the hub publishes itself (`$presence/<topic>`)."""
+    text = validate_topic(topic)
+    if text.startswith("$"):
+        raise Forbidden("reserved_topic", f"topic {text!r}: topics starting with '$' are the hub's own")
     return text
 
 

@@ -19,6 +19,8 @@ from hub.brokers.cluster.links import Links
 from hub.brokers.cluster.partitions import Partitions
 from hub.brokers.cluster.publishing import REDIS_DOWN, PublishCalls, Refused, is_transient
 from hub.brokers.cluster.reading import PartitionReads, text_of
+from hub.brokers.directory import Directory
+from hub.brokers.redis_directory import RedisDirectory
 from hub.brokers.refusals import Refusals
 from hub.brokers.script_args import (
     HistoryBounds,
@@ -91,6 +93,9 @@ class RedisClusterBroker(Broker[VectorId]):
         self._refusals = Refusals(self._probe_publish)
 
     # lifecycle
+
+    def directory(self, interval: float) -> Directory:
+        return RedisDirectory(self._client, self._config.prefix, self.node, interval)
 
     async def start(self, sink: BrokerSink) -> None:
         self._receiver.sink = sink

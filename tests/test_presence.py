@@ -339,3 +339,29 @@ async def test_presence_answers_503_while_redis_is_down_and_comes_back_with_it(h
         server = redis_factory(port=port)
         other = await hub_factory(redis_url=server.url, presence__interval=INTERVAL)
         await eventually(counted(other, "a", 1))
+
+
+async def metrics_text(hub: HubUnderTest) -> str:
+    async with hub.session.get(hub.url + "/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def test_metrics_label_the_top_selectors_only_when_asked(hub_factory):
+    hub = await hub_factory(presence__interval=INTERVAL, presence__metrics_top=2)
+    plain = await hub_factory(presence__interval=INTERVAL)
+    async with stream(hub, "a", "b"), stream(hub, "a", "c/*"), stream(hub, "a"), stream(plain, "b"):
+
+        async def labelled() -> bool:
+            text = await metrics_text(hub)
+            return 'hub_selector_subscribers{selector="a"} 3.0' in text
+
+        await eventually(labelled)
+        text = await metrics_text(hub)
+        series = [line for line in text.splitlines() if line.startswith("hub_selector_subscribers{")]
+        # two series: "a", then the larger of the rest ("b": 1 here, 2 where two processes share Redis)
+        assert len(series) == 2
+        assert series[0] == 'hub_selector_subscribers{selector="a"} 3.0'
+        assert series[1].startswith('hub_selector_subscribers{selector="b"}')
+        assert "hub_presence_streams" in text
+        assert "hub_selector_subscribers" not in await metrics_text(plain)

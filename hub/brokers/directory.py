@@ -10,24 +10,37 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable
+from typing import Protocol
 
 from hub.engine.roster import Roster
 from hub.wire.presence import Disconnect, Member
 
-Obey = Callable[[Disconnect], object]
+
+class Owner(Protocol):
+    """What a directory tells its process: commands to obey, and the members of a process that died."""
+
+    def obey(self, command: Disconnect) -> object: ...
+
+    def announces(self, topic: str) -> bool:
+        """Whether `topic`'s joins and leaves are published."""
+
+    def left(self, member: Member, topic: str) -> None:
+        """`member`'s stream of `topic` is gone with its process."""
+
+
 Listing = tuple[int, list[tuple[str, int]]]  # streams in all, and the selectors with the most
 
 
 class Directory(ABC):
     def __init__(self) -> None:
         self.roster = Roster()
-        self._obey: Obey = lambda command: None
+        self.owner: Owner | None = None
 
-    async def start(self, roster: Roster, obey: Obey) -> None:
-        """Share this process's `roster`, and call `obey` with every command another process sends."""
+    async def start(self, roster: Roster, owner: Owner) -> None:
+        """Share this process's `roster`; tell `owner` every command another process sends, and who
+        left with a process that died."""
         self.roster = roster
-        self._obey = obey
+        self.owner = owner
 
     async def close(self) -> None:
         return None

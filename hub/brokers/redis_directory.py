@@ -25,7 +25,7 @@ from typing import Any
 
 import redis.exceptions
 
-from hub.brokers.directory import Directory, Listing, Obey, local_counts, local_members, top_of
+from hub.brokers.directory import Directory, Listing, Owner, local_counts, local_members, top_of
 from hub.brokers.redis_keys import PresenceKeys
 from hub.engine.roster import Roster
 from hub.errors import BadRequest, BrokerUnavailable
@@ -61,8 +61,8 @@ class RedisDirectory(Directory):
         self._failing = False
         self._counted = False  # its counts key held something after the last round
 
-    async def start(self, roster: Roster, obey: Obey) -> None:
-        await super().start(roster, obey)
+    async def start(self, roster: Roster, owner: Owner) -> None:
+        await super().start(roster, owner)
         self._task = asyncio.create_task(self._run(), name="hub-presence")
 
     async def close(self) -> None:
@@ -76,7 +76,8 @@ class RedisDirectory(Directory):
             async with asyncio.timeout(self.interval + 1):
                 pipe = self._client.pipeline(transaction=False)
                 pipe.zrem(keys.nodes, self.node)
-                pipe.delete(keys.counts(self.node), keys.patterns(self.node))
+                node = self.node
+                pipe.delete(keys.alive(node), keys.counts(node), keys.patterns(node), keys.selectors(node))
                 for selector in self._written:
                     pipe.delete(keys.members(self.node, selector))
                 await pipe.execute()
@@ -91,6 +92,7 @@ class RedisDirectory(Directory):
                 if await self._write():
                     continue  # it found its data gone: all of it again, now
                 await self._read_control()
+                await self._bury()
                 if self._failing:
                     log.info("presence written again")
                     self._failing = False
@@ -113,8 +115,10 @@ class RedisDirectory(Directory):
         now_ms = int(time.time() * 1000)
         pipe.zadd(keys.nodes, {node: now_ms})
         pipe.zremrangebyscore(keys.nodes, "-inf", now_ms - int(FORGET_NODES * 1000))
+        pipe.set(keys.alive(node), b"1", px=self._lifetime_ms)
+        listed = keys.selectors(node)
         if full:
-            pipe.delete(counts, patterns)
+            pipe.delete(counts, patterns, listed)
             for selector in self._written - roster.members.keys():
                 pipe.delete(keys.members(node, selector))
             self._written = set()
@@ -127,10 +131,12 @@ class RedisDirectory(Directory):
             if not group:
                 pipe.hdel(counts, selector)
                 pipe.hdel(patterns, selector)
+                pipe.srem(listed, selector)
                 pipe.delete(members)
                 self._written.discard(selector)
                 continue
             pipe.hset(counts, selector, len(group))
+            pipe.sadd(listed, selector)
             if selector in roster.patterns:
                 pipe.hset(patterns, selector, len(group))
             if full:
@@ -153,6 +159,7 @@ class RedisDirectory(Directory):
             pipe.hdel(counts, STREAMS)
         pipe.pexpire(counts, self._lifetime_ms)
         pipe.pexpire(patterns, self._lifetime_ms)
+        pipe.pexpire(listed, int(MEMBERS_TTL * 1000))
         async with asyncio.timeout(self.interval * LIFETIME_ROUNDS):
             results = await pipe.execute()
         lost = not full and self._counted and not results[0]
@@ -164,6 +171,39 @@ class RedisDirectory(Directory):
             self._full = True
             return True
         return False
+
+    async def _bury(self) -> None:
+        """Take the members of the nodes that died without a word off Redis, and tell the owner which
+        streams of announced topics left with them. One process does it: the one whose ZREM wins."""
+        others = await self._others()
+        if not others:
+            return
+        keys = self._keys
+        pipe = self._client.pipeline(transaction=False)
+        for node in others:
+            pipe.exists(keys.alive(node))
+        dead = [node for node, alive in zip(others, await pipe.execute(), strict=True) if not alive]
+        for node in dead:
+            if not await self._client.zrem(keys.nodes, node):
+                continue  # another process buries it
+            selectors = [_text(raw) for raw in await self._client.smembers(keys.selectors(node))]
+            owner = self.owner
+            announced = [s for s in selectors if owner is not None and owner.announces(s)]
+            if announced:
+                pipe = self._client.pipeline(transaction=False)
+                for selector in announced:
+                    pipe.hvals(keys.members(node, selector))
+                for selector, values in zip(announced, await pipe.execute(), strict=True):
+                    for raw in values:
+                        member = decode_member(raw)
+                        if member is not None and owner is not None:
+                            owner.left(member, selector)
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(keys.counts(node), keys.patterns(node), keys.selectors(node))
+            for selector in selectors:
+                pipe.delete(keys.members(node, selector))
+            await pipe.execute()
+            log.info("presence of node %s, gone without a word, cleared (%d selectors)", node, len(selectors))
 
     async def _others(self) -> list[str]:
         names = await self._client.zrangebyscore(
@@ -263,7 +303,8 @@ class RedisDirectory(Directory):
                 if command is None:
                     log.warning("a control command that is not one, ignored: %r", fields)
                     continue
-                self._obey(command)
+                if self.owner is not None:
+                    self.owner.obey(command)
             if len(entries) < 100:
                 return
 

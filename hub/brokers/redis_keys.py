@@ -88,6 +88,14 @@ class PresenceKeys:
         self.control = f"{prefix}:{{presence}}:control"  # a stream of commands every process obeys
         self._node = f"{prefix}:{{presence:"
 
+    def alive(self, node: str) -> str:
+        """Set for a few rounds by each of the node's; gone, the node is dead and may be cleared."""
+        return f"{self._node}{node}}}:alive"
+
+    def selectors(self, node: str) -> str:
+        """Every selector the node has a members key of: what to clear once it is dead."""
+        return f"{self._node}{node}}}:selectors"
+
     def counts(self, node: str) -> str:
         """selector -> the node's streams of it; expires with the node."""
         return f"{self._node}{node}}}:counts"

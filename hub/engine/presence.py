@@ -26,11 +26,23 @@ MAX_ANNOUNCING = 10_000  # joins and leaves being published at once; past it the
 
 class Presence:
     def __init__(
-        self, fanout: Fanout, directory: Directory, *, events: tuple[str, ...], retry_ms: int
+        self,
+        fanout: Fanout,
+        directory: Directory,
+        *,
+        events: tuple[str, ...],
+        retry_ms: int,
+        metrics_top: int = 0,
+        interval: float = 1.0,
     ) -> None:
         self.fanout = fanout
         self.directory = directory
         self._retry = retry_ms
+        self._metrics_top = metrics_top
+        self._interval = interval
+        # The hub-wide listing /metrics shows, read a round at a time (a scrape cannot wait on Redis).
+        self.listing: Listing | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._events = SelectorSet(tuple(Selector.parse(text) for text in events))
         self._announcing: set[asyncio.Task[None]] = set()
         self._dropped = 0
@@ -38,10 +50,15 @@ class Presence:
             fanout.roster.listener = self._announce
 
     async def start(self) -> None:
-        await self.directory.start(self.fanout.roster, self.obey)
+        await self.directory.start(self.fanout.roster, self)
+        if self._metrics_top:
+            self._watching = asyncio.create_task(self._watch(), name="hub-presence-metrics")
 
     async def close(self) -> None:
         self.fanout.roster.listener = None
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
         if self._announcing:
             # The last leaves (the drain closed every stream) get the moment the shutdown has.
             await asyncio.wait(self._announcing, timeout=1.0)
@@ -67,6 +84,25 @@ class Presence:
 
     async def top(self, limit: int) -> Listing:
         return await self.directory.top(limit)
+
+    async def _watch(self) -> None:
+        failing = False
+        while True:
+            try:
+                self.listing = await self.directory.top(self._metrics_top)
+                failing = False
+            except HttpError as exc:
+                self.listing = None  # no figures rather than stale ones
+                if not failing:
+                    log.warning("hub-wide subscriber counts not read for /metrics: %s", exc.message)
+                    failing = True
+            await asyncio.sleep(self._interval)
+
+    def announces(self, topic: str) -> bool:
+        return self._events.matches(topic)
+
+    def left(self, member: Member, topic: str) -> None:
+        self._announce("leave", member, topic)
 
     def _announce(self, kind: str, member: Member, topic: str) -> None:
         if not self._events.matches(topic):

@@ -45,8 +45,10 @@ def create_app(config: Config) -> web.Application:
         fanout.broker.directory(config.presence.interval),
         events=config.presence.events,
         retry_ms=config.sse.retry,
+        metrics_top=config.presence.metrics_top,
+        interval=config.presence.interval,
     )
-    app[METRICS] = Metrics(app[FANOUT], guard.connections)
+    app[METRICS] = Metrics(app[FANOUT], guard.connections, app[PRESENCE])
     app[SHUTDOWN] = asyncio.Event()
     app.cleanup_ctx.append(_run_fanout)
     app.cleanup_ctx.append(_run_presence)

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from hub.engine.fanout import Fanout
+from hub.engine.presence import Presence
 from hub.http.limits import Connections
 
 # Seconds: a publish is one Redis round trip, sub-millisecond on a LAN, up to the connect timeout.
@@ -23,8 +24,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Metrics:
-    def __init__(self, fanout: Fanout, connections: Connections) -> None:
+    def __init__(self, fanout: Fanout, connections: Connections, presence: Presence | None = None) -> None:
         self.fanout = fanout
+        self.presence = presence
         self.connections = connections
         self.started = time.time()
         # Tells this process's figures from another's (workers on one port, a restart) without
@@ -90,3 +92,19 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "hub_broker_reconnects", "Times the broker connection was lost.", value=fanout.broker.reconnects
         )
+        presence = self._metrics.presence
+        listing = presence.listing if presence is not None else None
+        if listing is not None:
+            # Hub-wide: every process shows the same figures (take the max, not the sum, across them).
+            streams, top = listing
+            yield GaugeMetricFamily(
+                "hub_presence_streams", "Open event streams on every hub process.", value=streams
+            )
+            by_selector = GaugeMetricFamily(
+                "hub_selector_subscribers",
+                "Streams of each of the presence.metrics_top selectors with the most, on every hub process.",
+                labels=["selector"],
+            )
+            for selector, count in top:
+                by_selector.add_metric([selector], count)
+            yield by_selector

@@ -119,7 +119,8 @@ async def test_a_process_that_dies_without_a_word_drops_out_of_the_counts(hub_fa
         directory._task = None
         started = asyncio.get_running_loop().time()
         await eventually(counted(one, "lobby", 0))
-        assert asyncio.get_running_loop().time() - started < 5 * INTERVAL + 2
+        # 5 rounds, and slack for a loaded machine
+        assert asyncio.get_running_loop().time() - started < 5 * INTERVAL + 5
         doc = await get(one, "/topics/lobby/presence")
         assert doc["members"] == []
         assert doc["subscribers"] == 0

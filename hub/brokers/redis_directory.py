@@ -41,7 +41,8 @@ FORGET_NODES = 3600.0  # seconds after which a node that wrote nothing is droppe
 CONTROL_LENGTH = 1000  # commands the control stream keeps
 STREAMS = "\n"  # the field of `counts` holding the node's streams in all: no selector is a line break
 ANSWER_TIMEOUT = 5.0  # seconds a request waits for Redis
-_DOWN = (redis.exceptions.RedisError, OSError)
+# RedisClusterException (a cluster with no node reachable) is no RedisError.
+_DOWN = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
 
 class RedisDirectory(Directory):

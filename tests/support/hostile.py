@@ -415,7 +415,9 @@ def topic_requests(creds: Credentials) -> st.SearchStrategy[RawRequest]:
 
     @st.composite
     def build(draw: st.DrawFn) -> RawRequest:
-        where = draw(st.sampled_from(["events", "many", "history", "progress", "stream", "publish"]))
+        where = draw(
+            st.sampled_from(["events", "many", "history", "presence", "progress", "stream", "publish"])
+        )
         value = draw(topic)
         spelled = draw(query_value(value))
         # what the hub may take the topic for, whichever way it decodes the spelling sent
@@ -437,6 +439,9 @@ def topic_requests(creds: Credentials) -> st.SearchStrategy[RawRequest]:
             return request("GET", b"/events" + query, note="subscribe to many")
         if where == "history":
             return request("GET", b"/topics/" + spelled + b"/history", note="history")
+        if where == "presence":
+            tail = draw(st.sampled_from([b"/subscribers", b"/presence", b"/presence?limit=1000"]))
+            return request("GET", b"/topics/" + spelled + tail, note="presence")
         if where == "progress":
             body = b'{"current": 1, "total": 2}'
             jobs = tuple("jobs/" + w for w in written)
@@ -566,6 +571,10 @@ ENDPOINTS = (
     ("POST", b"/publish", b"topic=public/min&data=csrf", ("public/min",)),
     ("POST", b"/progress/min", b'{"current": 1, "total": 2}', ("jobs/min",)),
     ("POST", b"/publish/stream?topic=public/min", b"csrf", ("public/min",)),
+    ("GET", b"/topics/public%2Fmin/subscribers", b"", ()),
+    ("GET", b"/topics/public%2Fmin/presence", b"", ()),
+    ("GET", b"/subscriptions", b"", ()),
+    ("POST", b"/disconnect", b'{"conn": "no-such-stream"}', ()),
     ("GET", b"/stats", b"", ()),
     ("GET", b"/stats/stream", b"", ()),
     ("GET", b"/metrics", b"", ()),

@@ -105,6 +105,7 @@ class HostileRun:
         logged = len(self.caplog.records)
         written: list[str] = []
         published = False
+        commanded = False  # a disconnect was accepted: the control stream may have a new command
         keys: list[str] = []
         for request in requests:
             answer = await send(self.hub.url, request, local_host=HOSTILE_ADDRESS)
@@ -131,6 +132,8 @@ class HostileRun:
                     keys += [
                         v.decode("latin-1") for n, v in request.headers if n.lower() == b"idempotency-key"
                     ]
+            if request.target.split(b"?")[0] == b"/disconnect" and answer.status == 202:
+                commanded = True
             if check is not None:
                 problems += [
                     (kind, f"{answer.status} {answer.body[:300]!r} for {request!r}")
@@ -140,7 +143,7 @@ class HostileRun:
         if before is not None and after is not None:
             problems += [
                 (f"redis key changed ({kind})", change)
-                for kind, change in before.changes(after, self.prefix, written, published)
+                for kind, change in before.changes(after, self.prefix, written, published, commanded)
             ]
         for record in self.caplog.records[logged:]:
             if record.levelno >= logging.ERROR:

@@ -3,7 +3,8 @@
 What a publish writes may change, and only for the topics it was accepted for: their histories, their
 members of the topic registry and its name indexes and fields of the retained hash, a publish token, the
 name indexes' migration cursor, and the counter of the
-sequence hash (never its epoch). Everything else must be byte for byte the same: DUMP for any key,
+sequence hash (never its epoch). Presence (each process's streams, rewritten every round) may change;
+its commands may not. Everything else must be byte for byte the same: DUMP for any key,
 type-aware reads where a publish may legitimately touch part of a key. Key names follow
 `hub.brokers.redis_keys` and `hub.brokers.cluster.partitions` (`<prefix>:` or `<prefix>:{<tag>}:`).
 """
@@ -41,10 +42,16 @@ class RedisState:
         return cls(keys)
 
     def changes(
-        self, after: RedisState, prefix: str, written: Iterable[str], published: bool
+        self,
+        after: RedisState,
+        prefix: str,
+        written: Iterable[str],
+        published: bool,
+        commanded: bool = False,
     ) -> list[tuple[str, str]]:
         """What changed that the accepted publishes (to `written` topics; any at all if `published`)
-        do not account for, as (kind of key, what changed). Empty when nothing else moved."""
+        and disconnects (if `commanded`) do not account for, as (kind of key, what changed). Empty when
+        nothing else moved."""
         topics = set(written)
         out = []
         for key in sorted(self.keys.keys() | after.keys.keys()):
@@ -70,15 +77,21 @@ class RedisState:
                 continue  # how far publishes have indexed the names an older hub wrote
             elif kind == "marks":
                 continue  # the sweeper's, on its own clock
+            elif kind == "control" and commanded:
+                continue  # an accepted disconnect's command
+            elif kind == "presence":
+                continue  # each process's own streams and liveness, written every round (not commands)
             out.append((kind, f"{key!r}: {_short(old)} -> {_short(new)}"))
         return out
 
 
 def _kind(key: str, prefix: str) -> tuple[str, str]:
     rest = key[len(prefix) + 1 :]
-    tagged = re.match(r"\{[^}]*\}:", rest)
+    tagged = re.match(r"\{([^}]*)\}:", rest)
     if tagged:
         rest = rest[tagged.end() :]
+        if tagged.group(1).startswith("presence"):
+            return ("control", rest) if rest == "control" else ("presence", rest)
     if rest in ("seq", "topics", "retained"):
         return rest, ""
     if rest in ("topics:names", "retained:names"):

@@ -11,7 +11,8 @@ from hub.http.errors import error_response
 ALLOW_METHODS = "GET, POST"
 # What browsers may send: a bearer token, a JSON body, a publish key, and the resume id.
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
-EXPOSE_HEADERS = "Retry-After"
+# What pages of other origins may read: when to retry, and a stream's id in presence.
+EXPOSE_HEADERS = "Retry-After, Hub-Connection-Id"
 
 
 class Cors:

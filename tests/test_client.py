@@ -352,3 +352,23 @@ async def test_an_answer_that_is_not_an_event_stream_is_not_reconnected_to():
                 pass
         server.close()
     assert refused.value.code == "not_an_event_stream"
+
+
+async def test_presence_and_disconnects_through_the_client(hub_factory):
+    hub = await hub_factory(presence__interval=0.2)
+    async with HubClient(hub.url) as client:
+        sub = client.subscribe("room", name="ann")
+        async with listening(sub) as events:
+            assert len(sub.connection_id) == 16
+            assert await client.subscribers("room") == {"room": 1}
+            (member,) = await client.presence("room")
+            assert (member["conn"], member["name"]) == (sub.connection_id, "ann")
+            first = sub.connection_id
+            assert await client.disconnect(name="ann", reason="moderated") == 1
+            (event,) = await take(events, 1)
+            assert (event.event, event.json()) == ("disconnect", {"reason": "moderated"})
+            # and it comes back, as after any end of its stream: a new stream, a new id
+            await settled(lambda: sub.connections == 2 and sub.connection_id != first)
+        with pytest.raises(HubRefused) as refused:
+            await client.disconnect(conn="")
+        assert refused.value.status == 400

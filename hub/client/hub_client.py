@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -192,6 +193,54 @@ class HubClient:
         doc = await self._publish(body, idempotency_key)
         return [str(id_) for id_ in doc["ids"]]
 
+    async def subscribers(self, topic: str) -> dict[str, int]:
+        """The streams that receive `topic`'s events on every hub process, by selector."""
+        doc = await self._read(f"/topics/{quote(topic, safe='/')}/subscribers")
+        return {item["selector"]: item["subscribers"] for item in doc["selectors"]}
+
+    async def presence(self, topic: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Up to `limit` of those streams: each one's `conn`, `sub`, `name`, `since` and `selector`."""
+        doc = await self._read(f"/topics/{quote(topic, safe='/')}/presence", {"limit": str(limit)})
+        return list(doc["members"])
+
+    async def disconnect(
+        self,
+        *,
+        sub: str | None = None,
+        name: str | None = None,
+        topic: str | None = None,
+        conn: str | None = None,
+        reason: str = "",
+    ) -> int:
+        """Close, on every hub process, the streams matching every field given (a token with
+        `hub.control` when auth is on); returns how many the process asked closed at once."""
+        fields = {"sub": sub, "name": name, "topic": topic, "conn": conn}
+        body = {**{k: v for k, v in fields.items() if v is not None}, "reason": reason}
+        headers = {**await self.headers(), "Content-Type": "application/json"}
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        try:
+            async with self.session.post(
+                self.url + "/disconnect", data=orjson.dumps(body), headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status != 202:
+                    raise await refusal_from(resp)
+                return int((await resp.json())["closed_here"])
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise HubUnreachable(f"cannot reach {self.url}: {describe(exc)}") from exc
+
+    async def _read(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        try:
+            async with self.session.get(
+                self.url + path, params=params, headers=await self.headers(), timeout=timeout
+            ) as resp:
+                if resp.status != 200:
+                    raise await refusal_from(resp)
+                doc: dict[str, Any] = await resp.json()
+                return doc
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise HubUnreachable(f"cannot reach {self.url}: {describe(exc)}") from exc
+
     async def _publish(self, body: object, idempotency_key: str | None) -> dict[str, Any]:
         # Always under a key, one per publish: a request that timed out or was answered 504 may have
         # been published, and only the key lets a retry (this one, or the caller's) publish it once.
@@ -230,16 +279,19 @@ class HubClient:
         last_event_id: str | None = None,
         heartbeat_timeout: float | None = None,
         max_failures: int | None = None,
+        name: str | None = None,
     ) -> Subscription:
         """An async iterator over the events of `selectors`, live, reconnecting and resuming by itself.
 
         `last_event_id` resumes after that id (`"earliest"`: everything retained). With
         `heartbeat_timeout`, a stream that sends no byte for that long is taken as dead and reopened (the
         hub sends a heartbeat every `sse.heartbeat_interval`; twice that is a good value). `max_failures`
-        consecutive failed connection attempts raise `HubUnreachable`; None retries forever."""
+        consecutive failed connection attempts raise `HubUnreachable`; None retries forever. `name` is
+        the stream's name in presence (auth off only). A stream closed through `POST /disconnect` yields
+        its `disconnect` event, then reconnects as after any other end."""
         if not selectors:
             raise ValueError("subscribe needs at least one topic or pattern")
-        return Subscription(self, selectors, last_event_id or "", heartbeat_timeout, max_failures)
+        return Subscription(self, selectors, last_event_id or "", heartbeat_timeout, max_failures, name)
 
 
 class Subscription:
@@ -252,8 +304,11 @@ class Subscription:
         last_event_id: str,
         heartbeat_timeout: float | None,
         max_failures: int | None,
+        name: str | None = None,
     ) -> None:
         self.client = client
+        self.name = name
+        self.connection_id = ""  # the current stream's Hub-Connection-Id: its id in presence
         self.selectors = tuple(selectors)
         self.last_event_id = last_event_id
         self.heartbeat_timeout = heartbeat_timeout
@@ -345,6 +400,8 @@ class Subscription:
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         params = [("topic", s) for s in self.selectors]
+        if self.name is not None:
+            params.append(("name", self.name))
         # No total timeout: the stream is meant to last. Silence is the heartbeat timeout's business.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.client.timeout)
         try:
@@ -362,6 +419,7 @@ class Subscription:
             raise HubRefused(200, "not_an_event_stream", f"{resp.url} answered {resp.content_type}")
         if resp.status == 200:
             self._response = resp
+            self.connection_id = resp.headers.get("Hub-Connection-Id", "")
             self._parser = SseParser(self.last_event_id)
             self.failures = 0
             self.connections += 1

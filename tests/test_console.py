@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -13,7 +16,15 @@ from playwright.async_api import Browser, BrowserContext
 
 from hub.http.auth import mint
 from hub.http.state import CONFIG, GUARD
-from tests.support.browser import TIMEOUT_MS, chromium, log_entries, wait_for_entries
+from tests.support.browser import (
+    TIMEOUT_MS,
+    chromium,
+    log_entries,
+    topic_counts,
+    wait_for_entries,
+    wait_for_members,
+    wait_for_topic_count,
+)
 from tests.support.waiting import settled
 
 OUTPUT = Path(__file__).parent / "output"
@@ -203,9 +214,16 @@ async def test_pause_holds_events_and_clear_empties_the_log(hub, context):
 
 
 async def test_screenshot_of_the_console_with_live_data(hub, context):
+    streams = contextlib.AsyncExitStack()
+    for name in ("alice", "bob"):
+        await streams.enter_async_context(hub.subscribe("demo/chat", name=name))
+    for _ in range(3):
+        await streams.enter_async_context(hub.subscribe("demo/prices"))
     page = await context.new_page()
-    await page.goto(console_url(hub, topic="demo/**"))
+    await page.goto(console_url(hub, topic="demo/**", name="console"))
     await page.wait_for_selector('#log li[data-kind="open"]')
+    await wait_for_topic_count(page, "demo/**", 1)
+    await page.click('#topics li[data-selector="demo/chat"] button')
     # A few seconds of varying traffic, so that the charts have a shape.
     for n in range(12):
         await hub.publish(
@@ -217,10 +235,85 @@ async def test_screenshot_of_the_console_with_live_data(hub, context):
     await wait_for_entries(page, 20)
     # Charts drawn from at least a few stats samples.
     await page.wait_for_function("() => document.querySelector('#rate-now').textContent !== '\\u2013'")
+    # The topics panel with the presence of demo/chat: two named streams and the console's own.
+    await wait_for_members(page, 3)
     OUTPUT.mkdir(exist_ok=True)
     shot = OUTPUT / "console.png"
     await page.screenshot(path=str(shot), full_page=True)
+    await streams.aclose()
     assert shot.stat().st_size > 10_000  # docs/console.png, in the README, is a copy of one
+
+
+async def streams_shown(page) -> str:
+    return await page.text_content("#streams-now") or ""
+
+
+async def test_topics_panel_counts_each_selectors_streams_and_follows_one_closing(hub, context):
+    page = await context.new_page()
+    asked: list[float] = []
+    loop = asyncio.get_running_loop()
+    page.on("request", lambda r: asked.append(loop.time()) if "/subscriptions?" in r.url else None)
+    await page.goto(hub.url + "/")
+    await page.wait_for_selector("#topics li.hint")  # the stats stream is no subscription
+    assert await streams_shown(page) == "0"
+    async with hub.subscribe("panel/room"), hub.subscribe("panel/*"):
+        async with hub.subscribe("panel/room"):
+            await wait_for_topic_count(page, "panel/room", 2)
+            await wait_for_topic_count(page, "panel/*", 1)
+            assert await streams_shown(page) == "3"
+            assert await page.get_attribute("#topics-status", "data-state") == "open"
+        # Polled, not pushed: the next round shows the stream gone.
+        await wait_for_topic_count(page, "panel/room", 1)
+        assert await topic_counts(page) == {"panel/room": 1, "panel/*": 1}
+        assert await streams_shown(page) == "2"
+        # A pattern has no presence of its own: only the topic can be picked.
+        assert await page.locator('#topics li[data-selector="panel/*"] button').count() == 0
+        assert await page.locator('#topics li[data-selector="panel/room"] button').count() == 1
+    await wait_for_topic_count(page, "panel/room", 0)
+    await page.wait_for_selector("#topics li.hint")
+    assert await streams_shown(page) == "0"
+    # One round at a time, every 2 s (the page typed nothing that asks again at once).
+    assert len(asked) >= 3
+    assert min(b - a for a, b in itertools.pairwise(asked)) > 1.5
+
+
+async def test_clicking_a_topic_shows_who_holds_its_streams_and_marks_the_consoles_own(hub, context):
+    page = await context.new_page()
+    await page.goto(hub.url + "/")
+    # The console's own stream, named from the subscribe form's field.
+    await page.fill('#subscribe-form [name="topics"]', "panel/room")
+    await page.fill('#subscribe-form [name="presenceName"]', "the console")
+    await page.click('#subscribe-form button[type="submit"]')
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    async with hub.subscribe("panel/*"):
+        async with hub.subscribe("panel/room", name="alice") as alice:
+            await wait_for_topic_count(page, "panel/room", 2)
+            assert await page.is_hidden("#presence")
+            await page.click('#topics li[data-selector="panel/room"] button')
+            shown = await wait_for_members(page, 3)
+            assert await page.text_content("#presence-topic") == "panel/room"
+            assert await page.text_content("#presence-count") == "3"
+            by_name = {member["name"]: member for member in shown}
+            assert by_name.keys() == {"alice", "the console", ""}
+            # Another client's stream, by the id its response carried.
+            assert by_name["alice"]["conn"] == alice.response.headers["Hub-Connection-Id"]
+            assert by_name["alice"]["who"] == "alice"
+            assert by_name["alice"]["you"] == ""
+            assert by_name["alice"]["selector"] == "panel/room"
+            # The console's own, compared by Hub-Connection-Id.
+            assert by_name["the console"]["you"] == "true"
+            assert by_name["the console"]["who"] == "the consoleyou"
+            # A stream without a name is said to be one, through the pattern that gives it the topic.
+            assert by_name[""]["who"] == "anonymous"
+            assert by_name[""]["selector"] == "panel/*"
+            assert all(re.fullmatch(r"\d\d:\d\d:\d\d", member["since"]) for member in shown)
+        # Refreshed with the list.
+        shown = await wait_for_members(page, 2)
+        assert {member["name"] for member in shown} == {"the console", ""}
+        assert await page.text_content("#presence-count") == "2"
+    # Picked again: hidden.
+    await page.click('#topics li[data-selector="panel/room"] button')
+    await page.wait_for_selector("#presence", state="hidden")
 
 
 async def test_with_auth_on_the_page_is_public_and_its_token_field_subscribes_and_publishes(
@@ -246,6 +339,46 @@ async def test_with_auth_on_the_page_is_public_and_its_token_field_subscribes_an
     await page.click('#publish-form button[type="submit"]')
     await page.wait_for_selector("#publish-result.error")
     assert "not published" in (await page.text_content("#publish-result") or "")
+
+
+async def test_with_auth_on_a_refused_listing_shows_the_hubs_reason_and_the_console_still_works(
+    hub_factory, context
+):
+    secret = "console-secret-of-at-least-32-bytes!"
+    hub = await hub_factory(auth__jwt_secret=secret)
+    page = await context.new_page()
+    await page.goto(hub.url + "/")
+    refusal = "#topics li.error"
+    await page.wait_for_selector(refusal)
+    assert await page.text_content(refusal) == (
+        "401 token_required: listing every subscription needs a token with hub.control"
+    )
+    assert await page.text_content("#topics-status") == "refused"
+    assert await streams_shown(page) == "\u2013"
+
+    # A token that subscribes and publishes, without hub.control: refused still, and said so; the rest works.
+    token = mint(publish=["secured/*"], subscribe=["secured/*"], secret=secret)
+    await page.fill('#token-form [name="token"]', token)
+    await page.wait_for_function(
+        "() => document.querySelector('#topics li.error').textContent.startsWith('403')"
+    )
+    assert await page.text_content(refusal) == (
+        "403 control_required: listing every subscription needs a token with hub.control: true"
+    )
+    await page.fill('#subscribe-form [name="topics"]', "secured/room")
+    await page.click('#subscribe-form button[type="submit"]')
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    await hub.publish(
+        {"topic": "secured/room", "data": "still here"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    (entry,) = await wait_for_entries(page, 1)
+    assert entry["data"] == "still here"
+
+    # With hub.control the list comes, the console's stream in it.
+    await page.fill('#token-form [name="token"]', mint(subscribe=["secured/*"], control=True, secret=secret))
+    await wait_for_topic_count(page, "secured/room", 1)
+    assert await page.locator(refusal).count() == 0
+    assert await page.text_content("#topics-status") == "live"
 
 
 async def test_with_auth_on_the_charts_say_they_need_an_admin_token_and_draw_with_one(hub_factory, context):

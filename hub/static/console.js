@@ -5,6 +5,8 @@ const LOG_LIMIT = 1000; // entries kept: a busy topic must not grow the page wit
 const WINDOW = 300; // stats samples kept, one a second: the charts show up to the last five minutes
 const REOPEN_MS = 500; // a stream that ended or failed is reopened after this, doubling while it fails
 const REOPEN_MAX_MS = 10000;
+const TOPICS_MS = 2000; // the topics panel's refresh while the page is visible
+const TOPICS_LIMIT = 50; // selectors listed, and members of a topic: the ones with the most streams
 
 const $ = (selector) => document.querySelector(selector);
 const logList = $("#log");
@@ -75,13 +77,28 @@ function token() {
   return $("#token-form").elements.token.value.trim();
 }
 
+function authHeaders() {
+  return token() ? { Authorization: `Bearer ${token()}` } : {};
+}
+
+// A refusal as the hub words it ("403 control_required: …"), or the status when it is not the hub's JSON
+// (a proxy's page).
+async function refusal(response) {
+  try {
+    const answer = await response.json();
+    return `${response.status} ${answer.error.code}: ${answer.error.message}`;
+  } catch {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
 // --- subscriptions -------------------------------------------------------------------------------
 // A stream is read as NDJSON with fetch rather than EventSource: every event comes whatever its type
 // (EventSource hands named events only to listeners of their name), with its topic, and a refusal comes
 // with the hub's JSON error to show, where EventSource reports a bare failure and retries forever.
 
-function subscribe(topics, lastEventId) {
-  const sub = { n: state.nextSub++, topics, lastId: lastEventId || "", failures: 0 };
+function subscribe(topics, lastEventId, name) {
+  const sub = { n: state.nextSub++, topics, name, lastId: lastEventId || "", failures: 0, conn: "" };
   sub.label = `#${sub.n} ${topics.join(" ")}`;
   const li = document.createElement("li");
   li.dataset.sub = String(sub.n);
@@ -98,6 +115,7 @@ function subscribe(topics, lastEventId) {
     clearTimeout(sub.timer);
     li.remove();
     entry("closed", "closed", { sub: sub.label, data: "closed from the console" });
+    pollTopics();
   });
   li.append(code, status, close);
   subscriptionList.append(li);
@@ -110,6 +128,7 @@ async function open(sub) {
   const params = new URLSearchParams();
   for (const topic of sub.topics) params.append("topic", topic);
   params.set("format", "ndjson");
+  if (sub.name) params.set("name", sub.name);
   if (token()) params.set("token", token());
   const headers = { Accept: "application/x-ndjson" };
   if (sub.lastId) headers["Last-Event-ID"] = sub.lastId;
@@ -123,26 +142,23 @@ async function open(sub) {
     return;
   }
   if (!response.ok) {
-    let reason = response.statusText;
-    try {
-      const answer = await response.json();
-      reason = `${answer.error.code}: ${answer.error.message}`;
-    } catch {
-      // not the hub's JSON (a proxy's page): the status says it
-    }
+    const reason = await refusal(response);
     if (response.status >= 500 || response.status === 429) {
-      retry(sub, `${response.status} ${reason}`);
+      retry(sub, reason);
     } else {
       // Refused for what it asks (a selector, a token): asking again would be refused again.
       setStatus(sub.status, "error", "refused");
-      entry("error", "refused", { sub: sub.label, data: `${response.status} ${reason}` });
+      entry("error", "refused", { sub: sub.label, data: reason });
     }
     return;
   }
+  // Presence lists the stream under this id: the topics panel marks it as the console's own.
+  sub.conn = response.headers.get("Hub-Connection-Id") || "";
   setStatus(sub.status, "open", "open");
   entry("open", sub.opened ? "reconnected" : "open", { sub: sub.label, id: sub.lastId, data: sub.label });
   sub.opened = true;
   sub.failures = 0;
+  pollTopics();
   try {
     await readLines(response, (line) => onLine(sub, line));
   } catch {
@@ -203,7 +219,7 @@ $("#subscribe-form").addEventListener("submit", (event) => {
   const form = event.target.elements;
   const topics = words(form.topics.value);
   if (!topics.length) return;
-  subs.push(subscribe(topics, form.lastEventId.value.trim()));
+  subs.push(subscribe(topics, form.lastEventId.value.trim(), form.presenceName.value.trim()));
   const publishTopic = $("#publish-form").elements.topic;
   if (!publishTopic.value && !topics[0].includes("*")) publishTopic.value = topics[0];
 });
@@ -254,6 +270,205 @@ $("#clear").addEventListener("click", () => {
   state.held = [];
   state.count = 0;
   updateCount();
+});
+
+// --- topics and presence -------------------------------------------------------------------------
+// Every selector with its streams, from /subscriptions (every hub process; with auth on it needs a token
+// with hub.control), and who holds the streams of the topic picked. Polled only while the page is
+// visible: a tab in the background costs the hub nothing. A refusal is shown, in place of the list.
+
+const topicList = $("#topics");
+const memberList = $("#members");
+const topics = { timer: null, debounce: null, round: 0, selected: null };
+
+async function getJSON(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: authHeaders(), cache: "no-store" });
+  } catch (error) {
+    throw new Error(`the hub cannot be reached (${error.message})`);
+  }
+  if (!response.ok) throw Object.assign(new Error(await refusal(response)), { status: response.status });
+  return response.json();
+}
+
+// Each call starts a round and ends the one under way: an answer of an older round is dropped, so that a
+// slow answer cannot overwrite a newer one, nor two rounds keep polling side by side.
+async function pollTopics() {
+  clearTimeout(topics.timer);
+  const round = ++topics.round;
+  if (document.visibilityState !== "visible") return; // polled again once visible
+  await Promise.all([refreshTopics(round), refreshPresence(round)]);
+  if (round === topics.round) topics.timer = setTimeout(pollTopics, TOPICS_MS);
+}
+
+async function refreshTopics(round) {
+  const status = $("#topics-status");
+  let listing;
+  try {
+    listing = await getJSON(`/subscriptions?limit=${TOPICS_LIMIT}`);
+  } catch (error) {
+    if (round !== topics.round) return;
+    $("#streams-now").textContent = "\u2013";
+    // In place of the list, in the hub's words: what token it needs, or that it is unreachable.
+    const row = document.createElement("li");
+    row.className = "error";
+    row.textContent = error.message;
+    topicList.replaceChildren(row);
+    setStatus(status, "error", error.status >= 400 && error.status < 500 ? "refused" : "retrying");
+    return;
+  }
+  if (round !== topics.round) return;
+  $("#streams-now").textContent = String(listing.streams);
+  setStatus(status, "open", listing.truncated ? `live: the ${TOPICS_LIMIT} selectors with the most` : "live");
+  renderTopics(listing.selectors);
+}
+
+// Rows are kept by selector and only moved when the order changes: a focused button keeps its focus.
+function renderTopics(selectors) {
+  const existing = new Map();
+  for (const li of topicList.children) if (li.dataset.selector !== undefined) existing.set(li.dataset.selector, li);
+  const rows = selectors.map(({ selector, subscribers }) => {
+    const li = existing.get(selector) || topicRow(selector);
+    li.dataset.subscribers = String(subscribers);
+    li.querySelector(".count").textContent = String(subscribers);
+    li.querySelector("button")?.setAttribute("aria-pressed", String(selector === topics.selected));
+    return li;
+  });
+  if (!rows.length) rows.push(hintRow("no streams open"));
+  const current = [...topicList.children];
+  if (rows.length !== current.length || rows.some((li, i) => current[i] !== li)) topicList.replaceChildren(...rows);
+}
+
+function topicRow(selector) {
+  const li = document.createElement("li");
+  li.dataset.selector = selector;
+  const code = document.createElement("code");
+  code.textContent = selector;
+  let label = code;
+  if (selector.includes("*")) {
+    // A pattern has no presence of its own: its streams show under each topic it matches.
+    code.title = "a pattern: pick one of its topics to see its streams";
+  } else {
+    label = document.createElement("button");
+    label.type = "button";
+    label.className = "selector";
+    label.title = "who is subscribed";
+    label.append(code);
+    label.addEventListener("click", () => pickTopic(selector));
+  }
+  const count = document.createElement("b");
+  count.className = "count";
+  li.append(label, count);
+  return li;
+}
+
+function hintRow(text) {
+  const li = document.createElement("li");
+  li.className = "hint";
+  li.textContent = text;
+  return li;
+}
+
+// Picking the topic shown again hides its presence.
+function pickTopic(topic) {
+  topics.selected = topics.selected === topic ? null : topic;
+  for (const button of topicList.querySelectorAll("button.selector")) {
+    button.setAttribute("aria-pressed", String(button.closest("li").dataset.selector === topics.selected));
+  }
+  memberList.replaceChildren();
+  $("#presence-count").textContent = "\u2013";
+  $("#presence-status").textContent = "";
+  pollTopics();
+}
+
+function topicPath(topic) {
+  return topic.split("/").map(encodeURIComponent).join("/");
+}
+
+async function refreshPresence(round) {
+  const topic = topics.selected;
+  $("#presence").hidden = topic === null;
+  if (topic === null) return;
+  $("#presence-topic").textContent = topic;
+  const status = $("#presence-status");
+  let answer;
+  try {
+    answer = await getJSON(`/topics/${topicPath(topic)}/presence?limit=${TOPICS_LIMIT}`);
+  } catch (error) {
+    if (round !== topics.round || topic !== topics.selected) return;
+    memberList.replaceChildren();
+    $("#presence-count").textContent = "\u2013";
+    status.className = "error";
+    status.textContent = error.message;
+    return;
+  }
+  if (round !== topics.round || topic !== topics.selected) return;
+  $("#presence-count").textContent = String(answer.subscribers);
+  // The console's own streams, by the Hub-Connection-Id each was answered with.
+  const own = new Map(subs.filter((sub) => !sub.closed && sub.conn).map((sub) => [sub.conn, sub]));
+  memberList.replaceChildren(...answer.members.map((member) => memberRow(member, own.get(member.conn))));
+  status.className = "hint";
+  if (!answer.members.length) status.textContent = "nobody is subscribed now";
+  else if (answer.truncated) status.textContent = `the first ${answer.members.length} of ${answer.subscribers}`;
+  else status.textContent = "";
+}
+
+function memberRow(member, sub) {
+  const li = document.createElement("li");
+  li.dataset.conn = member.conn;
+  li.dataset.name = member.name ?? "";
+  li.dataset.sub = member.sub ?? "";
+  li.dataset.selector = member.selector;
+  li.dataset.since = String(member.since);
+  const who = document.createElement("span");
+  who.className = "who";
+  // A name or a sub is a value; a stream that has neither gets a hint, not a made-up name.
+  const shown = member.name ?? member.sub;
+  const value = document.createElement(shown === null ? "i" : "span");
+  value.className = shown === null ? "hint" : "value";
+  value.textContent = shown ?? "anonymous";
+  who.append(value);
+  if (member.name !== null && member.sub !== null) who.append(` (${member.sub})`);
+  if (sub) {
+    li.dataset.you = "true";
+    const you = document.createElement("mark");
+    you.className = "you";
+    you.textContent = "you";
+    you.title = `this console's stream ${sub.label}`;
+    who.append(you);
+  }
+  const since = new Date(member.since);
+  const cells = [
+    ["code", "conn", member.conn, "Hub-Connection-Id"],
+    ["code", "selector", member.selector, "the selector it receives the topic through"],
+    ["time", "since", sinceText(since), `subscribed ${since.toString()}`],
+  ];
+  li.append(who);
+  for (const [tag, cls, text, title] of cells) {
+    const el = document.createElement(tag);
+    el.className = cls;
+    el.textContent = text;
+    el.title = title;
+    li.append(el);
+  }
+  li.querySelector("time").dateTime = since.toISOString();
+  return li;
+}
+
+// A time of today as hh:mm:ss; an older one with its date.
+function sinceText(date) {
+  const time = clock(date).slice(0, 8);
+  if (date.toDateString() === new Date().toDateString()) return time;
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${time}`;
+}
+
+document.addEventListener("visibilitychange", pollTopics);
+// A new token may list what the last one could not: asked again once typing pauses.
+$("#token-form").elements.token.addEventListener("input", () => {
+  clearTimeout(topics.debounce);
+  topics.debounce = setTimeout(pollTopics, 300);
 });
 
 // --- stats charts --------------------------------------------------------------------------------
@@ -382,8 +597,7 @@ function watchStats() {
       return;
     }
     // Refused: ask /stats why (a token is needed, or a stream limit), and say so.
-    const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
-    fetch("/stats", { headers })
+    fetch("/stats", { headers: authHeaders() })
       .then(async (response) => {
         if (response.ok) return "hub: reconnecting";
         const answer = await response.json();
@@ -420,7 +634,9 @@ if (initialTopics.length) {
   const form = $("#subscribe-form").elements;
   form.topics.value = initialTopics.join(" ");
   form.lastEventId.value = query.get("lastEventId") || "";
+  form.presenceName.value = query.get("name") || "";
   $("#subscribe-form").requestSubmit();
 }
 watchStats();
+pollTopics();
 draw();

@@ -46,3 +46,45 @@ async def wait_for_entries(page: Page, count: int, kind: str = "event") -> list[
         timeout=TIMEOUT_MS,
     )
     return await log_entries(page, kind)
+
+
+async def topic_counts(page: Page) -> dict[str, int]:
+    """The topics panel: each selector listed, with the streams it shows."""
+    rows: list[list[str]] = await page.eval_on_selector_all(
+        "#topics li[data-selector]",
+        "items => items.map(li => [li.dataset.selector, li.querySelector('.count').textContent])",
+    )
+    return {selector: int(count) for selector, count in rows}
+
+
+async def wait_for_topic_count(page: Page, selector: str, count: int) -> None:
+    """Until the panel shows `count` streams for `selector` (0: until it is no longer listed)."""
+    await page.wait_for_function(
+        """([selector, count]) => {
+            const row = [...document.querySelectorAll('#topics li[data-selector]')]
+                .find(li => li.dataset.selector === selector);
+            return row ? row.querySelector('.count').textContent === String(count) : count === 0;
+        }""",
+        arg=[selector, count],
+        timeout=TIMEOUT_MS,
+    )
+
+
+async def members(page: Page) -> list[dict[str, str]]:
+    """The presence shown for the topic picked in the panel, as the page lists it."""
+    result: list[dict[str, str]] = await page.eval_on_selector_all(
+        "#members li",
+        """items => items.map(li => ({
+            conn: li.dataset.conn, name: li.dataset.name, sub: li.dataset.sub,
+            selector: li.dataset.selector, you: li.dataset.you || '',
+            who: li.querySelector('.who').textContent, since: li.querySelector('.since').textContent,
+        }))""",
+    )
+    return result
+
+
+async def wait_for_members(page: Page, count: int) -> list[dict[str, str]]:
+    await page.wait_for_function(
+        "count => document.querySelectorAll('#members li').length === count", arg=count, timeout=TIMEOUT_MS
+    )
+    return await members(page)

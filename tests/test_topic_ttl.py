@@ -42,12 +42,12 @@ def keys_of(ports: list[int], prefix: str) -> dict[str, int]:
 
 def topic_keys(ports: list[int], prefix: str) -> list[str]:
     """What topics leave: every key but the counters, which outlive them, and publish and idempotency
-    tokens, which expire on their own clock (checked: never kept forever)."""
+    tokens and the processes' presence, which expire on their own clock (checked: never kept forever)."""
     left = []
     for key, ttl in keys_of(ports, prefix).items():
         if key.endswith(":seq"):
             continue
-        if ":pub:" in key or ":idem:" in key:
+        if ":pub:" in key or ":idem:" in key or ":{presence" in key:
             assert ttl > 0, key
             continue
         left.append(key)

@@ -68,9 +68,13 @@ class RedisDirectory(Directory):
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            task, self._task = self._task, None
+            task.cancel()
+            # Bounded, as the heartbeats' stop is: a round stuck inside the Redis client must not hold
+            # the shutdown up.
+            done, _ = await asyncio.wait([task], timeout=self.interval + 1)
+            if not done:
+                log.warning("presence writer did not stop in time; going on")
         # Gone at once for the others, rather than in a few rounds.
         keys = self._keys
         try:
@@ -86,7 +90,10 @@ class RedisDirectory(Directory):
             log.info("presence not withdrawn (it expires by itself): %s", exc)
 
     async def _run(self) -> None:
-        while True:
+        task = asyncio.current_task()
+        assert task is not None
+        # A cancellation a Redis client call swallowed still counts: the loop ends on it.
+        while not task.cancelling():
             try:
                 if self._control is None:
                     self._control = await self._newest_control()
@@ -116,6 +123,7 @@ class RedisDirectory(Directory):
         now_ms = int(time.time() * 1000)
         pipe.zadd(keys.nodes, {node: now_ms})
         pipe.zremrangebyscore(keys.nodes, "-inf", now_ms - int(FORGET_NODES * 1000))
+        pipe.pexpire(keys.nodes, int(FORGET_NODES * 1000))  # no key of presence is kept forever
         pipe.set(keys.alive(node), b"1", px=self._lifetime_ms)
         listed = keys.selectors(node)
         if full:
@@ -280,12 +288,15 @@ class RedisDirectory(Directory):
 
     async def send(self, command: Disconnect) -> None:
         async with _answering():
-            await self._client.xadd(
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xadd(
                 self._keys.control,
                 {"n": self.node, "c": command.encode()},
                 maxlen=CONTROL_LENGTH,
                 approximate=True,
             )
+            pipe.pexpire(self._keys.control, int(FORGET_NODES * 1000))
+            await pipe.execute()
 
     async def _newest_control(self) -> str:
         newest = await self._client.xrevrange(self._keys.control, count=1)

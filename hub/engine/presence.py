@@ -58,7 +58,7 @@ class Presence:
         self.fanout.roster.listener = None
         if self._watching is not None:
             self._watching.cancel()
-            await asyncio.gather(self._watching, return_exceptions=True)
+            await asyncio.wait([self._watching], timeout=self._interval + 1)
         if self._announcing:
             # The last leaves (the drain closed every stream) get the moment the shutdown has.
             await asyncio.wait(self._announcing, timeout=1.0)
@@ -86,8 +86,11 @@ class Presence:
         return await self.directory.top(limit)
 
     async def _watch(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         failing = False
-        while True:
+        # A cancellation a Redis client call swallowed still counts: the loop ends on it.
+        while not task.cancelling():
             try:
                 self.listing = await self.directory.top(self._metrics_top)
                 failing = False

@@ -104,7 +104,7 @@ class RedisDirectory(Directory):
                 if self._failing:
                     log.info("presence written again")
                     self._failing = False
-            except _DOWN as exc:
+            except (*_DOWN, TimeoutError) as exc:
                 self._full = True  # what was taken from the roster may not have been written
                 if not self._failing:
                     log.warning("presence not written: %s", exc)

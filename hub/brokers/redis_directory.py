@@ -41,6 +41,8 @@ FORGET_NODES = 3600.0  # seconds after which a node that wrote nothing is droppe
 CONTROL_LENGTH = 1000  # commands the control stream keeps
 STREAMS = "\n"  # the field of `counts` holding the node's streams in all: no selector is a line break
 ANSWER_TIMEOUT = 5.0  # seconds a request waits for Redis
+# Seconds a shutdown gives to withdrawing its presence: a courtesy, since it expires by itself.
+WITHDRAW_TIMEOUT = 0.5
 # RedisClusterException (a cluster with no node reachable) is no RedisError.
 _DOWN = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
@@ -78,7 +80,7 @@ class RedisDirectory(Directory):
         # Gone at once for the others, rather than in a few rounds.
         keys = self._keys
         try:
-            async with asyncio.timeout(self.interval + 1):
+            async with asyncio.timeout(WITHDRAW_TIMEOUT):
                 pipe = self._client.pipeline(transaction=False)
                 pipe.zrem(keys.nodes, self.node)
                 node = self.node

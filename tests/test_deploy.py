@@ -1,6 +1,7 @@
-"""The Dockerfile, docker-compose.yml, docker-compose.cluster.yml and nginx config, checked by reading them
-(no Docker engine here): what a mistake in one of them would break - ports, the HUB_* names the hub reads,
-the health check's path, the files they mount and include, the Redis Cluster's nodes and addresses."""
+"""The Dockerfile, docker-compose.yml, docker-compose.cluster.yml and nginx config, checked by reading them:
+what a mistake in one of them would break - ports, the HUB_* names the hub reads, the health check's path,
+the files they mount and include, the Redis Cluster's nodes and addresses. tests/test_container.py runs
+them for real."""
 
 from __future__ import annotations
 

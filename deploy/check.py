@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -59,6 +60,9 @@ STANDIN_FOR = {
     "nginx:1.27-alpine": "nginx.Dockerfile",
 }
 CACHE = Path("/var/cache/broadcast-hub-check")
+# debootstrap's arguments for the base of every stand-in; its label, so that a change makes it again.
+BASE_RECIPE = "--variant=minbase bookworm"
+MIRROR = "http://deb.debian.org/debian"
 GRACE = 15  # seconds `docker stop` gives the hub; its shutdown_timeout is 10 in the compose files
 QUIET = False
 
@@ -121,30 +125,55 @@ def has_image(name: str) -> bool:
     return run("docker", "image", "inspect", name, check=False).returncode == 0
 
 
+def label_of(name: str) -> str | None:
+    """The check's label on an image: the digest of what made a stand-in; None on others."""
+    found = run("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", name, check=False)
+    if found.returncode != 0:
+        return None
+    labels = json.loads(found.stdout or "null") or {}
+    return labels.get(LABEL, "")
+
+
+def recipe(dockerfile: str) -> str:
+    """What makes a stand-in, as a digest: a changed Dockerfile (or base recipe) builds it again."""
+    digest = hashlib.sha256(BASE_RECIPE.encode())
+    digest.update((STANDINS / dockerfile).read_bytes())
+    digest.update((STANDINS / "redis-entrypoint.sh").read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def ensure_base_images() -> dict[str, str]:
-    """Each name the Dockerfile and compose files use: 'present' (the machine had it) or 'stand-in'."""
+    """Each name the Dockerfile and compose files use: 'present' (the machine had it, from a
+    registry), or 'stand-in' (made here, now or by an earlier run of the same recipe)."""
     made: dict[str, str] = {}
-    wanted = [name for name in STANDIN_FOR if not has_image(name)]
+    wanted = []
     for name in STANDIN_FOR:
-        if name not in wanted:
-            labels = run("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", name).stdout
-            made[name] = "stand-in" if LABEL in labels else "present"
+        label = label_of(name)
+        if label is None or (label != "" and label != recipe(STANDIN_FOR[name])):
+            wanted.append(name)  # missing, or a stand-in of another recipe
+        else:
+            made[name] = "present" if label == "" else "stand-in"
     if not wanted:
         return made
-    if not has_image(BASE):
+    if label_of(BASE) != BASE_RECIPE:
         say("making a minimal Debian bookworm root file system (debootstrap)")
         with tempfile.TemporaryDirectory() as root:
             (CACHE / "debs").mkdir(parents=True, exist_ok=True)
-            run(
-                "debootstrap",
-                "--variant=minbase",
-                f"--cache-dir={CACHE / 'debs'}",
-                "bookworm",
-                root,
-                "http://deb.debian.org/debian",
-            )
+            *options, suite = BASE_RECIPE.split()
+            run("debootstrap", *options, f"--cache-dir={CACHE / 'debs'}", suite, root, MIRROR)
+            # What no container reads: documentation, manual pages, translations, package lists.
+            for junk in (
+                "usr/share/doc",
+                "usr/share/man",
+                "usr/share/info",
+                "usr/share/locale",
+                "var/lib/apt/lists",
+                "var/cache/apt",
+            ):
+                for path in (Path(root) / junk).glob("*"):
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
             tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-            run("docker", "import", "--change", f'LABEL {LABEL}="stand-in"', "-", BASE, stdin=tar.stdout)
+            run("docker", "import", "--change", f'LABEL {LABEL}="{BASE_RECIPE}"', "-", BASE, stdin=tar.stdout)
             expect(tar.wait() == 0, "tar of the root file system failed")
     built: dict[str, str] = {}
     for name in wanted:
@@ -159,7 +188,18 @@ def ensure_base_images() -> dict[str, str]:
                 for cert in Path("/usr/local/share/ca-certificates").glob("*.crt"):
                     shutil.copy(cert, ca)
                 shutil.copy(STANDINS / "redis-entrypoint.sh", context)
-                run("docker", "build", "-q", "-t", name, "-f", str(STANDINS / dockerfile), context)
+                run(
+                    "docker",
+                    "build",
+                    "-q",
+                    "--label",
+                    f"{LABEL}={recipe(dockerfile)}",
+                    "-t",
+                    name,
+                    "-f",
+                    str(STANDINS / dockerfile),
+                    context,
+                )
             built[dockerfile] = name
         made[name] = "stand-in"
     return made

@@ -1,7 +1,6 @@
 # Stand-in for nginx:1.27-alpine, from Debian bookworm's nginx (deploy/check.py): the configuration
 # compose mounts at /etc/nginx/nginx.conf, logs to the container's output, in the foreground.
 FROM broadcast-hub-check/debian:bookworm
-LABEL org.broadcast-hub.check="stand-in"
 # The mounted config names no user: workers run as nobody, who must write nginx's temp files.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nginx-light \

@@ -1,7 +1,6 @@
 # Stand-in for python:3.11-slim, from Debian bookworm's own Python 3.11 (deploy/check.py): pip and
 # `python` on the PATH as the official image has them, and no build tools (no recommends).
 FROM broadcast-hub-check/debian:bookworm
-LABEL org.broadcast-hub.check="stand-in"
 # The machine's own certificate authorities too: builds reach PyPI through whatever the machine does.
 COPY ca/ /usr/local/share/ca-certificates/
 RUN apt-get update \

@@ -2,7 +2,6 @@
 # official image: data in /data, and protected mode off when no config file is given (other containers
 # connect), through the same kind of entrypoint.
 FROM broadcast-hub-check/debian:bookworm
-LABEL org.broadcast-hub.check="stand-in"
 RUN apt-get update \
     && apt-get install -y --no-install-recommends redis-server redis-tools \
     && rm -rf /var/lib/apt/lists/*

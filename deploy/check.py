@@ -1,7 +1,7 @@
 """The container, proven: build the hub's image from the unchanged Dockerfile and run it, bring the
 compose files up, on a Debian machine that reaches no image registry.
 
-    sudo python3 deploy/check.py [--skip-cluster] [--json]
+    python3 deploy/check.py [--skip-cluster] [--json]      (as root)
 
 What it needs: root, Debian's docker.io, docker-compose and debootstrap (it installs them with apt-get
 when missing, and starts dockerd when none answers), PyPI and Debian's archive (the image's build
@@ -44,8 +44,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDINS = ROOT / "deploy" / "check" / "standins"
@@ -374,6 +372,8 @@ def check_image(summary: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def compose_up(file: str, summary: dict[str, Any]) -> Iterator[tuple[str, int, dict[str, int]]]:
     """The compose file up as its own project, ports on 127.0.0.1: (project, nginx's port, hub ports)."""
+    import yaml  # Debian's python3-yaml, which docker-compose brings (installed by ensure_tools)
+
     doc = yaml.safe_load((ROOT / file).read_text())
     nginx_port = free_port()
     doc["services"]["nginx"]["ports"] = [f"127.0.0.1:{nginx_port}:80"]

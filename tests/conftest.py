@@ -21,6 +21,7 @@ ROOT = Path(__file__).parent.parent
 CONTAINER_CHECK = pytest.StashKey[subprocess.Popen[str]]()
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they do
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The container check (tests/test_container.py) starts with the session, when it is selected, and
     runs beside the other tests: it waits on Docker for most of its minute or two."""

@@ -258,21 +258,19 @@ class Authorizer:
 
     def check_control(self, token: str | None, what: str) -> None:
         """Every subscription, and disconnects: for a token with `hub.control`, when auth is on."""
-        if not self.enabled:
-            return
-        if token is None:
-            raise Unauthorized("token_required", f"{what} needs a token with {CLAIM}.control")
-        if not self.verify(token).control:
-            raise Forbidden("control_required", f"{what} needs a token with {CLAIM}.control: true")
+        self._check_claim(token, "control", what)
 
     def check_admin(self, token: str | None) -> None:
         """The hub's own figures (/stats, /metrics): for a token with `hub.admin`, when auth is on."""
+        self._check_claim(token, "admin", "the hub's stats")
+
+    def _check_claim(self, token: str | None, claim: str, what: str) -> None:
         if not self.enabled:
             return
         if token is None:
-            raise Unauthorized("token_required", f"the hub's stats need a token with {CLAIM}.admin")
-        if not self.verify(token).admin:
-            raise Forbidden("admin_required", f"the hub's stats need a token with {CLAIM}.admin: true")
+            raise Unauthorized("token_required", f"{what} needs a token with {CLAIM}.{claim}")
+        if not getattr(self.verify(token), claim):
+            raise Forbidden(f"{claim}_required", f"{what} needs a token with {CLAIM}.{claim}: true")
 
     @staticmethod
     def check_publish(grants: Grants | None, drafts: Sequence[Draft]) -> None:

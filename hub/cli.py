@@ -46,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     publish.add_argument("--retain", action="store_true", help="keep it as the topic's current state")
     publish.add_argument("--json", action="store_true", help="DATA is JSON: publish the value it holds")
     publish.add_argument(
+        "--binary",
+        action="store_true",
+        help="publish DATA's bytes as a binary event (with -: stdin's bytes, as they are)",
+    )
+    publish.add_argument(
         "--idempotency-key", metavar="KEY", help="the publish's key (default: a new one): reuse it to retry"
     )
     publish.add_argument(

@@ -31,9 +31,9 @@ def test_an_empty_body_stays_empty_rather_than_become_the_last_chunk():
     assert wire(b"x", is_chunked=False) == b"x"
 
 
-def test_a_text_stream_gets_no_heartbeat_and_every_other_stream_one():
+def test_a_text_or_byte_stream_gets_no_heartbeat_and_every_other_stream_one():
     for (fmt, _, _), beat in HEARTBEATS.items():
-        assert (beat == b"") == (fmt is Format.TEXT)
+        assert (beat == b"") == (fmt in (Format.TEXT, Format.BYTES))
     assert HEARTBEATS[Format.SSE, False, False] == b":\n\n"
     assert HEARTBEATS[Format.SSE, True, True] == chunked.frame(b"event: heartbeat\ndata: \n\n")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import uuid
@@ -42,8 +43,12 @@ class _BadInput(Exception):
 
 
 async def _publish(args: argparse.Namespace) -> int:
-    text: str = sys.stdin.read() if args.data == "-" else args.data
-    data: object = text
+    if args.binary and args.json:
+        raise _BadInput("DATA is JSON or bytes, not both")
+    if args.binary:
+        raw = sys.stdin.buffer.read() if args.data == "-" else os.fsencode(args.data)
+    text: str = "" if args.binary else sys.stdin.read() if args.data == "-" else args.data
+    data: object = raw if args.binary else text
     if args.json:
         try:
             data = orjson.loads(text)
@@ -100,11 +105,15 @@ async def _subscribe(args: argparse.Namespace) -> int:
 
 
 def _text_line(event: Event) -> str:
-    # One line per event, whatever the data: its line breaks are written as \n.
+    # One line per event, whatever the data: its line breaks are written as \n; bytes as base64, marked.
+    if event.is_binary:
+        return f"{event.id} {event.event} base64:{event.data}"
     data = event.data.replace("\\", "\\\\").replace("\n", "\\n")
     return f"{event.id} {event.event} {data}"
 
 
 def _json_line(event: Event) -> str:
     doc: dict[str, object] = {"id": event.id, "event": event.event, "data": event.data}
+    if event.is_binary:
+        doc["encoding"] = event.encoding
     return orjson.dumps(doc).decode()

@@ -30,10 +30,10 @@ import contextlib
 import inspect
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import aiohttp
@@ -60,6 +60,9 @@ RETRIED_STATUSES = frozenset({502, 503, 504})
 READ_CHUNK = 64 * 1024
 # The event a stream gets a while before its token expires (data: the seconds left).
 AUTH_EXPIRING = "auth-expiring"
+OCTET_STREAM = "application/octet-stream"
+# A byte stream's position its first byte follows: what its offsets count from (see subscribe_bytes).
+STREAM_START = "Hub-Stream-Start"
 
 TokenProvider = Callable[[], "str | Awaitable[str]"]
 
@@ -109,6 +112,21 @@ class Publication:
         return doc
 
 
+def _event_params(
+    topic_or_topics: str | Sequence[str], event: str | None, retry: int | None, retain: bool
+) -> list[tuple[str, str]]:
+    """An event's fields as query parameters: how a binary or streamed publish gives them."""
+    topics = [topic_or_topics] if isinstance(topic_or_topics, str) else list(topic_or_topics)
+    params = [("topic", topic) for topic in topics]
+    if event is not None:
+        params.append(("event", event))
+    if retry is not None:
+        params.append(("retry", str(retry)))
+    if retain:
+        params.append(("retain", "true"))
+    return params
+
+
 class HubClient:
     """A hub at `url`. Owns an `aiohttp.ClientSession` unless given one (which it then leaves open)."""
 
@@ -138,7 +156,7 @@ class HubClient:
         self.timeout = timeout
         self._session = session
         self._owns_session = session is None
-        self._subscriptions: set[Subscription] = set()
+        self._subscriptions: set[_Stream] = set()
 
     async def __aenter__(self) -> HubClient:
         _ = self.session  # created inside the running loop, where aiohttp wants it
@@ -180,9 +198,14 @@ class HubClient:
         retain: bool = False,
         idempotency_key: str | None = None,
     ) -> str:
-        """Publish one event; returns the id the hub gave it."""
-        body = Publication(topic_or_topics, data, event, retry, retain).body()
-        doc = await self._publish(body, idempotency_key)
+        """Publish one event; returns the id the hub gave it. `data` as bytes is sent as they are
+        (`application/octet-stream`), and subscribers get it as a binary event."""
+        if isinstance(data, bytes | bytearray | memoryview):
+            params = _event_params(topic_or_topics, event, retry, retain)
+            doc = await self._publish(bytes(data), OCTET_STREAM, params, idempotency_key)
+        else:
+            body = Publication(topic_or_topics, data, event, retry, retain).body()
+            doc = await self._publish(orjson.dumps(body), "application/json", (), idempotency_key)
         return str(doc["id"])
 
     async def publish_batch(
@@ -190,8 +213,33 @@ class HubClient:
     ) -> list[str]:
         """Publish several events at once (all or none are accepted); returns their ids in order."""
         body = [e.body() if isinstance(e, Publication) else dict(e) for e in events]
-        doc = await self._publish(body, idempotency_key)
+        doc = await self._publish(orjson.dumps(body), "application/json", (), idempotency_key)
         return [str(id_) for id_ in doc["ids"]]
+
+    async def publish_stream(
+        self,
+        topic_or_topics: str | Sequence[str],
+        body: AsyncIterable[bytes],
+        *,
+        content_type: str = OCTET_STREAM,
+        event: str | None = None,
+    ) -> dict[str, Any]:
+        """Relay `body` through `POST /publish/stream` as it is produced: with the default content type
+        each piece the hub receives is one binary event. Returns the hub's summary (`events`,
+        `last_id`, `done_id`). Not retried: a stream cannot be sent twice."""
+        params = _event_params(topic_or_topics, event, None, False)
+        headers = {**await self.headers(), "Content-Type": content_type}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
+        try:
+            async with self.session.post(
+                self.url + "/publish/stream", params=params, data=body, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status != 200:
+                    raise await refusal_from(resp)
+                doc: dict[str, Any] = await resp.json()
+                return doc
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise HubUnreachable(f"cannot stream to {self.url}: {describe(exc)}") from exc
 
     async def subscribers(self, topic: str) -> dict[str, int]:
         """The streams that receive `topic`'s events on every hub process, by selector."""
@@ -241,12 +289,17 @@ class HubClient:
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise HubUnreachable(f"cannot reach {self.url}: {describe(exc)}") from exc
 
-    async def _publish(self, body: object, idempotency_key: str | None) -> dict[str, Any]:
+    async def _publish(
+        self,
+        payload: bytes,
+        content_type: str,
+        params: Sequence[tuple[str, str]],
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
         # Always under a key, one per publish: a request that timed out or was answered 504 may have
         # been published, and only the key lets a retry (this one, or the caller's) publish it once.
         key = idempotency_key or uuid.uuid4().hex
-        headers = {**await self.headers(), "Content-Type": "application/json", "Idempotency-Key": key}
-        payload = orjson.dumps(body)
+        headers = {**await self.headers(), "Content-Type": content_type, "Idempotency-Key": key}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.publish_deadline
         attempt = 0
@@ -255,7 +308,7 @@ class HubClient:
             timeout = aiohttp.ClientTimeout(total=max(0.001, min(self.timeout, left)))
             try:
                 async with self.session.post(
-                    self.url + "/publish", data=payload, headers=headers, timeout=timeout
+                    self.url + "/publish", params=params, data=payload, headers=headers, timeout=timeout
                 ) as resp:
                     if resp.status == 200:
                         doc: dict[str, Any] = await resp.json()
@@ -293,9 +346,26 @@ class HubClient:
             raise ValueError("subscribe needs at least one topic or pattern")
         return Subscription(self, selectors, last_event_id or "", heartbeat_timeout, max_failures, name)
 
+    def subscribe_bytes(
+        self, *selectors: str, last_event_id: str | None = None, max_failures: int | None = None
+    ) -> ByteStream:
+        """An async iterator over the raw bytes of `selectors`' events (`?format=bytes`): a binary
+        event's bytes as published, a text event's as UTF-8, back to back as they arrive.
 
-class Subscription:
-    """See `HubClient.subscribe`. Use it as `async with`, or call `aclose()`, to let go of the stream."""
+        A broken stream is reopened where it broke, to the byte: the hub names the position each stream
+        starts from, and the next one asks for it less the bytes already received. `last_event_id`
+        starts after that id (`"earliest"`: everything retained); without it, live events only. A
+        history lost since the start raises `HubRefused` (409 `history_lost`), as nothing in a byte
+        stream could say what was missed. The stream sends no heartbeats."""
+        if not selectors:
+            raise ValueError("subscribe_bytes needs at least one topic or pattern")
+        return ByteStream(self, selectors, last_event_id or "", None, max_failures)
+
+
+class _Stream:
+    """A stream of `/events` that reconnects by itself: what an event stream and a byte stream share."""
+
+    media_type = "text/event-stream"
 
     def __init__(
         self,
@@ -326,7 +396,7 @@ class Subscription:
         self._pending: list[ServerSentEvent] = []
         self._closed = False
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -334,26 +404,115 @@ class Subscription:
     ) -> None:
         await self.aclose()
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> Self:
         return self
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._pending = []
+        self._drop_response()
+        self.client._subscriptions.discard(self)
+
+    async def _next_chunk(self) -> bytes | None:
+        """The stream's next bytes, connecting first if need be; None when there were none this time
+        (the stream was dropped, or a connection failed: the caller asks again)."""
+        if self._response is None:
+            await self._connect()
+            return None
+        try:
+            chunk = await self._read()
+        except TimeoutError:
+            self.stalls += 1
+            chunk = b""  # silent past the heartbeat timeout: the path is dead, whatever TCP thinks
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            chunk = b""
+        if not chunk:
+            self._drop_response()
+            await asyncio.sleep(jitter(self.reconnect_delay))
+            return None
+        return chunk
+
+    def _resume_from(self) -> str:
+        return self.last_event_id
+
+    def _query(self) -> list[tuple[str, str]]:
+        params = [("topic", s) for s in self.selectors]
+        if self.name is not None:
+            params.append(("name", self.name))
+        return params
+
+    def _opened(self, resp: aiohttp.ClientResponse) -> None:
+        self._parser = SseParser(self.last_event_id)
+
+    async def _read(self) -> bytes:
+        assert self._response is not None
+        async with asyncio.timeout(self.heartbeat_timeout):
+            return await self._response.content.readany()
+
+    def _drop_response(self) -> None:
+        if self._response is not None:
+            # Closes the connection rather than drain an endless body back into the pool.
+            self._response.close()
+            self._response = None
+
+    async def _connect(self) -> None:
+        self.client._subscriptions.add(self)
+        headers = {**await self.client.headers(), "Accept": self.media_type, "Cache-Control": "no-cache"}
+        resume = self._resume_from()
+        if resume:
+            headers["Last-Event-ID"] = resume
+        params = self._query()
+        # No total timeout: the stream is meant to last. Silence is the heartbeat timeout's business.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.client.timeout)
+        try:
+            async with asyncio.timeout(self.client.timeout):
+                resp = await self.client.session.get(
+                    self.client.url + "/events", params=params, headers=headers, timeout=timeout
+                )
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            await self._failed(f"cannot connect to {self.client.url}: {describe(exc)}")
+            return
+        if resp.status == 200 and resp.content_type != self.media_type:
+            # Not a hub (a proxy's page, a wrong URL): reconnecting would not make it one.
+            resp.close()
+            await self.aclose()
+            raise HubRefused(200, "not_an_event_stream", f"{resp.url} answered {resp.content_type}")
+        if resp.status == 200:
+            self._response = resp
+            self.connection_id = resp.headers.get("Hub-Connection-Id", "")
+            self._opened(resp)
+            self.failures = 0
+            self.connections += 1
+            return
+        async with resp:
+            refusal = await refusal_from(resp)
+        if resp.status == 429:
+            # Retry-After is a floor: wait at least that long, a little more so refused clients spread out.
+            await asyncio.sleep((refusal.retry_after or self.reconnect_delay) * random.uniform(1, 1.2))
+        elif resp.status >= 500:
+            await self._failed(str(refusal))
+        else:
+            await self.aclose()
+            raise refusal
+
+    async def _failed(self, reason: str) -> None:
+        self.failures += 1
+        if self.max_failures is not None and self.failures >= self.max_failures:
+            await self.aclose()
+            raise HubUnreachable(reason)
+        base = max(self.reconnect_delay, MIN_FAILURE_BACKOFF)
+        await asyncio.sleep(backoff(base, self.failures, MAX_RECONNECT_DELAY))
+
+
+class Subscription(_Stream):
+    """See `HubClient.subscribe`. Use it as `async with`, or call `aclose()`, to let go of the stream."""
 
     async def __anext__(self) -> ServerSentEvent:
         while not self._pending:
             if self._closed:
                 raise StopAsyncIteration
-            if self._response is None:
-                await self._connect()
-                continue
-            try:
-                chunk = await self._read()
-            except TimeoutError:
-                self.stalls += 1
-                chunk = b""  # silent past the heartbeat timeout: the path is dead, whatever TCP thinks
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
-                chunk = b""
-            if not chunk:
-                self._drop_response()
-                await asyncio.sleep(jitter(self.reconnect_delay))
+            chunk = await self._next_chunk()
+            if chunk is None:
                 continue
             self._pending = self._parser.feed(chunk)
             self.last_event_id = self._parser.last_event_id
@@ -377,71 +536,45 @@ class Subscription:
         self.renewals += 1
         return True
 
-    async def aclose(self) -> None:
-        self._closed = True
-        self._pending = []
-        self._drop_response()
-        self.client._subscriptions.discard(self)
 
-    async def _read(self) -> bytes:
-        assert self._response is not None
-        async with asyncio.timeout(self.heartbeat_timeout):
-            return await self._response.content.readany()
+class ByteStream(_Stream):
+    """See `HubClient.subscribe_bytes`. Use it as `async with`, or call `aclose()`, to let go of it."""
 
-    def _drop_response(self) -> None:
-        if self._response is not None:
-            # Closes the connection rather than drain an endless body back into the pool.
-            self._response.close()
-            self._response = None
+    media_type = OCTET_STREAM
 
-    async def _connect(self) -> None:
-        self.client._subscriptions.add(self)
-        headers = {**await self.client.headers(), "Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        if self.last_event_id:
-            headers["Last-Event-ID"] = self.last_event_id
-        params = [("topic", s) for s in self.selectors]
-        if self.name is not None:
-            params.append(("name", self.name))
-        # No total timeout: the stream is meant to last. Silence is the heartbeat timeout's business.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.client.timeout)
-        try:
-            async with asyncio.timeout(self.client.timeout):
-                resp = await self.client.session.get(
-                    self.client.url + "/events", params=params, headers=headers, timeout=timeout
-                )
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            await self._failed(f"cannot connect to {self.client.url}: {describe(exc)}")
-            return
-        if resp.status == 200 and resp.content_type != "text/event-stream":
-            # Not a hub (a proxy's page, a wrong URL): reconnecting would not make it one.
-            resp.close()
-            await self.aclose()
-            raise HubRefused(200, "not_an_event_stream", f"{resp.url} answered {resp.content_type}")
-        if resp.status == 200:
-            self._response = resp
-            self.connection_id = resp.headers.get("Hub-Connection-Id", "")
-            self._parser = SseParser(self.last_event_id)
-            self.failures = 0
-            self.connections += 1
-            return
-        async with resp:
-            refusal = await refusal_from(resp)
-        if resp.status == 429:
-            # Retry-After is a floor: wait at least that long, a little more so refused clients spread out.
-            await asyncio.sleep((refusal.retry_after or self.reconnect_delay) * random.uniform(1, 1.2))
-        elif resp.status >= 500:
-            await self._failed(str(refusal))
-        else:
-            await self.aclose()
-            raise refusal
+    def __init__(
+        self,
+        client: HubClient,
+        selectors: Sequence[str],
+        last_event_id: str,
+        heartbeat_timeout: float | None,
+        max_failures: int | None,
+    ) -> None:
+        super().__init__(client, selectors, last_event_id, heartbeat_timeout, max_failures)
+        self.start = ""  # the hub's Hub-Stream-Start: the position `offset` counts from
+        self.offset = 0  # bytes received since `start`
 
-    async def _failed(self, reason: str) -> None:
-        self.failures += 1
-        if self.max_failures is not None and self.failures >= self.max_failures:
-            await self.aclose()
-            raise HubUnreachable(reason)
-        base = max(self.reconnect_delay, MIN_FAILURE_BACKOFF)
-        await asyncio.sleep(backoff(base, self.failures, MAX_RECONNECT_DELAY))
+    async def __anext__(self) -> bytes:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            chunk = await self._next_chunk()
+            if chunk:
+                self.offset += len(chunk)
+                return chunk
+
+    def _resume_from(self) -> str:
+        if not self.start:
+            return self.last_event_id
+        return f"{self.start}:{self.offset}" if self.offset else self.start
+
+    def _query(self) -> list[tuple[str, str]]:
+        return [*super()._query(), ("format", "bytes")]
+
+    def _opened(self, resp: aiohttp.ClientResponse) -> None:
+        # The first stream's start, made concrete by the hub (the live position, or the one before
+        # `earliest`'s first event); a resumed stream's is the one it resumed from, offsets unchanged.
+        self.start = resp.headers.get(STREAM_START, self.start)
 
 
 async def refusal_from(resp: aiohttp.ClientResponse) -> HubRefused:

@@ -12,7 +12,7 @@ ALLOW_METHODS = "GET, POST"
 # What browsers may send: a bearer token, a JSON body, a publish key, and the resume id.
 ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
 # What pages of other origins may read: when to retry, and a stream's id in presence.
-EXPOSE_HEADERS = "Retry-After, Hub-Connection-Id"
+EXPOSE_HEADERS = "Retry-After, Hub-Connection-Id, Hub-Stream-Start"
 
 
 class Cors:

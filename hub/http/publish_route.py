@@ -4,7 +4,7 @@ fast path (`hub.http.fast_publish`) alike."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -30,14 +30,21 @@ class Admitted:
 
 
 def admit(
-    guard: Guard, config: Config, publisher: Publisher, headers: Mapping[str, str], body: bytes
+    guard: Guard,
+    config: Config,
+    publisher: Publisher,
+    headers: Mapping[str, str],
+    body: bytes,
+    query: Sequence[tuple[str, str]] = (),
 ) -> Admitted:
-    """The drafts of a publish, checked against its publisher's grants and budget."""
+    """The drafts of a publish, checked against its publisher's grants and budget; `query` names a
+    binary publish's topics (the fast path takes none: a request with a query goes the route's way)."""
     limits = config.limits
     parsed = parse_publish(
         headers.get("Content-Type", ""),
         body,
         PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics),
+        query,
     )
     guard.check_publish(publisher, parsed.drafts)
     key = parse_idempotency_key(headers.get("Idempotency-Key"))
@@ -61,6 +68,6 @@ async def publish(request: web.Request) -> web.Response:
     # Who publishes is checked before the body is read: a missing or bad token costs us no reading.
     publisher = guard.publisher(request)
     body = await read_body(request, config.server.body_timeout)
-    admitted = admit(guard, config, publisher, request.headers, body)
+    admitted = admit(guard, config, publisher, request.headers, body, list(request.query.items()))
     answer = await accept(request.app[FANOUT], request.app[METRICS], admitted)
     return web.Response(body=answer, content_type="application/json")

@@ -16,6 +16,7 @@ from hub import __version__
 from hub.engine.history import history_pages
 from hub.engine.outbox import Outbox
 from hub.errors import HttpError, ShuttingDown
+from hub.http.byte_stream import skipped, start_of
 from hub.http.console import add_console_routes
 from hub.http.detach import DetachableResponse, StreamProtocol, detach, log_stream
 from hub.http.expiry import StreamExpiry
@@ -27,7 +28,7 @@ from hub.http.replay import BoundedWriter, write_replay
 from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS
 from hub.http.stream_publish import publish_stream
 from hub.redact import redact_query
-from hub.wire import formats, sse
+from hub.wire import binary, formats, sse
 from hub.wire.formats import CONTENT_TYPES, Format
 from hub.wire.frames import snapshot_bodies
 from hub.wire.history_request import HistoryRequest, parse_history
@@ -94,15 +95,24 @@ async def _stream(
     outbox.member = member
     # The header wins: a browser reconnecting sends its newest id there, while its URL still carries
     # the ?lastEventId= it was first opened with.
-    since = fanout.parse_since(request.headers.get("Last-Event-ID", request.query.get("lastEventId")))
+    requested = request.headers.get("Last-Event-ID", request.query.get("lastEventId"))
+    offset = 0
+    if sub.format is Format.BYTES:
+        requested, offset = binary.split_offset(requested)
+    since = fanout.parse_since(requested)
     # Subscribed before the headers go out: once a client sees the stream open, nothing it should
     # receive can slip past; and a broker outage is a clean 503 rather than a stream that stays silent.
     snapshot = await fanout.subscribe(outbox, since)
-    response = DetachableResponse(headers={**STREAM_HEADERS[sub.format], CONNECTION_ID: member.conn})
-    # Every end of a live stream closes its connection (the hub, not aiohttp, owns it by then): say so.
-    response.force_close()
+    headers = {**STREAM_HEADERS[sub.format], CONNECTION_ID: member.conn}
     detached = False
     try:
+        byte_start = None
+        if sub.format is Format.BYTES:
+            byte_start = start_of(since, requested, offset, snapshot)
+            headers[binary.STREAM_START] = byte_start.start
+        response = DetachableResponse(headers=headers)
+        # Every end of a live stream closes its connection (the hub, not aiohttp, owns it by then).
+        response.force_close()
         await response.prepare(request)  # sends the headers at once, whatever follows
         if sub.format is Format.SSE:
             await response.write(sse.preamble(config.sse.retry, "broadcast-hub"))
@@ -110,6 +120,8 @@ async def _stream(
         # replay's memory goes as it is written, and all of it once a client that stopped reading is cut.
         position = snapshot.position
         bodies = snapshot_bodies(snapshot, fmt=sub.format, selectors=sub.selectors)
+        if byte_start is not None and byte_start.skip:
+            bodies = skipped(bodies, byte_start.skip)
         del snapshot
         transport = request.transport
         if transport is None:

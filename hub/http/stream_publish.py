@@ -24,7 +24,7 @@ from hub.http.admission import Guard, Publisher
 from hub.http.body import next_piece
 from hub.http.state import CONFIG, FANOUT, GUARD
 from hub.wire.event import Draft
-from hub.wire.publish_request import PublishLimits, validate_event_name
+from hub.wire.publish_request import OCTET_STREAM, PublishLimits, media_type, validate_event_name
 from hub.wire.streamed_body import reader_for
 from hub.wire.topics import validate_published_topic
 
@@ -39,14 +39,13 @@ async def publish_stream(request: web.Request) -> web.Response:
     fanout = request.app[FANOUT]
     limits = config.limits
     topics = _topics(request.query.getall("topic", []), limits.max_topics)
+    content_type = request.headers.get("Content-Type", "")
     event = request.query.get("event")
     if event is not None:
-        event = validate_event_name(event, "the query's ")
+        binary = media_type(content_type) == OCTET_STREAM
+        event = validate_event_name(event, "the query's ", binary=binary)
     reader = reader_for(
-        request.headers.get("Content-Type", ""),
-        topics,
-        event,
-        PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics),
+        content_type, topics, event, PublishLimits(limits.max_data_bytes, limits.max_batch, limits.max_topics)
     )
     publisher = guard.publisher(request)
     guard.check_publish(publisher, [Draft(topics, None)])  # refused before a byte of the body is read

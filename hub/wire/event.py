@@ -2,7 +2,10 @@
 
 An envelope is `<id> <json>` as bytes: the id is assigned by the broker at publish time (in Redis, by the
 publish script) and prefixed to the JSON body the publishing hub encoded, so no process decodes and
-re-encodes an event just to add its id.
+re-encodes an event just to add its id. An event whose data is bytes has the body `B<json>\n<bytes>`:
+its fields as JSON without `d`, then the bytes as they are (Redis strings and messages carry any byte),
+so that nothing is base64-encoded for the broker. A JSON body starts with `{` and compact JSON holds no
+raw line break, so neither the marker nor the separator is ambiguous.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ class Draft:
     """An event as a publisher asked for it, before the broker gives it an id."""
 
     topics: tuple[str, ...]
-    data: object
+    data: object  # bytes: published as bytes (no JSON value is)
     event: str | None = None
     retry: int | None = None
     retain: bool = False
@@ -34,20 +37,29 @@ class Draft:
         """The bytes of `data` as compact JSON (a string's characters), without encoding it again."""
         if self.encoded is not None:
             return len(self.encoded)
-        if isinstance(self.data, str):
+        if isinstance(self.data, str | bytes):
             return len(self.data)
         return len(orjson.dumps(self.data))
 
     def body(self) -> bytes:
-        data = self.data if self.encoded is None else orjson.Fragment(self.encoded)
-        doc: dict[str, object] = {"t": self.topics, "d": data}
+        data = self.data
+        if type(data) is bytes:
+            return BINARY + orjson.dumps(self._fields({"t": self.topics})) + b"\n" + data
+        if self.encoded is not None:
+            data = orjson.Fragment(self.encoded)
+        return orjson.dumps(self._fields({"t": self.topics, "d": data}))
+
+    def _fields(self, doc: dict[str, object]) -> dict[str, object]:
         if self.event is not None:
             doc["e"] = self.event
         if self.retry is not None:
             doc["r"] = self.retry
         if self.retain:
             doc["k"] = True
-        return orjson.dumps(doc)
+        return doc
+
+
+BINARY = b"B"  # an envelope body that starts so carries bytes after its fields (see the module's doc)
 
 
 # Immutable to the type checker (every field `Final`: mypy refuses an assignment), not at run time: a
@@ -106,9 +118,15 @@ def open_envelope(message: bytes, id: str | None = None) -> Event:
     if not sep or not id_:
         raise EnvelopeError("envelope without an id")
     try:
-        doc = orjson.loads(body)
+        if body[:1] == BINARY:
+            fields, newline, data = body[1:].partition(b"\n")
+            if not newline:
+                raise EnvelopeError("binary envelope without its data")
+            doc = orjson.loads(fields)
+        else:
+            doc = orjson.loads(body)
+            data = doc["d"]
         topics = tuple(doc["t"])
-        data = doc["d"]
         event, retry = doc.get("e"), doc.get("r")
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise EnvelopeError(f"malformed envelope body: {exc}") from None

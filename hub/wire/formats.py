@@ -5,6 +5,12 @@
   A heartbeat is an empty line (skip empty lines), or `{"event": "heartbeat"}` when asked for.
 - `text`: each event's data and nothing else, no separator, so that a stream of LLM tokens concatenates
   to exactly the text published. Nothing else can be written in-band: no ids, no reset, no heartbeats.
+  Binary events are not text and are left out.
+- `bytes`: the bytes of each binary event, back to back (`application/octet-stream`), and nothing else:
+  a file streamed in chunks arrives as the file, with no text event (a stream's `done`) inside it.
+  Resumed by offset (`hub/wire/binary.py`); a lost history is refused up front.
+
+A binary event in SSE, NDJSON or a history download is base64 and marked (`hub/wire/binary.py`).
 
 SSE itself lives in `hub/wire/sse.py`. This module must never know about connections or outboxes.
 """
@@ -18,7 +24,7 @@ from urllib.parse import quote
 
 import orjson
 
-from hub.wire import sse
+from hub.wire import binary, sse
 from hub.wire.event import Event
 from hub.wire.topics import Selector
 
@@ -27,17 +33,20 @@ class Format(Enum):
     SSE = "sse"
     NDJSON = "ndjson"
     TEXT = "text"
+    BYTES = "bytes"
 
 
 CONTENT_TYPES = {
     Format.SSE: "text/event-stream; charset=utf-8",
     Format.NDJSON: "application/x-ndjson",
     Format.TEXT: "text/plain; charset=utf-8",
+    Format.BYTES: "application/octet-stream",
 }
 _MEDIA_TYPES = {
     "text/event-stream": Format.SSE,
     "application/x-ndjson": Format.NDJSON,
     "text/plain": Format.TEXT,
+    "application/octet-stream": Format.BYTES,
 }
 
 NDJSON_HEARTBEAT = b"\n"
@@ -105,9 +114,18 @@ def first_topic(event: Event, selectors: Sequence[Selector]) -> str:
 
 def json_event(event: Event, topic: str) -> bytes:
     """An event as one compact JSON object (the NDJSON line without its newline; a history array item)."""
-    return orjson.dumps(
-        {"id": event.id, "topic": topic, "event": event.event or "message", "data": event.data}
-    )
+    data = event.data
+    if type(data) is bytes:
+        return orjson.dumps(
+            {
+                "id": event.id,
+                "topic": topic,
+                "event": binary.event_name(event.event),
+                "data": binary.encode(data),
+                "encoding": binary.ENCODING,
+            }
+        )
+    return orjson.dumps({"id": event.id, "topic": topic, "event": event.event or "message", "data": data})
 
 
 def ndjson_event(event: Event, topic: str) -> bytes:
@@ -119,8 +137,18 @@ def ndjson_reset(reason: str) -> bytes:
 
 
 def text_event(event: Event) -> bytes:
-    """The event's data as it was published, a JSON value as compact JSON: nothing added."""
-    return sse.data_text(event.data).encode("utf-8")
+    """The event's data as it was published, a JSON value as compact JSON: nothing added. Nothing for
+    a binary event."""
+    data = event.data
+    if type(data) is bytes:
+        return b""
+    return sse.data_text(data).encode("utf-8")
+
+
+def bytes_event(event: Event) -> bytes:
+    """A binary event's bytes as published; nothing for any other."""
+    data = event.data
+    return data if type(data) is bytes else b""
 
 
 def encode(fmt: Format, event: Event, topic: str) -> bytes:
@@ -129,7 +157,9 @@ def encode(fmt: Format, event: Event, topic: str) -> bytes:
         return ndjson_event(event, topic)
     if fmt is Format.TEXT:
         return text_event(event)
-    return sse.encode_event(sse.data_text(event.data), id=event.id, event=event.event, retry=event.retry)
+    if fmt is Format.BYTES:
+        return bytes_event(event)
+    return sse.encode_data_event(event.data, id=event.id, event=event.event, retry=event.retry)
 
 
 def json_array_items(events: Sequence[Event], topic: str, first: bool) -> bytearray:

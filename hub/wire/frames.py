@@ -38,6 +38,8 @@ _HEARTBEAT_BODIES = {
     (Format.NDJSON, True): formats.NDJSON_HEARTBEAT_EVENT,
     (Format.TEXT, False): b"",
     (Format.TEXT, True): b"",
+    (Format.BYTES, False): b"",
+    (Format.BYTES, True): b"",
 }
 HEARTBEATS = {
     (fmt, event, is_chunked): wire(body, is_chunked)
@@ -53,8 +55,7 @@ def relabeled(event: Event, event_id: str) -> Event:
 
 
 def event_body(event: Event) -> bytes:
-    data = sse.data_text(event.data)
-    return sse.encode_event(data, id=event.id, event=event.event, retry=event.retry)
+    return sse.encode_data_event(event.data, id=event.id, event=event.event, retry=event.retry)
 
 
 def event_frame(event: Event) -> bytes:

@@ -1,13 +1,15 @@
 """Parsing and validating a publish request body into drafts. Pure: bytes in, drafts or an error out.
 
-Accepts a JSON object, a JSON array of objects (a batch, accepted whole or not at all), and
+Accepts a JSON object, a JSON array of objects (a batch, accepted whole or not at all),
 `application/x-www-form-urlencoded` with the same fields (`topic` repeated, Mercure's `type` for
-`event`). Nothing here touches a broker: a request that fails validation changes nothing.
+`event`), and `application/octet-stream`: the body is one event's data as bytes, its other fields in the
+query string. Nothing here touches a broker: a request that fails validation changes nothing.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -21,6 +23,9 @@ from hub.wire.topics import validate_published_topic
 MAX_EVENT_NAME = 128
 # Clients act on these (resync, liveness); a publisher must not be able to fake them.
 RESERVED_EVENTS = frozenset({"reset", "heartbeat"})
+# Names a binary event; a text event may not take it, so that a browser can tell bytes by the type alone.
+BINARY_EVENT = "binary"
+OCTET_STREAM = "application/octet-stream"
 MAX_RETRY_MS = 24 * 3600 * 1000
 _FIELDS = frozenset({"topic", "topics", "data", "event", "retry", "retain"})
 _FORM_ALIASES = {"type": "event"}
@@ -45,17 +50,46 @@ def media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def parse_publish(content_type: str, body: bytes, limits: PublishLimits) -> PublishRequest:
+def parse_publish(
+    content_type: str, body: bytes, limits: PublishLimits, query: Sequence[tuple[str, str]] = ()
+) -> PublishRequest:
+    """`query`: the request's query pairs, read for a binary publish only (a JSON or form body holds its
+    own fields, and a `?token=` may ride along with any)."""
     kind = media_type(content_type)
     if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
         return _parse_json(body, limits)
     if kind == "application/x-www-form-urlencoded":
         return PublishRequest((_parse_form(body, limits),), batch=False)
+    if kind == OCTET_STREAM:
+        return PublishRequest((parse_binary(query, body, limits),), batch=False)
     raise UnsupportedMediaType(
         "unsupported_media_type",
-        "publish takes application/json or application/x-www-form-urlencoded"
+        "publish takes application/json, application/x-www-form-urlencoded or application/octet-stream"
         + (f", not {kind}" if kind else "; the request has no Content-Type"),
     )
+
+
+def parse_binary(query: Sequence[tuple[str, str]], data: bytes, limits: PublishLimits) -> Draft:
+    """One binary event: `data` as it came, `topic` (repeated), `event`, `retry` and `retain` from the
+    query; other parameters (a `token`) are not the event's."""
+    doc: dict[str, object] = {}
+    topics: list[str] = []
+    for name, value in query:
+        if name == "topic":
+            topics.append(value)
+        elif name in ("event", "retry", "retain"):
+            if name in doc:
+                raise BadRequest("invalid_field", f"query parameter {name!r} is given twice")
+            doc[name] = value
+    doc["topics"] = topics
+    if not topics:
+        raise BadRequest("missing_topic", "a binary publish names its topics with ?topic=")
+    if "retry" in doc:
+        doc["retry"] = _form_int(doc["retry"], "retry")
+    if "retain" in doc:
+        doc["retain"] = _form_bool(doc["retain"], "retain")
+    doc["data"] = data
+    return parse_draft(doc, limits, "")
 
 
 def _parse_json(body: bytes, limits: PublishLimits) -> PublishRequest:
@@ -131,10 +165,17 @@ def parse_draft(doc: dict[str, object], limits: PublishLimits, where: str = "") 
         raise BadRequest("unknown_field", f"{where}unknown field {unknown!r}")
     topics = _topics(doc, limits, where)
     data = doc.get("data", "")
-    encoded = encode_data(data, limits.max_data_bytes, where)
+    if type(data) is bytes:  # a binary publish: JSON parses to no bytes
+        encoded = None
+        if len(data) > limits.max_data_bytes:
+            raise PayloadTooLarge(
+                "data_too_large", f"{where}data is {len(data)} bytes; the limit is {limits.max_data_bytes}"
+            )
+    else:
+        encoded = encode_data(data, limits.max_data_bytes, where)
     event = doc.get("event")
     if event is not None:
-        event = validate_event_name(event, where)
+        event = validate_event_name(event, where, binary=type(data) is bytes)
     retry = doc.get("retry")
     if retry is not None and (
         type(retry) is not int or not 0 <= retry <= MAX_RETRY_MS  # bool is an int: refuse it too
@@ -170,7 +211,8 @@ def _topics(doc: dict[str, object], limits: PublishLimits, where: str) -> tuple[
     return topics
 
 
-def validate_event_name(name: object, where: str = "") -> str:
+def validate_event_name(name: object, where: str = "", *, binary: bool = False) -> str | None:
+    """A publisher's event type; None for `binary` on a binary event, which is its type by default."""
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_EVENT_NAME:
         raise BadRequest(
             "invalid_event_name", f"{where}event must be a string of 1-{MAX_EVENT_NAME} characters"
@@ -184,6 +226,10 @@ def validate_event_name(name: object, where: str = "") -> str:
             )
     if name in RESERVED_EVENTS:
         raise BadRequest("reserved_event_name", f"{where}event {name!r} is reserved for the hub's own use")
+    if name == BINARY_EVENT:
+        if not binary:
+            raise BadRequest("reserved_event_name", f"{where}event {name!r} names events whose data is bytes")
+        return None
     return name
 
 

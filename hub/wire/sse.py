@@ -11,6 +11,8 @@ import re
 
 import orjson
 
+from hub.wire import binary
+
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -21,8 +23,25 @@ def data_text(data: object) -> str:
     return orjson.dumps(data).decode()
 
 
+def encode_data_event(
+    data: object, *, id: str | None = None, event: str | None = None, retry: int | None = None
+) -> bytes:
+    """One event whose data is a published value: a string as is, bytes base64-encoded and marked (see
+    `hub/wire/binary.py`), any other value as compact JSON."""
+    if type(data) is bytes:
+        return encode_event(
+            binary.encode(data), id=id, event=binary.event_name(event), retry=retry, encoding=binary.ENCODING
+        )
+    return encode_event(data_text(data), id=id, event=event, retry=retry)
+
+
 def encode_event(
-    data: str, *, id: str | None = None, event: str | None = None, retry: int | None = None
+    data: str,
+    *,
+    id: str | None = None,
+    event: str | None = None,
+    retry: int | None = None,
+    encoding: str | None = None,
 ) -> bytes:
     """One SSE event, terminated by its blank line."""
     # Built as one str and encoded once: per delivery on the `topics` path, where this was 40% faster
@@ -35,6 +54,8 @@ def encode_event(
         head += f"event: {_field_text(event)}\n"
     if retry is not None:
         head += f"retry: {int(retry)}\n"
+    if encoding is not None:
+        head += f"encoding: {_field_text(encoding)}\n"
     if "\r" in data or "\n" in data:
         lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
         return f"{head}{lines}\n".encode()

@@ -9,6 +9,7 @@ nothing, but its `id:` still moves the last event id (the hub's position lines r
 
 from __future__ import annotations
 
+import base64
 import codecs
 import re
 from dataclasses import dataclass
@@ -31,10 +32,22 @@ class ServerSentEvent:
     event: str = "message"
     id: str = ""
     retry: int | None = None
+    # The event's `encoding:` field: "base64" for data the hub sent as bytes (`hub/wire/binary.py`).
+    encoding: str = ""
 
     def json(self) -> Any:
         """The data read as JSON (the hub writes any non-string value as compact JSON)."""
         return orjson.loads(self.data)
+
+    @property
+    def is_binary(self) -> bool:
+        return self.encoding == "base64"
+
+    def data_bytes(self) -> bytes:
+        """The data of a binary event as the publisher sent it; ValueError for a text event."""
+        if not self.is_binary:
+            raise ValueError(f"event {self.id!r} carries text, not bytes")
+        return base64.b64decode(self.data, validate=True)
 
 
 class LineDecoder:
@@ -70,6 +83,7 @@ class EventDecoder:
         self.retry: int | None = None
         self._data: list[str] = []
         self._event = ""
+        self._encoding = ""
         self._block_retry: int | None = None
 
     @property
@@ -89,6 +103,8 @@ class EventDecoder:
             self._data.append(value)
         elif name == "event":
             self._event = value
+        elif name == "encoding":
+            self._encoding = value
         elif name == "id" and "\0" not in value:
             self.last_event_id = value
         elif name == "retry" and value.isascii() and value.isdigit():
@@ -96,11 +112,11 @@ class EventDecoder:
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
-        data, event, retry = self._data, self._event, self._block_retry
-        self._data, self._event, self._block_retry = [], "", None
+        data, event, retry, encoding = self._data, self._event, self._block_retry, self._encoding
+        self._data, self._event, self._block_retry, self._encoding = [], "", None, ""
         if not data:
             return None
-        return ServerSentEvent("\n".join(data), event or "message", self.last_event_id, retry)
+        return ServerSentEvent("\n".join(data), event or "message", self.last_event_id, retry, encoding)
 
 
 class SseParser:

@@ -1,11 +1,13 @@
 """Turning a streamed request body into drafts as it arrives, for `POST /publish/stream`. Pure.
 
-Three readers, one per media type, each fed the body's bytes as they come and answering the drafts that
+Four readers, one per media type, each fed the body's bytes as they come and answering the drafts that
 are complete so far; nothing is kept but an unfinished line or character:
 
-    text/plain           each chunk received is one event (split where it is over the data limit)
-    application/x-ndjson each line is one publish object, as `POST /publish` takes
-    text/event-stream    each SSE event is relayed with its type and data (an LLM API's stream as is)
+    text/plain               each chunk received is one event (split where it is over the data limit)
+    application/octet-stream each chunk received is one event of bytes (split so too): a file, audio
+    application/x-ndjson     each line is one publish object, as `POST /publish` takes
+    text/event-stream        each SSE event is relayed with its type and data (an LLM API's stream as
+                             is; a hub's own stream with its binary events as bytes again)
 """
 
 from __future__ import annotations
@@ -17,11 +19,18 @@ from typing import Protocol
 import orjson
 
 from hub.errors import BadRequest, HttpError, PayloadTooLarge, UnsupportedMediaType
+from hub.wire import binary
 from hub.wire.event import Draft
-from hub.wire.publish_request import PublishLimits, media_type, parse_draft, validate_event_name
+from hub.wire.publish_request import (
+    OCTET_STREAM,
+    PublishLimits,
+    media_type,
+    parse_draft,
+    validate_event_name,
+)
 from hub.wire.sse_parser import EventTooLarge, ServerSentEvent, SseParser
 
-MEDIA_TYPES = ("text/plain", "application/x-ndjson", "text/event-stream")
+MEDIA_TYPES = ("text/plain", OCTET_STREAM, "application/x-ndjson", "text/event-stream")
 
 
 class BodyReader(Protocol):
@@ -36,6 +45,8 @@ def reader_for(
     kind = media_type(content_type)
     if kind == "text/plain":
         return TextChunks(topics, event, limits)
+    if kind == OCTET_STREAM:
+        return ByteChunks(topics, event, limits)
     if kind == "application/x-ndjson":
         return NdjsonLines(topics, event, limits)
     if kind == "text/event-stream":
@@ -62,6 +73,20 @@ class TextChunks:
 
     def _drafts(self, text: str) -> list[Draft]:
         return [Draft(self._topics, piece, self._event) for piece in _pieces(text, self._max)]
+
+
+class ByteChunks:
+    def __init__(self, topics: tuple[str, ...], event: str | None, limits: PublishLimits) -> None:
+        self._topics = topics
+        self._event = event
+        self._max = limits.max_data_bytes
+
+    def feed(self, chunk: bytes) -> list[Draft]:
+        step = self._max
+        return [Draft(self._topics, chunk[i : i + step], self._event) for i in range(0, len(chunk), step)]
+
+    def end(self) -> list[Draft]:
+        return []
 
 
 def _pieces(text: str, max_bytes: int) -> Iterator[str]:
@@ -175,8 +200,16 @@ class SseEvents:
         return _until_error(self, iter(()))
 
     def _draft(self, event: ServerSentEvent) -> Draft:
-        if len(event.data.encode("utf-8")) > self._max:
+        data: str | bytes = event.data
+        if event.encoding == binary.ENCODING:
+            data = binary.decode(event.data)
+        elif event.encoding:
+            raise BadRequest("invalid_data", f"an event's encoding {event.encoding!r} is not base64")
+        if len(data) > self._max if type(data) is bytes else len(event.data.encode("utf-8")) > self._max:
             raise PayloadTooLarge("data_too_large", f"an event's data is over {self._max} bytes")
         # `message` is the default type, which the wire leaves out: the query's event fills it in.
-        name = validate_event_name(event.event) if event.event != "message" else self._default_event
-        return Draft(self._topics, event.data, name)
+        if event.event != "message":
+            name = validate_event_name(event.event, binary=type(data) is bytes)
+        else:
+            name = self._default_event
+        return Draft(self._topics, data, name)

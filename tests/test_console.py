@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -196,6 +197,113 @@ async def test_publish_form_delivers_to_a_second_tab(hub, context):
     assert entry["id"] == published_id
     assert entry["event"] == "note"
     assert json.loads(entry["data"]) == {"from": "the other tab"}
+
+
+async def publish_bytes(hub, data: bytes, **query: str) -> str:
+    """A binary event, published the way any HTTP client does it: the body is the data."""
+    status, answer = await hub.post(
+        "/publish", params=query, data=data, headers={"Content-Type": "application/octet-stream"}
+    )
+    assert status == 200, answer
+    return str(answer["id"])
+
+
+async def binary_entries(page) -> list[dict[str, str]]:
+    """The log's binary events: their marks and the parts of their data cell."""
+    result: list[dict[str, str]] = await page.eval_on_selector_all(
+        '#log li[data-kind="event"][data-encoding]',
+        """items => items.map(li => ({
+            id: li.dataset.id, event: li.dataset.event, encoding: li.dataset.encoding, size: li.dataset.size,
+            data: li.querySelector('.data').textContent,
+            hex: li.querySelector('.data .hex')?.textContent ?? null,
+            ascii: li.querySelector('.data .ascii')?.textContent ?? null,
+        }))""",
+    )
+    return result
+
+
+async def test_a_binary_event_shows_its_size_and_first_bytes_in_hex_beside_a_text_event(hub, context):
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="browser/bytes"))
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    binary_id = await publish_bytes(hub, b"\x00\x01\xfe\xffhello", topic="browser/bytes")
+    text_id = (await hub.publish({"topic": "browser/bytes", "data": {"n": 1}}))["id"]
+    named_id = await publish_bytes(hub, b"", topic="browser/bytes", event="frame")
+    entries = await wait_for_entries(page, 3)
+    assert [entry["id"] for entry in entries] == [binary_id, text_id, named_id]
+    shown = {entry["id"]: entry for entry in await binary_entries(page)}
+    assert shown.keys() == {binary_id, named_id}  # the text event is not marked binary
+    assert shown[binary_id] == {
+        "id": binary_id,
+        "event": "binary",
+        "encoding": "base64",
+        "size": "9",
+        "data": "binary \u00b7 9 bytes\n00 01 fe ff 68 65 6c 6c 6f\n....hello",
+        "hex": "00 01 fe ff 68 65 6c 6c 6f",
+        "ascii": "....hello",
+    }
+    # Named by its publisher, shown under that name; no bytes, no preview.
+    assert shown[named_id]["event"] == "frame"
+    assert shown[named_id]["size"] == "0"
+    assert shown[named_id]["data"] == "binary \u00b7 0 bytes"
+    # The text event beside them, as before: JSON laid out.
+    assert entries[1]["event"] == "message"
+    assert json.loads(entries[1]["data"]) == {"n": 1}
+    assert await page.get_attribute(f'#log li[data-id="{text_id}"]', "data-encoding") is None
+
+
+async def test_a_large_binary_event_shows_only_its_first_bytes(hub, context):
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="browser/bytes"))
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    data = bytes(range(256)) * 800  # 204,800 bytes: 273,068 characters of base64
+    event_id = await publish_bytes(hub, data, topic="browser/bytes", event="blob")
+    await wait_for_entries(page, 1)
+    (shown,) = await binary_entries(page)
+    assert shown["id"] == event_id
+    assert shown["size"] == str(len(data))
+    assert shown["hex"] == " ".join(f"{b:02x}" for b in range(32)) + " \u2026"
+    assert shown["ascii"] == "." * 32 + "\u2026"
+    assert shown["data"].startswith("binary \u00b7 204,800 bytes\n")
+    # Nothing but the preview in the page.
+    assert len(await page.text_content("#log")) < 2000
+
+
+async def test_publish_form_sends_a_chosen_file_as_a_binary_event(hub, context):
+    page = await context.new_page()
+    await page.goto(console_url(hub, topic="browser/files"))
+    await page.wait_for_selector('#log li[data-kind="open"]')
+    content = b"\x89PNG\r\n\x1a\n" + bytes(40)
+    await page.fill('#publish-form [name="event"]', "upload")
+    await page.set_input_files(
+        '#publish-form [name="file"]',
+        files=[{"name": "image.png", "mimeType": "image/png", "buffer": content}],
+    )
+    # The data typed is not what is sent while a file is chosen.
+    assert await page.is_disabled('#publish-form [name="data"]')
+    await page.click('#publish-form button[type="submit"]')
+    (entry,) = await wait_for_entries(page, 1)
+    assert await page.text_content("#publish-result") == f"published {entry['id']}"
+    (shown,) = await binary_entries(page)
+    assert (shown["event"], shown["size"]) == ("upload", str(len(content)))
+    assert shown["hex"] == " ".join(f"{b:02x}" for b in content[:32]) + " \u2026"
+    # What a subscriber gets is the file, byte for byte.
+    async with hub.session.get(
+        hub.url + "/topics/browser/files/history", params={"format": "ndjson"}
+    ) as resp:
+        (doc,) = [json.loads(line) for line in (await resp.read()).splitlines()]
+    assert doc["encoding"] == "base64"
+    assert base64.b64decode(doc["data"]) == content
+
+    # The file unchosen: the data typed is published again, as JSON.
+    await page.click("#file-clear")
+    assert await page.is_hidden("#file-clear")
+    await page.fill('#publish-form [name="event"]', "")
+    await page.fill('#publish-form [name="data"]', "just text")
+    await page.click('#publish-form button[type="submit"]')
+    entries = await wait_for_entries(page, 2)
+    assert (entries[1]["event"], entries[1]["data"]) == ("message", "just text")
+    assert len(await binary_entries(page)) == 1
 
 
 async def test_pause_holds_events_and_clear_empties_the_log(hub, context):

@@ -7,6 +7,7 @@ const REOPEN_MS = 500; // a stream that ended or failed is reopened after this, 
 const REOPEN_MAX_MS = 10000;
 const TOPICS_MS = 2000; // the topics panel's refresh while the page is visible
 const TOPICS_LIMIT = 50; // selectors listed, and members of a topic: the ones with the most streams
+const PREVIEW_BYTES = 32; // of a binary event, shown in hex: only these are decoded, whatever its size
 
 const $ = (selector) => document.querySelector(selector);
 const logList = $("#log");
@@ -30,14 +31,58 @@ function pretty(data) {
   }
 }
 
-// One log line. `kind` is "event" for delivered events, else what happened to the stream.
-function entry(kind, type, { id = "", data = "", sub = "", topic = "" } = {}) {
+// A binary event's data as the hub sends it (base64): its size, and its first bytes. Only the start is
+// decoded, so that a large event costs no more to show than a small one.
+function binaryPreview(base64) {
+  const padding = base64.endsWith("==") ? 2 : base64.endsWith("=") ? 1 : 0;
+  const size = Math.max(0, Math.floor(base64.length / 4) * 3 - padding);
+  let head;
+  try {
+    // Whole 4-character groups: PREVIEW_BYTES rounded up to 3-byte groups, then cut back.
+    const text = atob(base64.slice(0, Math.ceil(PREVIEW_BYTES / 3) * 4));
+    head = Uint8Array.from(text.slice(0, PREVIEW_BYTES), (c) => c.charCodeAt(0));
+  } catch {
+    return { size, hex: "not valid base64", ascii: "", more: false };
+  }
+  const hex = Array.from(head, (b) => b.toString(16).padStart(2, "0")).join(" ");
+  // Printable ASCII as is, anything else as a dot, as hexdump -C shows it.
+  const ascii = Array.from(head, (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".")).join("");
+  return { size, hex, ascii, more: size > head.length };
+}
+
+function plural(n, word) {
+  return `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`;
+}
+
+// The data cell of a binary event: its size, then its first bytes in hex and as text.
+function binaryCell(el, { size, hex, ascii, more }) {
+  const parts = [
+    ["span", "size", `binary \u00b7 ${plural(size, "byte")}`],
+    ["span", "hex", size ? hex + (more ? " \u2026" : "") : ""],
+    ["span", "ascii", ascii + (more ? "\u2026" : "")],
+  ];
+  for (const [tag, cls, text] of parts) {
+    if (!text) continue;
+    const part = document.createElement(tag);
+    part.className = cls;
+    part.textContent = text;
+    el.append(el.childElementCount ? "\n" : "", part);
+  }
+}
+
+// One log line. `kind` is "event" for delivered events, else what happened to the stream. `binary`: a
+// binary event's preview (binaryPreview), shown in place of `data`.
+function entry(kind, type, { id = "", data = "", sub = "", topic = "", binary = null } = {}) {
   const li = document.createElement("li");
   li.dataset.kind = kind;
   li.dataset.event = type;
   li.dataset.id = id;
   li.dataset.sub = sub;
   li.dataset.topic = topic;
+  if (binary) {
+    li.dataset.encoding = "base64";
+    li.dataset.size = String(binary.size);
+  }
   const cells = [
     ["span", "time", clock(new Date())],
     ["span", "type", type],
@@ -48,7 +93,8 @@ function entry(kind, type, { id = "", data = "", sub = "", topic = "" } = {}) {
   for (const [tag, cls, text] of cells) {
     const el = document.createElement(tag);
     el.className = cls;
-    el.textContent = text;
+    if (cls === "data" && binary) binaryCell(el, binary);
+    else el.textContent = text;
     li.append(el);
   }
   if (state.paused && kind === "event") {
@@ -194,9 +240,15 @@ function onLine(sub, line) {
   if (doc.id) sub.lastId = doc.id;
   const type = doc.event || "message";
   const kind = type === "reset" ? "reset" : type === "auth-expiring" ? "notice" : "event";
+  const shown = { id: doc.id || "", sub: sub.label, topic: doc.topic || "" };
+  if (doc.encoding === "base64" && typeof doc.data === "string") {
+    // Bytes (published as application/octet-stream): their size and first bytes, not their base64.
+    entry(kind, type, { ...shown, binary: binaryPreview(doc.data) });
+    return;
+  }
   // Strings exactly as published; any other JSON value laid out.
   const data = typeof doc.data === "string" ? doc.data : JSON.stringify(doc.data, null, 2);
-  entry(kind, type, { id: doc.id || "", data, sub: sub.label, topic: doc.topic || "" });
+  entry(kind, type, { ...shown, data });
 }
 
 function retry(sub, why) {
@@ -226,12 +278,20 @@ $("#subscribe-form").addEventListener("submit", (event) => {
 
 // --- publish -------------------------------------------------------------------------------------
 
-$("#publish-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = event.target.elements;
-  const result = $("#publish-result");
-  const body = { topic: form.topic.value.trim() };
+// A file chosen is published as it is, one binary event (application/octet-stream, the topic and event in
+// the query), in place of the data typed.
+function publishRequest(form) {
+  const topic = form.topic.value.trim();
   const name = form.event.value.trim();
+  const file = form.file.files[0];
+  const headers = authHeaders();
+  if (file) {
+    const params = new URLSearchParams({ topic });
+    if (name) params.set("event", name);
+    headers["Content-Type"] = "application/octet-stream";
+    return { url: `/publish?${params}`, init: { method: "POST", headers, body: file } };
+  }
+  const body = { topic };
   if (name) body.event = name;
   const text = form.data.value;
   try {
@@ -239,12 +299,31 @@ $("#publish-form").addEventListener("submit", async (event) => {
   } catch {
     body.data = text; // plain text is a valid event too
   }
-  const headers = { "Content-Type": "application/json" };
-  if (token()) headers.Authorization = `Bearer ${token()}`;
+  headers["Content-Type"] = "application/json";
+  return { url: "/publish", init: { method: "POST", headers, body: JSON.stringify(body) } };
+}
+
+function onFileChosen() {
+  const form = $("#publish-form").elements;
+  const file = form.file.files[0];
+  form.data.disabled = Boolean(file);
+  $("#file-clear").hidden = !file;
+}
+
+$("#publish-form").elements.file.addEventListener("change", onFileChosen);
+$("#file-clear").addEventListener("click", () => {
+  $("#publish-form").elements.file.value = "";
+  onFileChosen();
+});
+
+$("#publish-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const result = $("#publish-result");
+  const { url, init } = publishRequest(event.target.elements);
   result.className = "";
   result.textContent = "publishing…";
   try {
-    const response = await fetch("/publish", { method: "POST", headers, body: JSON.stringify(body) });
+    const response = await fetch(url, init);
     const answer = await response.json();
     if (!response.ok) throw new Error(answer.error?.message || answer.message || response.statusText);
     result.textContent = `published ${answer.id}`;

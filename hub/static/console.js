@@ -23,14 +23,6 @@ function clock(date) {
   return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
 }
 
-function pretty(data) {
-  try {
-    return JSON.stringify(JSON.parse(data), null, 2);
-  } catch {
-    return data; // not JSON: shown exactly as sent
-  }
-}
-
 // A binary event's data as the hub sends it (base64): its size, and its first bytes. Only the start is
 // decoded, so that a large event costs no more to show than a small one.
 function binaryPreview(base64) {

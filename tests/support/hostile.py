@@ -342,7 +342,12 @@ def request(
 # Requests, one strategy per surface of the hub. `creds` adds a token (or not) to each; every request
 # also carries, now and then, an Origin.
 SUBSCRIPTIONS = ("public/probe", "public/min", "public/**", "public/*", "**", "private/x")
-FORMATS = (None, b"sse", b"ndjson", b"text", b"SSE", b"\xff")
+FORMATS = (None, b"sse", b"ndjson", b"text", b"bytes", b"SSE", b"\xff")
+# What a byte stream's resume point adds to a position (`<id>:<offset>`), hostile or not.
+OFFSETS = st.one_of(
+    st.sampled_from([b"", b":0", b":1", b":", b"::1", b":-1", b":01", b":1e3", b":9007199254740992"]),
+    numbers.map(lambda n: b":" + n.encode("utf-8", "surrogatepass")),
+)
 
 
 def _with_creds(
@@ -369,7 +374,7 @@ def resume_requests(anchors: Sequence[Anchor], creds: Credentials) -> st.SearchS
 
     @st.composite
     def build(draw: st.DrawFn) -> tuple[str, bytes, bytes, list[tuple[bytes, bytes]], bytes]:
-        value = draw(position)
+        value = draw(position) + draw(OFFSETS)
         where = draw(st.sampled_from(["header", "query", "both"]))
         topics = draw(st.lists(st.sampled_from(SUBSCRIPTIONS), min_size=1, max_size=3))
         pairs = [(b"topic", t.encode()) for t in topics]
@@ -468,6 +473,7 @@ def topic_requests(creds: Credentials) -> st.SearchStrategy[RawRequest]:
 PUBLISH_TOPICS = ("public/min", "public/hostile", "public/probe")
 CONTENT_TYPES = (
     b"application/json",
+    b"application/octet-stream",
     b"application/json; charset=latin-1",
     b"application/x-www-form-urlencoded",
     b"text/plain",
@@ -484,7 +490,7 @@ def publish_requests(creds: Credentials) -> st.SearchStrategy[RawRequest]:
 
     @st.composite
     def build(draw: st.DrawFn) -> RawRequest:
-        where = draw(st.sampled_from(["publish", "publish", "batch", "form", "progress", "stream"]))
+        where = draw(st.sampled_from(["publish", "publish", "batch", "form", "progress", "stream", "binary"]))
         topic = draw(st.sampled_from(PUBLISH_TOPICS))
         content_type = draw(st.sampled_from(CONTENT_TYPES))
         headers = [(b"Content-Type", content_type)]
@@ -507,16 +513,59 @@ def publish_requests(creds: Credentials) -> st.SearchStrategy[RawRequest]:
             ]
             body = report % tuple(values)
             return request("POST", b"/progress/" + job.encode(), headers, body, ("jobs/" + job,), "progress")
+        if where == "binary":
+            # Bytes as the body, the event's fields in the query: hostile ones, repeated, or missing.
+            headers[0] = (b"Content-Type", b"application/octet-stream")
+            # The topic as it is (its other spellings name other topics: topic_requests has those).
+            query = b"topic=" + topic.encode() if draw(st.booleans()) else b""
+            pairs = []
+            for name, value in draw(
+                st.lists(
+                    st.sampled_from(
+                        [
+                            (b"topic", b"private/x"),
+                            (b"topic", b"$presence/public/min"),
+                            (b"event", b"binary"),
+                            (b"event", b"reset"),
+                            (b"event", b"a\nb"),
+                            (b"retry", numbers.map(lambda n: n.encode("utf-8", "surrogatepass"))),
+                            (b"retain", b"true"),
+                            (b"retain", b"\xff"),
+                        ]
+                    ),
+                    max_size=3,
+                )
+            ):
+                if name == b"topic":
+                    query += (b"&" if query else b"") + b"topic=" + value.replace(b"$", b"%24")
+                else:
+                    pairs.append((name, value if isinstance(value, bytes) else draw(value)))
+            body = draw(st.binary(max_size=64))
+            rest = draw(query_pairs(pairs))[1:]
+            query = b"&".join(part for part in (query, rest) if part)
+            target = b"/publish?" + query if query else b"/publish"
+            return request("POST", target, headers, body, (topic, "private/x"), "binary publish")
         if where == "stream":
             headers[0] = (
                 b"Content-Type",
-                draw(st.sampled_from([b"text/plain", b"application/x-ndjson", b"text/event-stream"])),
+                draw(
+                    st.sampled_from(
+                        [
+                            b"text/plain",
+                            b"application/x-ndjson",
+                            b"text/event-stream",
+                            b"application/octet-stream",
+                        ]
+                    )
+                ),
             )
             lines = draw(st.lists(field_value, min_size=1, max_size=3))
             if headers[0][1] == b"application/x-ndjson":
                 lines = [b'{"data": ' + line + b"}" for line in lines]
             elif headers[0][1] == b"text/event-stream":
-                lines = [b"data: " + line + b"\n" for line in lines]
+                # Some marked as a hub's binary events, their base64 good or not.
+                mark = draw(st.sampled_from([b"", b"encoding: base64\n", b"event: binary\nencoding: x\n"]))
+                lines = [mark + b"data: " + line + b"\n" for line in lines]
             body = b"\n".join(lines) + b"\n"
             return request(
                 "POST", b"/publish/stream?topic=" + topic.encode(), headers, body, (topic,), "stream"
@@ -571,6 +620,7 @@ ENDPOINTS = (
     ("POST", b"/publish", b"topic=public/min&data=csrf", ("public/min",)),
     ("POST", b"/progress/min", b'{"current": 1, "total": 2}', ("jobs/min",)),
     ("POST", b"/publish/stream?topic=public/min", b"csrf", ("public/min",)),
+    ("POST", b"/publish?topic=public/min", b"\x00csrf", ("public/min",)),
     ("GET", b"/topics/public%2Fmin/subscribers", b"", ()),
     ("GET", b"/topics/public%2Fmin/presence", b"", ()),
     ("GET", b"/subscriptions", b"", ()),

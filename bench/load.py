@@ -60,6 +60,9 @@ class Scenario:
     # The hub with auth on: publishers send a Bearer token, subscribers a ?token= (verified once per
     # token, then cached, as the hub does)
     auth: bool = False
+    # Each event a binary publish of its own (application/octet-stream), read as base64 SSE: the hub's
+    # alone, so its figures compare with the same scenario's text one in the same run
+    binary: bool = False
 
 
 CLUSTER_PUBLISH = Scenario(
@@ -98,6 +101,10 @@ SCENARIOS = {
         # waiting for its answer before the next (no pipelining, no batching).
         NOTIFY,
         replace(NOTIFY, name="notify-redis", redis=True),
+        # The same services sending bytes (a frame, a chunk) one request each, and a burst of them
+        # fanned out: what binary events cost against `notify` and `fanout`.
+        replace(NOTIFY, name="notify-binary", binary=True),
+        Scenario("fanout-binary", subs=1000, events=2000, pubconns=64, pipeline=1, binary=True),
         # the cluster broker on a one-node cluster with one partition: could one Redis be this code?
         replace(CLUSTER_PUBLISH, name="cluster1-publish", primaries=1, partitions=1),
     ]
@@ -235,10 +242,19 @@ def on_redis(server: str, scenario: Scenario) -> bool:
 
 
 def takes_part(server: str, scenario: Scenario) -> bool:
+    if scenario.binary:
+        return server == "hub"  # nothing else here takes bytes (nor did the hub before them)
     if server == "baseline" and scenario.name.startswith("idle-50k"):
         return False  # 50,000 Redis connections: not a fair fight, and not one Redis allows
     # Nchan speaks to a Redis Cluster too, but here it has one Redis or memory, no cluster set up for it
     return not (server == "nchan" and scenario.cluster)
+
+
+def protocol(server: str, scenario: Scenario) -> list[str]:
+    """How the generator speaks to `server`: Nchan's own paths, the hub's binary publishes, or JSON."""
+    if server == "nchan":
+        return ["--proto", "nchan"]
+    return ["--proto", "binary"] if scenario.binary else []
 
 
 def wait_serving(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> None:
@@ -323,9 +339,7 @@ def run_once(loadgen: Path, server: str, scenario: Scenario, hub_python: str | N
         ]  # fmt: skip
         if len(ports) > 1:
             cmd += ["--split-port", str(ports[1])]
-        if server == "nchan":
-            cmd += ["--proto", "nchan"]
-        cmd += client
+        cmd += protocol(server, scenario) + client
         if scenario.rate == 0:
             cmd += ["--read-window-ms", str(READ_WINDOW_MS)]
         if scenario.hold:

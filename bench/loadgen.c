@@ -15,6 +15,9 @@
  * as its body, since Nchan has no batch publish; a batch scenario's B events per request and D requests in
  * flight become B x D one-event requests in flight. Any 2xx answers a publish (Nchan: 201, or 202 when the
  * channel has no subscriber). Nchan's frames carry an id: line before the data: line, which is skipped.
+ * With --proto binary, each event is a binary publish of its own (the hub's `application/octet-stream`):
+ * POST /publish?topic=t<N> with the bytes "<seq> <t_ns> <padding>" as the body, as a service sending a
+ * frame or a chunk does; subscribers read SSE as ever, and decode each data line from base64 first.
  * With --read-window-ms W (throughput scenarios), the generator lets frames pile up in the kernel between
  * read rounds, so that one read (and the ACK it sends) serves several frames: it then costs a fraction of
  * the CPU per delivered event, and latency figures include up to W ms of that wait.
@@ -74,12 +77,13 @@ static int lanes = 1; /* publishers each topic has: 1, or pubconns when they out
 static long long published, reads, delivered;
 static double read_window_ms = 0; /* 0: read every ready connection at once (latency scenarios) */
 static int nchan = 0; /* --proto nchan: Nchan's paths, one raw event per publish request */
+static int binary = 0; /* --proto binary: the hub's binary publishes, one event per request */
 static const char *auth = NULL; /* --auth TOKEN: publishers send it as a Bearer token */
 
 static void usage(void) {
     fprintf(stderr, "loadgen --port P --subs N --topics T --events M [--batch B] [--pipeline D]"
                     " [--rate R] [--size S] [--timeout S] [--hold S] [--path /events?topic=t%%d]"
-                    " [--pubconns K] [--source-ips K] [--read-window-ms W] [--proto hub|nchan] [--auth TOKEN]"
+                    " [--pubconns K] [--source-ips K] [--read-window-ms W] [--proto hub|nchan|binary] [--auth TOKEN]"
                     " [--await-event S] [--source-from A.B.C.D]\n");
     exit(2);
 }
@@ -133,14 +137,19 @@ static int publisher_of(long long seq) {
 /* Nchan: the publisher's next event alone, its data as the body, to its topic's channel. */
 static void publish_one(conn_t *c) {
     static char *req;
-    if (!req) req = malloc((size_t)size + 256);
+    if (!req) req = malloc((size_t)size + 1024 + (auth ? strlen(auth) : 0));
     while (c->next < events && publisher_of(c->next) != c->index) c->next++;
     if (c->next >= events) return; /* this publisher's topics are all published */
     long long seq = c->next++;
     char data[64]; /* what precedes the padding: "<seq> <t_ns> " */
     int d = snprintf(data, sizeof data, "%lld %lld ", seq, now_ns());
-    int h = sprintf(req, "POST /pub/t%lld HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s%s",
-                    seq % topics, d + size, data, pad);
+    int h = binary
+        ? sprintf(req, "POST /publish?topic=t%lld HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Type: application/octet-stream\r\n%s%s%sContent-Length: %d\r\n\r\n%s%s",
+                  seq % topics, auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "",
+                  d + size, data, pad)
+        : sprintf(req, "POST /pub/t%lld HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s%s",
+                  seq % topics, d + size, data, pad);
     send_all(c->fd, req, (size_t)h);
     c->in_flight++; c->sent++;
     published++;
@@ -148,7 +157,7 @@ static void publish_one(conn_t *c) {
 
 static void publish_batch(conn_t *c) {
     static char body[1 << 22], req[(1 << 22) + 512];
-    if (nchan) { publish_one(c); return; }
+    if (nchan || binary) { publish_one(c); return; }
     size_t b = 0;
     int n = 0;
     body[b++] = '[';
@@ -212,6 +221,26 @@ static void take_latency(long long t) {
     lat[nlat++] = t;
 }
 
+/* The start of base64 `in` (up to a line end), decoded into `out` (cap bytes, NUL-terminated): enough of a
+ * binary event's data for its seq and t_ns. */
+static void unbase64(const char *in, const char *end, char *out, size_t cap) {
+    static signed char value[256];
+    if (!value['B']) {
+        memset(value, -1, sizeof value);
+        const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (int i = 0; i < 64; i++) value[(unsigned char)alphabet[i]] = (signed char)i;
+    }
+    size_t n = 0;
+    unsigned bits = 0; int have = 0;
+    for (; in < end && n + 1 < cap; in++) {
+        int v = value[(unsigned char)*in];
+        if (v < 0) break;
+        bits = bits << 6 | (unsigned)v; have += 6;
+        if (have >= 8) { have -= 8; out[n++] = (char)(bits >> have & 0xff); }
+    }
+    out[n] = 0;
+}
+
 /* Events are found by their "data: <seq> <t_ns>" line; chunk framing and other fields are skipped. */
 static void parse_sub(conn_t *c) {
     char *p = c->buf, *end = c->buf + c->len;
@@ -226,7 +255,8 @@ static void parse_sub(conn_t *c) {
         char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl) break;
         if (nl - p > 6 && memcmp(p, "data: ", 6) == 0) {
-            char *q = p + 6;
+            char *q = p + 6, decoded[64];
+            if (binary) { unbase64(q, nl, decoded, sizeof decoded); q = decoded; }
             long long seq = strtoll(q, &q, 10);
             long long t = strtoll(q, &q, 10);
             long long step = (long long)topics * lanes;
@@ -321,7 +351,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--source-ips")) source_ips = atoi(v);
         else if (!strcmp(a, "--split-port")) split_port = atoi(v);
         else if (!strcmp(a, "--read-window-ms")) read_window_ms = atof(v);
-        else if (!strcmp(a, "--proto") && (!strcmp(v, "hub") || !strcmp(v, "nchan"))) nchan = !strcmp(v, "nchan");
+        else if (!strcmp(a, "--proto") && (!strcmp(v, "hub") || !strcmp(v, "nchan") || !strcmp(v, "binary"))) {
+            nchan = !strcmp(v, "nchan"); binary = !strcmp(v, "binary");
+        }
         else if (!strcmp(a, "--await-event")) await_s = atof(v);
         else if (!strcmp(a, "--source-from")) source_from = v;
         else usage();
@@ -329,6 +361,8 @@ int main(int argc, char **argv) {
     }
     if (nchan) {
         if (path == default_path) path = "/sub/t%d";
+    }
+    if (nchan || binary) {
         pipeline *= batch; batch = 1; /* as many events in flight as the scenario's batches hold */
     }
     if (pubconns > topics) lanes = pubconns;

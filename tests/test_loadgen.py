@@ -73,11 +73,14 @@ async def serve() -> AsyncIterator[Any]:
         await runner.cleanup()
 
 
-async def run_loadgen(port: int, *, pubconns: int, events: int = 40, subs: int = 4) -> dict[str, Any]:
+async def run_loadgen(
+    port: int, *, pubconns: int, events: int = 40, subs: int = 4, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         str(build_loadgen()),
         *("--port", str(port), "--subs", str(subs), "--topics", "1", "--events", str(events)),
         *("--batch", "1", "--pipeline", "1", "--pubconns", str(pubconns), "--timeout", "3"),
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -103,3 +106,11 @@ async def test_repeated_events_are_counted_as_duplicates(serve):
 async def test_one_publishers_events_out_of_order_are_caught(serve, pubconns):
     figures = await run_loadgen(await serve("swap"), pubconns=pubconns, events=48)
     assert figures["out_of_order"] > 0
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"])
+async def test_binary_publishes_through_a_real_hub_are_decoded_and_counted(hub):
+    # --proto binary: octet-stream publishes, base64 SSE read back (the `*-binary` scenarios)
+    figures = await run_loadgen(hub.running.port, pubconns=2, extra=("--proto", "binary"))
+    assert (figures["delivered"], figures["expected"]) == (160, 160)
+    assert (figures["lost"], figures["duplicated"], figures["out_of_order"]) == (0, 0, 0)

@@ -114,6 +114,10 @@ def publish(body: bytes, *headers: tuple[bytes, bytes]) -> RawRequest:
     return RawRequest(b"POST", b"/publish", ((b"Content-Type", b"application/json"), *headers), body)
 
 
+def binary(target: bytes, body: bytes, *headers: tuple[bytes, bytes]) -> RawRequest:
+    return RawRequest(b"POST", target, ((b"Content-Type", b"application/octet-stream"), *headers), body)
+
+
 @pytest.mark.parametrize("auth", ["off", "jwt"])
 async def test_hostile_publishes_get_the_same_answer_either_way(hub_factory, auth):
     settings: dict[str, object] = {"cors__origins": (ALLOWED_ORIGIN,), "cors__allow_credentials": True}
@@ -134,8 +138,14 @@ async def test_hostile_publishes_get_the_same_answer_either_way(hub_factory, aut
         publish(b'{"topic": "public/min", "data": "' + b"x" * 2_000_000 + b'"}'),
         publish(b"[" + b",".join([b'{"topic": "public/min", "data": 1}'] * 1001) + b"]"),  # 413, closes
         publish(b'{"topic": "public/min", "data": "' + b"x" * 300_000 + b'"}'),
+        binary(b"/publish?topic=public/min&event=frame&retain=true", b"\x00\xff"),
+        binary(b"/publish?topic=public/min&topic=public/probe", b"\x00" * 300_000),  # 413
+        binary(b"/publish?topic=public%2Fmin&event=reset", b"x"),  # 400
+        binary(b"/publish", b"x"),  # no topic: 400
     ]
-    requests = seeds + [r for batch in drawn for r in batch if r.target == b"/publish"]
+    requests = seeds + [
+        r for batch in drawn for r in batch if r.target == b"/publish" or r.target.startswith(b"/publish?")
+    ]
     assert len(requests) > 15
     took = 0
     for request in requests:
@@ -204,6 +214,10 @@ async def test_only_what_the_fast_path_answers_as_the_route_would_is_taken(hub):
     cases: Sequence[tuple[RawRequest, bool]] = [
         (publish(body), True),
         (RawRequest(b"POST", b"/publish?x=1", ((b"Content-Type", b"application/json"),), body), False),
+        # A binary publish's fields are its query: taken with them, but not with a token among them.
+        (binary(b"/publish?topic=a&event=frame", b"\x00"), True),
+        (binary(b"/publish?topic=a&token=t", b"\x00"), False),
+        (binary(b"/publish?topic=a", b"\x00", (b"Connection", b"close")), False),
         (publish(body, (b"Connection", b"close")), False),
         (publish(body, (b"Expect", b"100-continue")), False),
         (publish(body, (b"Content-Encoding", b"gzip")), False),

@@ -31,7 +31,7 @@ import contextlib
 import ipaddress
 import logging
 import resource
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
@@ -43,6 +43,8 @@ from hub.http.errors import error_response, malformed
 from hub.http.limits import Connections, budget_for, client_key, is_trusted, parse_networks
 
 if TYPE_CHECKING:
+    from aiohttp.http_parser import RawRequestMessage
+
     from hub.http.fast_publish import FastPublish
 
 log = logging.getLogger(__name__)
@@ -299,7 +301,7 @@ class GuardedRequestHandler(RequestHandler):
             assert self._manager is not None
             self._parser.message_consumed()
             self._manager.requests_count += 1
-            self._answer_fast(message.headers, payload.read_nowait())
+            self._answer_fast(message, payload.read_nowait())
             return True
         if stop_idle_timer:
             self.keep_alive(True)
@@ -307,12 +309,12 @@ class GuardedRequestHandler(RequestHandler):
             waiter.set_result(None)
         return False
 
-    def _answer_fast(self, headers: Mapping[str, str], body: bytes) -> None:
+    def _answer_fast(self, message: RawRequestMessage, body: bytes) -> None:
         assert self._fast is not None
         # Its headers are in: it is being answered, no header clock runs.
         self._header_deadline = 0.0
         self._owed = False
-        answer = self._fast.start(headers, self._address, body, self._loop)
+        answer = self._fast.start(message, self._address, body, self._loop)
         if answer.done():
             self._answered(answer)
         else:

@@ -8,7 +8,9 @@ here instead: aiohttp's own C parser has parsed it, the checks are the route's o
 the broker call runs eagerly (`hub.http.eager`), and the answer is written as bytes. Anything else,
 or anything unusual about a publish (a body still arriving, chunked or compressed, `Expect`, a CORS
 origin, a cookie or query token, `Connection: close`, HTTP/1.0, the drain under way), goes the general
-way, where every case is handled; both give the same answer (tests/test_fast_publish.py).
+way, where every case is handled; both give the same answer (tests/test_fast_publish.py). A query string
+is taken only on a binary publish (`application/octet-stream`), whose fields it holds: a service sending
+frames or chunks one request each is the same commonest call.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from http.cookies import SimpleCookie
 from types import MappingProxyType
 from typing import TypeGuard
@@ -33,13 +35,17 @@ from hub.http.errors import CLOSING_STATUSES, INTERNAL_ERROR
 from hub.http.publish_route import accept, admit
 from hub.http.state import CONFIG, DRAIN, FANOUT, GUARD, METRICS
 from hub.wire import http1
+from hub.wire.publish_request import OCTET_STREAM, media_type
 
 log = logging.getLogger(__name__)
 
 PATH = "/publish"
 # What a connection's bytes start with when they may hold such a publish (GuardedRequestHandler asks).
-PREFIX = b"POST " + PATH.encode() + b" "
+PREFIX = (b"POST " + PATH.encode() + b" ", b"POST " + PATH.encode() + b"?")
+_QUERY_PATH = PATH + "?"
 _NO_QUERY: Mapping[str, str] = MappingProxyType({})
+# The query parameter a token may come in: the general path's (the guard reads `request.query`).
+_TOKEN_PARAMETER = "token"
 
 
 Answer = tuple[bytes, bool]  # the whole response, and whether the connection closes after it
@@ -95,9 +101,10 @@ class FastPublish:
         all in, plain, and nothing about it that only the general path handles."""
         if not isinstance(message, RawRequestMessage):
             return False  # aiohttp's stand-in for a request its parser refused
+        if message.path != PATH and not self._binary_with_query(message):
+            return False
         if (
-            message.path != PATH
-            or message.method != "POST"
+            message.method != "POST"
             or message.version != HttpVersion11
             or message.should_close
             or message.compression is not None
@@ -116,23 +123,43 @@ class FastPublish:
         # With auth on, only a Bearer token: the cookie's CSRF checks are the general path's.
         return not self._auth or hdrs.AUTHORIZATION in headers
 
+    @staticmethod
+    def _binary_with_query(message: RawRequestMessage) -> bool:
+        """A binary publish with its fields in the query, and no token among them."""
+        return (
+            message.path.startswith(_QUERY_PATH)
+            and media_type(message.headers.get(hdrs.CONTENT_TYPE, "")) == OCTET_STREAM
+            and _TOKEN_PARAMETER not in message.url.query
+        )
+
     def start(
-        self, headers: Mapping[str, str], remote: str | None, body: bytes, loop: asyncio.AbstractEventLoop
+        self,
+        message: RawRequestMessage,
+        remote: str | None,
+        body: bytes,
+        loop: asyncio.AbstractEventLoop,
     ) -> asyncio.Future[Answer]:
         """The answer to a publish: done at once where the broker takes it without waiting, else to
         come from a task of its own."""
         self.taken += 1
-        answering = self.answer(headers, remote, body)
+        # The query as the route reads it (`request.query` is this URL's), for a binary publish.
+        query = list(message.url.query.items()) if message.path != PATH else ()
+        answering = self.answer(message.headers, remote, body, query)
         if self._fanout.broker.publishes_at_once:
             return run_eagerly(answering, loop)
         return loop.create_task(answering)
 
-    async def answer(self, headers: Mapping[str, str], remote: str | None, body: bytes) -> Answer:
+    async def answer(
+        self,
+        headers: Mapping[str, str],
+        remote: str | None,
+        body: bytes,
+        query: Sequence[tuple[str, str]] = (),
+    ) -> Answer:
         """The whole response to a publish, and whether the connection closes after it."""
         try:
-            admitted = admit(
-                self._guard, self._config, self._guard.publisher(PublishView(headers, remote)), headers, body
-            )
+            publisher = self._guard.publisher(PublishView(headers, remote))
+            admitted = admit(self._guard, self._config, publisher, headers, body, query)
             answer = await accept(self._fanout, self._metrics, admitted)
         except HttpError as exc:
             return self._refusal(exc.status, exc.headers().items(), exc.body())

@@ -18,34 +18,26 @@ from tests.support.hub_client import HubUnderTest
 
 HubFactory = Callable[..., Awaitable[HubUnderTest]]
 ROOT = Path(__file__).parent.parent
-CONTAINER_CHECK = pytest.StashKey[subprocess.Popen[str]]()
-
-
-@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they do
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The container check (tests/test_container.py) starts with the session, when it is selected, and
-    runs beside the other tests: it waits on Docker for most of its minute or two."""
-    if any(item.nodeid.startswith("tests/test_container.py") for item in items):
-        config.stash[CONTAINER_CHECK] = subprocess.Popen(
-            [sys.executable, str(ROOT / "deploy" / "check.py"), "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-        )
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    proc = config.stash.get(CONTAINER_CHECK, None)
-    if proc is not None and proc.poll() is None:
-        proc.terminate()  # the run was cut short: the check cleans up what it made as it ends
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(60)
 
 
 @pytest.fixture
-def container_check(request: pytest.FixtureRequest) -> subprocess.Popen[str]:
-    return request.config.stash[CONTAINER_CHECK]
+def container_check() -> Iterator[subprocess.Popen[str]]:
+    """`deploy/check.py`, started for tests/test_container.py: it waits on Docker for most of its minute
+    or two, while the other pytest-xdist worker goes on with the suite."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "deploy" / "check.py"), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # the test failed or was cut short: the check cleans up what it made
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The container, proven for real: `deploy/check.py` builds the image from the unchanged Dockerfile
 (with stand-in base images made from Debian's packages where the machine has none), runs it, and brings
-both compose files up (see its docstring for every check). It runs beside the rest of the suite, from
-its start (tests/conftest.py): it spends its time waiting on Docker, not on the cores."""
+both compose files up (see its docstring for every check). It spends its time waiting on Docker, not on
+the cores, while the other pytest-xdist worker goes on with the suite."""
 
 from __future__ import annotations
 

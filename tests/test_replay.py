@@ -88,7 +88,9 @@ async def test_a_reader_gets_a_replay_many_times_max_buffer_beside_a_non_reader(
 
 
 async def test_a_reader_that_pauses_shorter_than_the_drain_timeout_is_not_cut(hub_factory):
-    hub = await hub_factory(sse__max_buffer=64 * 1024, sse__drain_timeout=2.0)
+    # A drain timeout ten times the pause: the reader parses 12 MB in Python, in the hub's own process,
+    # beside the suite's other worker, and any stall of its reading past the timeout would cut it.
+    hub = await hub_factory(sse__max_buffer=64 * 1024, sse__drain_timeout=5.0)
     for i in range(EVENTS):
         await hub.publish({"topic": "public/p", "data": f"{i:03} " + "y" * DATA})
     async with hub.session.get(

@@ -227,19 +227,14 @@ class HubClient:
         """Relay `body` through `POST /publish/stream` as it is produced: with the default content type
         each piece the hub receives is one binary event. Returns the hub's summary (`events`,
         `last_id`, `done_id`). Not retried: a stream cannot be sent twice."""
-        params = _event_params(topic_or_topics, event, None, False)
-        headers = {**await self.headers(), "Content-Type": content_type}
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
-        try:
-            async with self.session.post(
-                self.url + "/publish/stream", params=params, data=body, headers=headers, timeout=timeout
-            ) as resp:
-                if resp.status != 200:
-                    raise await refusal_from(resp)
-                doc: dict[str, Any] = await resp.json()
-                return doc
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise HubUnreachable(f"cannot stream to {self.url}: {describe(exc)}") from exc
+        return await self._call(
+            "POST",
+            "/publish/stream",
+            params=_event_params(topic_or_topics, event, None, False),
+            data=body,
+            content_type=content_type,
+            streamed=True,
+        )
 
     async def subscribers(self, topic: str) -> dict[str, int]:
         """The streams that receive `topic`'s events on every hub process, by selector."""
@@ -264,25 +259,42 @@ class HubClient:
         `hub.control` when auth is on); returns how many the process asked closed at once."""
         fields = {"sub": sub, "name": name, "topic": topic, "conn": conn}
         body = {**{k: v for k, v in fields.items() if v is not None}, "reason": reason}
-        headers = {**await self.headers(), "Content-Type": "application/json"}
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        try:
-            async with self.session.post(
-                self.url + "/disconnect", data=orjson.dumps(body), headers=headers, timeout=timeout
-            ) as resp:
-                if resp.status != 202:
-                    raise await refusal_from(resp)
-                return int((await resp.json())["closed_here"])
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise HubUnreachable(f"cannot reach {self.url}: {describe(exc)}") from exc
+        doc = await self._call(
+            "POST", "/disconnect", expect=202, data=orjson.dumps(body), content_type="application/json"
+        )
+        return int(doc["closed_here"])
 
     async def _read(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        return await self._call("GET", path, params=params)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        expect: int = 200,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        data: bytes | AsyncIterable[bytes] | None = None,
+        content_type: str | None = None,
+        streamed: bool = False,
+    ) -> dict[str, Any]:
+        """One request whose answer is JSON, not retried: the document, or the hub's refusal raised.
+        `streamed`: the body takes as long as its source does, and only connecting is bounded."""
+        headers = await self.headers()
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         try:
-            async with self.session.get(
-                self.url + path, params=params, headers=await self.headers(), timeout=timeout
+            async with self.session.request(
+                method,
+                self.url + path,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=None if streamed else self.timeout, sock_connect=self.timeout
+                ),
             ) as resp:
-                if resp.status != 200:
+                if resp.status != expect:
                     raise await refusal_from(resp)
                 doc: dict[str, Any] = await resp.json()
                 return doc

@@ -12,6 +12,7 @@ import pytest
 from hub.engine.history import history_pages
 from hub.errors import Conflict
 from hub.http.state import METRICS
+from tests.support.hub_client import kill_subscriber_connection
 from tests.support.waiting import settled
 from tests.support.work import script_runs_us
 
@@ -169,13 +170,6 @@ async def test_hub_starts_before_redis_and_becomes_ready(hub_factory, redis_fact
     async with hub.subscribe("late") as stream:
         await hub.publish({"topic": "late", "data": "ok"})
         assert (await stream.next_event()).data == "ok"
-
-
-def kill_subscriber_connection(hub, redis) -> None:
-    name = f"{hub.fanout.broker._config.prefix}-sub-{hub.fanout.broker.node}"
-    for line in redis.command("CLIENT", "LIST").decode().splitlines():
-        if f"name={name} " in line:
-            redis.command("CLIENT", "KILL", "ID", line.split("id=")[1].split(" ")[0])
 
 
 async def test_catch_up_never_resends_what_a_subscriber_got_in_its_snapshot(hub, redis_server):

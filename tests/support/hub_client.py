@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.processes import RedisProcess
 from hub.engine.fanout import Fanout
 from hub.http.server import Running
 from hub.http.state import FANOUT
@@ -50,3 +51,12 @@ class HubUnderTest:
             stream = SseStream(resp)
             await stream.until_comment()  # the preamble: from here on, nothing is missed
             yield stream
+
+
+def kill_subscriber_connection(hub: HubUnderTest, redis: RedisProcess) -> None:
+    """Cut a hub's pub/sub connection from the Redis side, as a network fault would."""
+    broker: Any = hub.fanout.broker
+    name = f"{broker._config.prefix}-sub-{broker.node}"
+    for line in redis.command("CLIENT", "LIST").decode().splitlines():
+        if f"name={name} " in line:
+            redis.command("CLIENT", "KILL", "ID", line.split("id=")[1].split(" ")[0])

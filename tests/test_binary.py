@@ -194,3 +194,36 @@ def test_sse_encodes_a_binary_value_through_the_one_entry_point():
         b"id: i-1\nevent: binary\nencoding: base64\ndata: AQ==\n\n"
     )
     assert sse.encode_data_event({"a": 1}, id="i-1") == b'id: i-1\ndata: {"a":1}\n\n'
+
+
+def test_json_and_forms_carry_bytes_as_base64_marked_as_ndjson_gives_them():
+    body = b'[{"topic": "f/1", "data": "AP8=", "encoding": "base64", "event": "binary"}, {"topic": "f/1"}]'
+    first, second = parse_publish("application/json", body, LIMITS).drafts
+    assert (first.data, first.event, second.data) == (b"\x00\xff", None, "")
+    [form] = parse_publish(
+        "application/x-www-form-urlencoded", b"topic=f/1&data=AP8%3D&encoding=base64", LIMITS
+    ).drafts
+    assert form.data == b"\x00\xff"
+    # The hub's own NDJSON line, less its id and topic, publishes the same bytes again.
+    line = orjson.loads(formats.ndjson_event(binary_event(), "files/1"))
+    del line["id"], line["topic"]
+    [again] = parse_publish("application/json", orjson.dumps({**line, "topic": "copy"}), LIMITS).drafts
+    assert again.data == EVERY_BYTE
+
+
+@pytest.mark.parametrize(
+    ("doc", "error", "code"),
+    [
+        ({"data": "AAE", "encoding": "base64"}, BadRequest, "invalid_data"),  # bad padding
+        ({"data": "AA E=", "encoding": "base64"}, BadRequest, "invalid_data"),
+        ({"data": "AAEC", "encoding": "hex"}, BadRequest, "invalid_field"),
+        ({"data": [1], "encoding": "base64"}, BadRequest, "invalid_field"),
+        ({"data": "AAEC", "encoding": None}, BadRequest, "invalid_field"),
+        ({"data": "A" * 1368, "encoding": "base64"}, PayloadTooLarge, "data_too_large"),  # 1026 bytes
+        ({"data": "AAEC", "encoding": "base64", "event": "reset"}, BadRequest, "reserved_event_name"),
+    ],
+)
+def test_a_bad_base64_publish_is_a_4xx(doc, error, code):
+    with pytest.raises(error) as caught:
+        parse_publish("application/json", orjson.dumps({"topic": "f/1", **doc}), LIMITS)
+    assert caught.value.code == code

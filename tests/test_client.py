@@ -401,6 +401,11 @@ async def test_bytes_published_and_read_back_and_a_byte_stream_resumed_where_it_
             True,
             b"\x00\xff",
         )
+        # A batch carries bytes too (base64 in its JSON, marked), beside text.
+        ids = await client.publish_batch([Publication("files/1", b"\x01"), Publication("files/1", "t")])
+        batch = await take(events, 2)
+        assert [(e.id, e.is_binary) for e in batch] == [(ids[0], True), (ids[1], False)]
+        assert batch[0].data_bytes() == b"\x01"
         received = bytearray()
         async with client.subscribe_bytes("files/2") as stream:
             reading = asyncio.create_task(anext(stream))

@@ -26,6 +26,7 @@ delivered once, whatever of these happens.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import inspect
 import random
@@ -99,6 +100,8 @@ class Publication:
 
     def body(self) -> dict[str, object]:
         doc: dict[str, object] = {"data": self.data}
+        if isinstance(self.data, bytes | bytearray | memoryview):  # a binary event: base64, marked
+            doc = {"data": base64.b64encode(self.data).decode("ascii"), "encoding": "base64"}
         if isinstance(self.topic, str):
             doc["topic"] = self.topic
         else:

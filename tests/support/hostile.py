@@ -588,6 +588,8 @@ def publish_requests(creds: Credentials) -> st.SearchStrategy[RawRequest]:
                             (b"retain", b'"yes"'),
                             (b"topics", b'["public/min", "private/x"]'),
                             (b"id", b'"forged-1"'),
+                            (b"encoding", b'"base64"'),
+                            (b"encoding", b'"hex"'),
                         ]
                     ),
                     max_size=2,

@@ -84,13 +84,18 @@ async def test_cli_subscribe_prints_events_live_resumes_with_since_and_stops_cle
         code, third, _ = await hub_cli("publish", "news/us", '{"n": 3}', "--json", **env)
         assert code == 0
         assert await next_line(sub) == f'{third.strip()} message {{"n":3}}'
+        # Bytes from stdin, as they are: printed base64, marked.
+        code, fourth, _ = await hub_cli("publish", "news/eu", "-", "--binary", stdin=b"\x00\xffz", **env)
+        assert code == 0
+        assert await next_line(sub) == f"{fourth.strip()} binary base64:AP96"
         sub.send_signal(sig)
         assert await asyncio.wait_for(sub.wait(), 15) == 0
     async with cli_subscriber("news/*", "--since", "earliest", "--json", **env) as sub:
-        lines = [await next_line(sub) for _ in range(3)]
+        lines = [await next_line(sub) for _ in range(4)]
         sub.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(sub.wait(), 15) == 0
     assert lines[0] == f'{{"id":"{first}","event":"message","data":"first"}}'
+    assert lines[3] == f'{{"id":"{fourth.strip()}","event":"binary","data":"AP96","encoding":"base64"}}'
     assert proc.stop() == 0
 
 

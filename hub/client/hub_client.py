@@ -556,18 +556,8 @@ class ByteStream(_Stream):
     """See `HubClient.subscribe_bytes`. Use it as `async with`, or call `aclose()`, to let go of it."""
 
     media_type = OCTET_STREAM
-
-    def __init__(
-        self,
-        client: HubClient,
-        selectors: Sequence[str],
-        last_event_id: str,
-        heartbeat_timeout: float | None,
-        max_failures: int | None,
-    ) -> None:
-        super().__init__(client, selectors, last_event_id, heartbeat_timeout, max_failures)
-        self.start = ""  # the hub's Hub-Stream-Start: the position `offset` counts from
-        self.offset = 0  # bytes received since `start`
+    start = ""  # the hub's Hub-Stream-Start: the position `offset` counts from
+    offset = 0  # bytes received since `start`
 
     async def __anext__(self) -> bytes:
         while True:

@@ -339,8 +339,10 @@ async def test_screenshot_of_the_console_with_live_data(hub, context):
         )
         if n % 3:
             await hub.publish({"topic": "demo/chat", "data": f"message {n} ✓"})
+        if n == 10:  # and bytes: a job's thumbnail, shown by its size and first bytes
+            await publish_bytes(hub, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, topic="demo/thumbs")
         await page.wait_for_timeout(150 + 50 * (n % 4))
-    await wait_for_entries(page, 20)
+    await wait_for_entries(page, 21)
     # Charts drawn from at least a few stats samples.
     await page.wait_for_function("() => document.querySelector('#rate-now').textContent !== '\\u2013'")
     # The topics panel with the presence of demo/chat: two named streams and the console's own.

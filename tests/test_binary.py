@@ -180,6 +180,31 @@ def test_a_resume_point_joins_an_id_and_an_offset():
     assert binary.join_offset("abc-17", 0) == "abc-17"
 
 
+def test_a_relayed_binary_event_is_bounded_by_its_bytes_not_its_base64():
+    # 1000 bytes are 1336 characters of base64, over the 1024 the limit holds in bytes.
+    reader = reader_for("text/event-stream", ("copy",), None, LIMITS)
+    [draft] = reader.feed(frames.event_body(binary_event(bytes(1000))))
+    assert draft.data == bytes(1000)
+    with pytest.raises(PayloadTooLarge):
+        reader_for("text/event-stream", ("copy",), None, LIMITS).feed(
+            frames.event_body(binary_event(bytes(1025)))
+        )
+
+
+def test_a_binary_event_may_not_take_texts_default_type():
+    with pytest.raises(BadRequest, match="text"):
+        validate_event_name("message", binary=True)
+    assert validate_event_name("message") == "message"
+
+
+def test_one_counter_positions():
+    assert binary.one_counter("abcdef-18")
+    assert binary.one_counter("k2d7qa_5.1042")
+    assert not binary.one_counter("k2d7qa_5.1042_9.7")
+    assert not binary.one_counter("earliest")
+    assert not binary.one_counter("")
+
+
 def test_the_position_before_an_event_where_one_counter_names_it():
     assert binary.before("abcdef-18") == "abcdef-17"
     assert binary.before("abcdef-1") == "abcdef-0"

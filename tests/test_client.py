@@ -423,4 +423,11 @@ async def test_bytes_published_and_read_back_and_a_byte_stream_resumed_where_it_
                 received += await anext(stream)
             assert stream.connections == 2
             assert stream.offset == len(data)
+        # A stream started where an earlier one's start and offset say: the offsets go on from there.
+        async with client.subscribe_bytes("files/2", last_event_id=f"{stream.start}:{half}") as again:
+            rest = bytearray()
+            while len(rest) < len(data) - half:
+                rest += await anext(again)
+            assert again.offset == len(data)
     assert bytes(received) == data
+    assert bytes(rest) == data[half:]

@@ -105,9 +105,10 @@ async def _subscribe(args: argparse.Namespace) -> int:
 
 
 def _text_line(event: Event) -> str:
-    # One line per event, whatever the data: its line breaks are written as \n; bytes as base64, marked.
+    # One line per event, whatever the data: its line breaks are written as \n and its backslashes
+    # doubled, so that bytes, written `\base64:` and base64, cannot be mistaken for any text.
     if event.is_binary:
-        return f"{event.id} {event.event} base64:{event.data}"
+        return f"{event.id} {event.event} \\base64:{event.data}"
     data = event.data.replace("\\", "\\\\").replace("\n", "\\n")
     return f"{event.id} {event.event} {data}"
 

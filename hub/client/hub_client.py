@@ -364,17 +364,23 @@ class HubClient:
     def subscribe_bytes(
         self, *selectors: str, last_event_id: str | None = None, max_failures: int | None = None
     ) -> ByteStream:
-        """An async iterator over the raw bytes of `selectors`' events (`?format=bytes`): a binary
-        event's bytes as published, a text event's as UTF-8, back to back as they arrive.
+        """An async iterator over the raw bytes of `selectors`' binary events (`?format=bytes`), as
+        published, back to back as they arrive (text events are not part of a byte stream).
 
         A broken stream is reopened where it broke, to the byte: the hub names the position each stream
         starts from, and the next one asks for it less the bytes already received. `last_event_id`
-        starts after that id (`"earliest"`: everything retained); without it, live events only. A
-        history lost since the start raises `HubRefused` (409 `history_lost`), as nothing in a byte
-        stream could say what was missed. The stream sends no heartbeats."""
+        starts after that id (`"earliest"`: everything retained), or at `<start>:<offset>` as an
+        earlier stream's `start` and `offset` say; without it, live events only. A history lost since
+        the start raises `HubRefused` (409 `history_lost`), as nothing in a byte stream could say what
+        was missed; so does a break in a stream the hub named no start for (several cluster
+        partitions, or `earliest` over several topics). The stream sends no heartbeats."""
         if not selectors:
             raise ValueError("subscribe_bytes needs at least one topic or pattern")
-        return ByteStream(self, selectors, last_event_id or "", None, max_failures)
+        stream = ByteStream(self, selectors, last_event_id or "", None, max_failures)
+        start, _, offset = (last_event_id or "").rpartition(":")
+        if start and offset.isascii() and offset.isdigit():
+            stream.start, stream.offset = start, int(offset)  # resumed where an earlier stream broke
+        return stream
 
 
 class _Stream:
@@ -570,6 +576,11 @@ class ByteStream(_Stream):
 
     def _resume_from(self) -> str:
         if not self.start:
+            if self.connections and self.offset:
+                # Bytes came from a stream the hub named no start for: reading it again would repeat them.
+                raise HubRefused(
+                    409, "not_resumable", f"the byte stream broke after {self.offset} bytes and cannot resume"
+                )
             return self.last_event_id
         return f"{self.start}:{self.offset}" if self.offset else self.start
 
@@ -579,7 +590,8 @@ class ByteStream(_Stream):
     def _opened(self, resp: aiohttp.ClientResponse) -> None:
         # The first stream's start, made concrete by the hub (the live position, or the one before
         # `earliest`'s first event); a resumed stream's is the one it resumed from, offsets unchanged.
-        self.start = resp.headers.get(STREAM_START, self.start)
+        # None: the hub names no position that would resume this stream exactly.
+        self.start = resp.headers.get(STREAM_START, "")
 
 
 async def refusal_from(resp: aiohttp.ClientResponse) -> HubRefused:

@@ -108,8 +108,9 @@ async def _stream(
     try:
         byte_start = None
         if sub.format is Format.BYTES:
-            byte_start = start_of(since, requested, offset, snapshot)
-            headers[binary.STREAM_START] = byte_start.start
+            byte_start = start_of(since, requested, offset, snapshot, sub.selectors)
+            if byte_start.start is not None:
+                headers[binary.STREAM_START] = byte_start.start
         response = DetachableResponse(headers=headers)
         # Every end of a live stream closes its connection (the hub, not aiohttp, owns it by then).
         response.force_close()

@@ -7,7 +7,8 @@ a marker in every format that carries text:
 
 - SSE: the data base64-encoded, a field line `encoding: base64` (parsers that read fields see it;
   EventSource ignores it, as the grammar says) and, when the publisher named no type, `event: binary`
-  (a type no text event may take, so a browser knows it by its name alone);
+  (a type no text event may take, so a browser knows it by its name alone; nor may a binary event take
+  `message`, text's type, written without an `event:` line);
 - NDJSON and history downloads: `"data"` base64-encoded beside `"encoding": "base64"`.
 
 `?format=bytes` writes each event's raw bytes back to back. Its resume point is `<id>:<offset>`: the
@@ -66,6 +67,14 @@ def join_offset(start: str, offset: int) -> str:
     return f"{start}{_OFFSET_SEPARATOR}{offset}" if offset else start
 
 
+def one_counter(position: str) -> bool:
+    """Whether `position` names one counter: `<epoch>-<seq>`, or a cluster id of one partition."""
+    if parse_id(position) is not None:
+        return True
+    head, sep, seq = position.rpartition(".")
+    return bool(sep) and parse_seq(seq) is not None and head.count("_") == 1
+
+
 def before(event_id: str) -> str | None:
     """The position just before `event_id` where one counter names it (`<epoch>-<seq>`, or a cluster
     id of one partition, `<digest>_<p>.<seq>`), so that a stream read from `earliest` resumes from a
@@ -74,8 +83,8 @@ def before(event_id: str) -> str | None:
     position = parse_id(event_id)
     if position is not None:
         return f"{position.epoch}-{position.seq - 1}" if position.seq > 0 else None
-    head, sep, seq = event_id.rpartition(".")
-    number = parse_seq(seq) if sep else None
-    if number is None or number == 0 or head.count("_") != 1:
+    if not one_counter(event_id):
         return None
-    return f"{head}.{number - 1}"
+    head, _, seq = event_id.rpartition(".")
+    number = int(seq)
+    return f"{head}.{number - 1}" if number > 0 else None

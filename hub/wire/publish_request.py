@@ -28,6 +28,7 @@ MAX_EVENT_NAME = 128
 RESERVED_EVENTS = frozenset({"reset", "heartbeat"})
 # Names a binary event; a text event may not take it, so that a browser can tell bytes by the type alone.
 BINARY_EVENT = "binary"
+TEXT_EVENT = "message"  # and the other way round: a binary event may not take text's default type
 OCTET_STREAM = "application/octet-stream"
 MAX_RETRY_MS = 24 * 3600 * 1000
 _FIELDS = frozenset({"topic", "topics", "data", "event", "retry", "retain", "encoding"})
@@ -249,6 +250,9 @@ def validate_event_name(name: object, where: str = "", *, binary: bool = False) 
         if not binary:
             raise BadRequest("reserved_event_name", f"{where}event {name!r} names events whose data is bytes")
         return None
+    if binary and name == TEXT_EVENT:
+        # Written without an `event:` line, as text's default: a browser could not tell it from text.
+        raise BadRequest("reserved_event_name", f"{where}event {name!r} names events whose data is text")
     return name
 
 

@@ -185,7 +185,8 @@ class SseEvents:
         self._topics = topics
         self._default_event = event
         self._max = limits.max_data_bytes
-        self._parser = SseParser(max_size=limits.max_data_bytes)
+        # A hub's binary event comes as base64, 4 characters for 3 bytes: its decoded size is checked after.
+        self._parser = SseParser(max_size=4 * ((limits.max_data_bytes + 2) // 3))
         self._error: HttpError | None = None
 
     def feed(self, chunk: bytes) -> list[Draft]:

@@ -87,7 +87,7 @@ async def test_cli_subscribe_prints_events_live_resumes_with_since_and_stops_cle
         # Bytes from stdin, as they are: printed base64, marked.
         code, fourth, _ = await hub_cli("publish", "news/eu", "-", "--binary", stdin=b"\x00\xffz", **env)
         assert code == 0
-        assert await next_line(sub) == f"{fourth.strip()} binary base64:AP96"
+        assert await next_line(sub) == f"{fourth.strip()} binary \\base64:AP96"
         sub.send_signal(sig)
         assert await asyncio.wait_for(sub.wait(), 15) == 0
     async with cli_subscriber("news/*", "--since", "earliest", "--json", **env) as sub:

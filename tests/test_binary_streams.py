@@ -203,6 +203,22 @@ async def test_a_byte_stream_refuses_what_it_cannot_continue_exactly(hub):
     assert doc["error"]["code"] == "reserved_event_name"
 
 
+@pytest.mark.parametrize("broker_kind", ["memory"])
+async def test_a_byte_stream_ends_only_broken_so_that_no_client_takes_it_for_a_whole_download(hub):
+    async with stream(hub, "files/5", format="bytes") as raw, stream(hub, "files/5") as sse:
+        await settled(lambda: hub.fanout.connections == 2)
+        await publish_bytes(hub, b"abc", topic="files/5")
+        await raw.until(b"c")
+        for conn in (raw.headers["hub-connection-id"], sse.headers["hub-connection-id"]):
+            status, _ = await hub.post("/disconnect", json={"conn": conn})
+            assert status == 202
+        # The SSE stream ends cleanly, after its `disconnect` event; the byte stream without the last
+        # chunk, as a broken download does (curl exits 18), so that its client resumes.
+        assert (await sse.end()).endswith(b"\n\n")
+        with pytest.raises((asyncio.IncompleteReadError, EOFError, ConnectionError)):
+            await raw.end()
+
+
 async def test_a_byte_stream_no_position_could_resume_names_none(hub, broker_kind):
     await publish_bytes(hub, b"a", topic="many/a")
     await publish_bytes(hub, b"b", topic="many/b")

@@ -103,8 +103,10 @@ class Outbox:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             # A clean end, so that a client can tell it from a broken connection. The connection is
-            # closed rather than kept alive: it was handed over to the hub (hub/http/detach.py).
-            if self.chunked:
+            # closed rather than kept alive: it was handed over to the hub (hub/http/detach.py). Not for
+            # a byte stream, which never ends of itself: a clean end would pass for a complete
+            # download, where the client should resume from its offset.
+            if self.chunked and self.format is not Format.BYTES:
                 transport.write(chunked.LAST_CHUNK)
             transport.close()
         return reason

@@ -26,7 +26,6 @@ delivered once, whatever of these happens.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import inspect
 import random
@@ -40,6 +39,8 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from hub.errors import HttpError
+from hub.wire import binary
 from hub.wire.sse_parser import ServerSentEvent, SseParser
 
 Event = ServerSentEvent
@@ -101,7 +102,7 @@ class Publication:
     def body(self) -> dict[str, object]:
         doc: dict[str, object] = {"data": self.data}
         if isinstance(self.data, bytes | bytearray | memoryview):  # a binary event: base64, marked
-            doc = {"data": base64.b64encode(self.data).decode("ascii"), "encoding": "base64"}
+            doc = {"data": binary.encode(bytes(self.data)), "encoding": binary.ENCODING}
         if isinstance(self.topic, str):
             doc["topic"] = self.topic
         else:
@@ -377,9 +378,12 @@ class HubClient:
         if not selectors:
             raise ValueError("subscribe_bytes needs at least one topic or pattern")
         stream = ByteStream(self, selectors, last_event_id or "", None, max_failures)
-        start, _, offset = (last_event_id or "").rpartition(":")
-        if start and offset.isascii() and offset.isdigit():
-            stream.start, stream.offset = start, int(offset)  # resumed where an earlier stream broke
+        try:
+            start, offset = binary.split_offset(last_event_id)  # the hub's own reading of it
+        except HttpError as exc:
+            raise ValueError(exc.message) from None
+        if start and offset:
+            stream.start, stream.offset = start, offset  # resumed where an earlier stream broke
         return stream
 
 

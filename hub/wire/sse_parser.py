@@ -9,13 +9,14 @@ nothing, but its `id:` still moves the last event id (the hub's position lines r
 
 from __future__ import annotations
 
-import base64
 import codecs
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from hub.wire import binary
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -41,13 +42,13 @@ class ServerSentEvent:
 
     @property
     def is_binary(self) -> bool:
-        return self.encoding == "base64"
+        return self.encoding == binary.ENCODING
 
     def data_bytes(self) -> bytes:
         """The data of a binary event as the publisher sent it; ValueError for a text event."""
         if not self.is_binary:
             raise ValueError(f"event {self.id!r} carries text, not bytes")
-        return base64.b64decode(self.data, validate=True)
+        return binary.decode(self.data)
 
 
 class LineDecoder:
